@@ -1,0 +1,92 @@
+//! CDC requests (UDP): operations that span directories, run as transactions over shards.
+
+use crate::codec::{messages, Message};
+use crate::policy::DirectoryInfo;
+use crate::{EggsError, EggsTime, InodeId, Name, RequestHeader};
+use bincode::{Decode, Encode};
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CdcRequest {
+    pub header: RequestHeader,
+    pub body: CdcReq,
+}
+
+impl Message for CdcRequest {
+    const MAGIC: [u8; 4] = *b"CDC\x01";
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CdcResponse {
+    pub request_id: u64,
+    pub result: Result<CdcResp, EggsError>,
+}
+
+impl Message for CdcResponse {
+    const MAGIC: [u8; 4] = *b"CDC\x81";
+}
+
+messages! { CdcReq, CdcResp;
+    MakeDirectory(MakeDirectoryReq) -> MakeDirectoryResp,
+    RenameFile(RenameFileReq) -> RenameFileResp,
+    RenameDirectory(RenameDirectoryReq) -> RenameDirectoryResp,
+    RemoveDirectory(RemoveDirectoryReq) -> RemoveDirectoryResp,
+}
+
+/// Creates a directory named `name` in `owner_id`; `info` holds the policies it sets itself.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct MakeDirectoryReq {
+    pub owner_id: InodeId,
+    pub name: Name,
+    pub info: DirectoryInfo,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct MakeDirectoryResp {
+    pub id: InodeId,
+    pub creation_time: EggsTime,
+}
+
+/// Moves a file or symlink between two different directories (replacing a file at the
+/// destination, which becomes a snapshot edge).
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RenameFileReq {
+    pub target_id: InodeId,
+    pub old_owner_id: InodeId,
+    pub old_name: Name,
+    pub old_creation_time: EggsTime,
+    pub new_owner_id: InodeId,
+    pub new_name: Name,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RenameFileResp {
+    pub creation_time: EggsTime,
+}
+
+/// Moves a directory under a different parent; refused if that would create a loop.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RenameDirectoryReq {
+    pub target_id: InodeId,
+    pub old_owner_id: InodeId,
+    pub old_name: Name,
+    pub old_creation_time: EggsTime,
+    pub new_owner_id: InodeId,
+    pub new_name: Name,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RenameDirectoryResp {
+    pub creation_time: EggsTime,
+}
+
+/// Removes an empty directory (one with no current edges).
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveDirectoryReq {
+    pub owner_id: InodeId,
+    pub target_id: InodeId,
+    pub name: Name,
+    pub creation_time: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveDirectoryResp {}

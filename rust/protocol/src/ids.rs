@@ -1,0 +1,322 @@
+//! Identifiers and small value types shared by every message.
+
+use bincode::de::read::Reader;
+use bincode::de::{BorrowDecoder, Decoder};
+use bincode::enc::Encoder;
+use bincode::error::{DecodeError as BinDecodeError, EncodeError};
+use bincode::{BorrowDecode, Decode, Encode};
+use std::fmt;
+
+/// Number of logical metadata shards. An inode's shard is the low byte of its id.
+pub const NUM_SHARDS: usize = 256;
+
+/// A logical metadata shard, 0..=255.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Encode, Decode)]
+pub struct ShardId(pub u8);
+
+impl fmt::Display for ShardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:03}", self.0)
+    }
+}
+
+/// The kind of object an inode id names; stored in the id's top two bits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode)]
+pub enum InodeType {
+    Directory,
+    File,
+    Symlink,
+}
+
+impl InodeType {
+    fn bits(self) -> u64 {
+        match self {
+            InodeType::Directory => 1,
+            InodeType::File => 2,
+            InodeType::Symlink => 3,
+        }
+    }
+}
+
+/// A 64-bit inode id: `type (2 bits) | counter (54 bits) | shard (8 bits)`.
+///
+/// Keeping the type and shard in the id lets anybody route a request and know what it points
+/// to without a lookup.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Encode, Decode)]
+pub struct InodeId(pub u64);
+
+impl InodeId {
+    /// The null inode: "no owner" for a removed directory, "no target" for deletion markers.
+    pub const NULL: InodeId = InodeId(0);
+    /// The root directory, on shard 0 with counter 0.
+    pub const ROOT: InodeId = InodeId(1 << 62);
+    /// Largest counter that fits.
+    pub const MAX_COUNTER: u64 = (1 << 54) - 1;
+
+    pub fn new(typ: InodeType, shard: ShardId, counter: u64) -> InodeId {
+        debug_assert!(counter <= Self::MAX_COUNTER);
+        InodeId((typ.bits() << 62) | ((counter & Self::MAX_COUNTER) << 8) | shard.0 as u64)
+    }
+    /// The type encoded in the id, or `None` for the null id and other invalid ids.
+    pub fn typ(self) -> Option<InodeType> {
+        match self.0 >> 62 {
+            1 => Some(InodeType::Directory),
+            2 => Some(InodeType::File),
+            3 => Some(InodeType::Symlink),
+            _ => None,
+        }
+    }
+    pub fn shard(self) -> ShardId {
+        ShardId(self.0 as u8)
+    }
+    pub fn counter(self) -> u64 {
+        (self.0 >> 8) & Self::MAX_COUNTER
+    }
+    pub fn is_dir(self) -> bool {
+        self.typ() == Some(InodeType::Directory)
+    }
+    pub fn is_null(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl fmt::Debug for InodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl fmt::Display for InodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "0x{:016x}", self.0)
+    }
+}
+
+/// Nanoseconds since the Unix epoch.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Encode, Decode)]
+pub struct EggsTime(pub u64);
+
+impl EggsTime {
+    pub fn now() -> EggsTime {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        EggsTime(d.as_nanos() as u64)
+    }
+}
+
+impl fmt::Display for EggsTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.0 / 1_000_000_000;
+        let nanos = self.0 % 1_000_000_000;
+        // Civil date from days since epoch (proleptic Gregorian), to avoid a time crate.
+        let days = (secs / 86400) as i64;
+        let rem = secs % 86400;
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:09}Z",
+            rem / 3600,
+            (rem / 60) % 60,
+            rem % 60,
+            nanos
+        )
+    }
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z.rem_euclid(146097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Encode, Decode)]
+pub struct BlockServiceId(pub u64);
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Encode, Decode)]
+pub struct BlockId(pub u64);
+
+/// An IPv4 socket address (all EggsFS services are reached over IPv4).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Encode, Decode)]
+pub struct Addr {
+    pub ip: [u8; 4],
+    pub port: u16,
+}
+
+impl Addr {
+    pub fn to_socket_addr(self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from((self.ip, self.port))
+    }
+    /// `None` for IPv6 addresses, which the protocol cannot carry.
+    pub fn from_socket_addr(a: std::net::SocketAddr) -> Option<Addr> {
+        match a {
+            std::net::SocketAddr::V4(v4) => Some(Addr {
+                ip: v4.ip().octets(),
+                port: v4.port(),
+            }),
+            std::net::SocketAddr::V6(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.to_socket_addr())
+    }
+}
+
+/// Why a byte string is not a valid name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("name is empty")]
+    Empty,
+    #[error("name is {0} bytes, longer than 255")]
+    TooLong(usize),
+    #[error("name contains '/' or NUL")]
+    BadByte,
+    #[error("'.' and '..' are not names")]
+    Dots,
+}
+
+/// A directory entry name: 1..=255 bytes, without `/` or NUL, and not `.` or `..`.
+///
+/// Validated on construction and on decoding, so every `Name` in the system is valid.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(Vec<u8>);
+
+impl Name {
+    pub const MAX_LEN: usize = 255;
+
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Name, NameError> {
+        let bytes = bytes.into();
+        Self::check(&bytes)?;
+        Ok(Name(bytes))
+    }
+    pub fn check(bytes: &[u8]) -> Result<(), NameError> {
+        if bytes.is_empty() {
+            return Err(NameError::Empty);
+        }
+        if bytes.len() > Self::MAX_LEN {
+            return Err(NameError::TooLong(bytes.len()));
+        }
+        if bytes.iter().any(|&b| b == b'/' || b == 0) {
+            return Err(NameError::BadByte);
+        }
+        if bytes == b"." || bytes == b".." {
+            return Err(NameError::Dots);
+        }
+        Ok(())
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+    /// The stable 64-bit hash that orders directory listings (FNV-1a).
+    pub fn hash64(&self) -> u64 {
+        name_hash(&self.0)
+    }
+}
+
+/// FNV-1a over the name bytes: stable across versions and trivial to reimplement in C.
+pub fn name_hash(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl TryFrom<&str> for Name {
+    type Error = NameError;
+    fn try_from(s: &str) -> Result<Name, NameError> {
+        Name::new(s.as_bytes())
+    }
+}
+
+impl Encode for Name {
+    fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
+        // One length byte: names are at most 255 bytes.
+        (self.0.len() as u8).encode(encoder)?;
+        for b in &self.0 {
+            b.encode(encoder)?;
+        }
+        Ok(())
+    }
+}
+
+impl<Ctx> Decode<Ctx> for Name {
+    fn decode<D: Decoder<Context = Ctx>>(decoder: &mut D) -> Result<Self, BinDecodeError> {
+        let len = u8::decode(decoder)? as usize;
+        decoder.claim_bytes_read(len)?;
+        let mut bytes = vec![0u8; len];
+        decoder.reader().read(&mut bytes)?;
+        Name::check(&bytes).map_err(|e| BinDecodeError::OtherString(format!("bad name: {e}")))?;
+        Ok(Name(bytes))
+    }
+}
+
+impl<'de, Ctx> BorrowDecode<'de, Ctx> for Name {
+    fn borrow_decode<D: BorrowDecoder<'de, Context = Ctx>>(
+        decoder: &mut D,
+    ) -> Result<Self, BinDecodeError> {
+        Name::decode(decoder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_id_fields() {
+        let id = InodeId::new(InodeType::File, ShardId(42), 12345);
+        assert_eq!(id.typ(), Some(InodeType::File));
+        assert_eq!(id.shard(), ShardId(42));
+        assert_eq!(id.counter(), 12345);
+        assert_eq!(InodeId::ROOT.typ(), Some(InodeType::Directory));
+        assert_eq!(InodeId::ROOT.shard(), ShardId(0));
+        assert_eq!(InodeId::NULL.typ(), None);
+    }
+
+    #[test]
+    fn names() {
+        assert!(Name::new("a").is_ok());
+        assert_eq!(Name::new(""), Err(NameError::Empty));
+        assert_eq!(Name::new("a/b"), Err(NameError::BadByte));
+        assert_eq!(Name::new(&b"a\0"[..]), Err(NameError::BadByte));
+        assert_eq!(Name::new(".."), Err(NameError::Dots));
+        assert_eq!(Name::new(vec![b'x'; 256]), Err(NameError::TooLong(256)));
+        assert!(Name::new(vec![b'x'; 255]).is_ok());
+    }
+
+    #[test]
+    fn time_display() {
+        assert_eq!(EggsTime(0).to_string(), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            EggsTime(1_700_000_000_123_456_789).to_string(),
+            "2023-11-14T22:13:20.123456789Z"
+        );
+    }
+}

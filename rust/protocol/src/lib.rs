@@ -1,0 +1,41 @@
+//! The EggsFS wire protocol.
+//!
+//! Every message exchanged between clients, shuckle, shards, the CDC and block services is
+//! defined in this crate and nowhere else. Messages are encoded with `bincode` 2 in a fixed
+//! configuration (little-endian, fixed-width integers, bounded size; see [`codec`]) so that
+//! other implementations (the kernel module's C codec) can follow `docs/PROTOCOL.md` exactly.
+
+pub mod blocks;
+pub mod cdc;
+pub mod codec;
+pub mod error;
+pub mod ids;
+pub mod policy;
+pub mod shard;
+pub mod shuckle;
+
+pub use codec::{decode, encode, encode_into, DecodeError, Message};
+pub use error::EggsError;
+pub use ids::{
+    Addr, BlockId, BlockServiceId, EggsTime, InodeId, InodeType, Name, NameError, ShardId,
+    NUM_SHARDS,
+};
+pub use policy::DirectoryInfo;
+
+/// Default largest UDP payload a client asks for, the Ethernet MTU minus IP and UDP headers.
+pub const DEFAULT_UDP_MTU: u16 = 1472;
+/// Largest UDP payload anybody sends or accepts (jumbo frames minus headers).
+pub const MAX_UDP_MTU: u16 = 8972;
+/// Largest TCP-framed message body (block data travels after the header, not inside it).
+pub const MAX_TCP_MESSAGE: u32 = 1 << 20;
+/// Largest inline span: small file contents are stored in the shard's metadata.
+pub const MAX_INLINE_SPAN: usize = 4096;
+
+/// Identifies a request for retries: servers deduplicate on `(client_id, request_id)`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+pub struct RequestHeader {
+    /// Comes first so that [`codec::peek_request_id`] finds it at a fixed offset.
+    pub request_id: u64,
+    /// Random per client process.
+    pub client_id: u64,
+}

@@ -1,0 +1,371 @@
+//! Shard requests (UDP). Clients send the public ones; the CDC alone sends the ones marked
+//! "CDC only", which implement the steps of cross-directory transactions.
+
+use crate::codec::{messages, Message};
+use crate::policy::DirectoryInfo;
+use crate::{EggsError, EggsTime, InodeId, InodeType, Name, RequestHeader, ShardId};
+use bincode::{Decode, Encode};
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ShardRequest {
+    pub header: RequestHeader,
+    pub shard: ShardId,
+    pub body: ShardReq,
+}
+
+impl Message for ShardRequest {
+    const MAGIC: [u8; 4] = *b"SHA\x01";
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ShardResponse {
+    pub request_id: u64,
+    pub result: Result<ShardResp, EggsError>,
+}
+
+impl Message for ShardResponse {
+    const MAGIC: [u8; 4] = *b"SHA\x81";
+}
+
+messages! { ShardReq, ShardResp;
+    Lookup(LookupReq) -> LookupResp,
+    StatFile(StatFileReq) -> StatFileResp,
+    StatDirectory(StatDirectoryReq) -> StatDirectoryResp,
+    ReadDir(ReadDirReq) -> ReadDirResp,
+    FullReadDir(FullReadDirReq) -> FullReadDirResp,
+    SameDirectoryRename(SameDirectoryRenameReq) -> SameDirectoryRenameResp,
+    SoftUnlinkFile(SoftUnlinkFileReq) -> SoftUnlinkFileResp,
+    SetDirectoryInfo(SetDirectoryInfoReq) -> SetDirectoryInfoResp,
+    ConstructFile(ConstructFileReq) -> ConstructFileResp,
+    AddInlineSpan(AddInlineSpanReq) -> AddInlineSpanResp,
+    LinkFile(LinkFileReq) -> LinkFileResp,
+    FileSpans(FileSpansReq) -> FileSpansResp,
+    StatTransientFile(StatTransientFileReq) -> StatTransientFileResp,
+    CreateDirectoryInode(CreateDirectoryInodeReq) -> CreateDirectoryInodeResp,
+    CreateCurrentEdge(CreateCurrentEdgeReq) -> CreateCurrentEdgeResp,
+    LockCurrentEdge(LockCurrentEdgeReq) -> LockCurrentEdgeResp,
+    UnlockCurrentEdge(UnlockCurrentEdgeReq) -> UnlockCurrentEdgeResp,
+    SetDirectoryOwner(SetDirectoryOwnerReq) -> SetDirectoryOwnerResp,
+    RemoveDirectoryOwner(RemoveDirectoryOwnerReq) -> RemoveDirectoryOwnerResp,
+    RemoveDirectoryInode(RemoveDirectoryInodeReq) -> RemoveDirectoryInodeResp,
+}
+
+impl ShardReq {
+    /// Whether the request may change state (and so goes through the durable write path).
+    pub fn is_write(&self) -> bool {
+        !matches!(
+            self,
+            ShardReq::Lookup(_)
+                | ShardReq::StatFile(_)
+                | ShardReq::StatDirectory(_)
+                | ShardReq::ReadDir(_)
+                | ShardReq::FullReadDir(_)
+                | ShardReq::FileSpans(_)
+                | ShardReq::StatTransientFile(_)
+        )
+    }
+}
+
+/// Resolves one name in a directory to its current target.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct LookupReq {
+    pub dir_id: InodeId,
+    pub name: Name,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct LookupResp {
+    pub target_id: InodeId,
+    pub creation_time: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct StatFileReq {
+    pub id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct StatFileResp {
+    pub mtime: EggsTime,
+    pub atime: EggsTime,
+    pub size: u64,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct StatDirectoryReq {
+    pub id: InodeId,
+}
+
+/// A directory's own state. `info` holds only the policies it sets itself; clients resolve
+/// inheritance by walking `owner_id` up to the root.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct StatDirectoryResp {
+    /// `InodeId::NULL` once the directory has been removed.
+    pub owner_id: InodeId,
+    pub mtime: EggsTime,
+    pub info: DirectoryInfo,
+}
+
+/// Position in a listing: entries are ordered by `(name_hash, name)`.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct DirCursor {
+    pub name_hash: u64,
+    pub name: Name,
+}
+
+/// Lists current edges starting at `start` (inclusive), fitting the reply in `mtu` bytes.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ReadDirReq {
+    pub dir_id: InodeId,
+    pub start: Option<DirCursor>,
+    pub mtu: u16,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct CurrentEdge {
+    pub name_hash: u64,
+    pub name: Name,
+    pub target_id: InodeId,
+    pub creation_time: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ReadDirResp {
+    /// Where the next page starts; `None` at the end of the directory.
+    pub next: Option<DirCursor>,
+    pub entries: Vec<CurrentEdge>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct FullDirCursor {
+    pub name_hash: u64,
+    pub name: Name,
+    pub creation_time: EggsTime,
+}
+
+/// Lists every edge, current and snapshot, ordered by `(name_hash, name, creation_time)`.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct FullReadDirReq {
+    pub dir_id: InodeId,
+    pub start: Option<FullDirCursor>,
+    pub mtu: u16,
+}
+
+/// One version of a name. A snapshot edge with a null target records that the name was
+/// deleted at `creation_time`.
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+pub struct Edge {
+    pub name_hash: u64,
+    pub name: Name,
+    pub target_id: InodeId,
+    pub creation_time: EggsTime,
+    pub current: bool,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct FullReadDirResp {
+    pub next: Option<FullDirCursor>,
+    pub entries: Vec<Edge>,
+}
+
+/// Renames within one directory. The old edge becomes a snapshot edge; an existing file at
+/// `new_name` becomes a snapshot edge too.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SameDirectoryRenameReq {
+    pub dir_id: InodeId,
+    pub target_id: InodeId,
+    pub old_name: Name,
+    pub old_creation_time: EggsTime,
+    pub new_name: Name,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SameDirectoryRenameResp {
+    pub new_creation_time: EggsTime,
+}
+
+/// Unlinks a file or symlink: its edge becomes a snapshot edge plus a deletion marker.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SoftUnlinkFileReq {
+    pub dir_id: InodeId,
+    pub target_id: InodeId,
+    pub name: Name,
+    pub creation_time: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SoftUnlinkFileResp {
+    pub delete_creation_time: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SetDirectoryInfoReq {
+    pub id: InodeId,
+    pub info: DirectoryInfo,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SetDirectoryInfoResp {}
+
+/// Creates a transient file (or symlink) on this shard, to be linked into a directory of the
+/// same shard. The cookie authorises later changes to it.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ConstructFileReq {
+    pub typ: InodeType,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ConstructFileResp {
+    pub id: InodeId,
+    pub cookie: u64,
+}
+
+/// Appends small data stored in the metadata itself.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct AddInlineSpanReq {
+    pub file_id: InodeId,
+    pub cookie: u64,
+    pub byte_offset: u64,
+    pub data: Vec<u8>,
+    /// CRC32C of `data`.
+    pub crc: u32,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct AddInlineSpanResp {}
+
+/// Makes a transient file visible under `name` in `owner_id`, atomically.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct LinkFileReq {
+    pub file_id: InodeId,
+    pub cookie: u64,
+    pub owner_id: InodeId,
+    pub name: Name,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct LinkFileResp {
+    pub creation_time: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct FileSpansReq {
+    pub file_id: InodeId,
+    pub byte_offset: u64,
+    pub mtu: u16,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub enum SpanBody {
+    Inline(Vec<u8>),
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct FetchedSpan {
+    pub byte_offset: u64,
+    pub size: u32,
+    pub crc: u32,
+    pub body: SpanBody,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct FileSpansResp {
+    /// Offset of the next span to ask for; `None` when there are no more.
+    pub next_offset: Option<u64>,
+    pub spans: Vec<FetchedSpan>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct StatTransientFileReq {
+    pub id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct StatTransientFileResp {
+    pub size: u64,
+    pub mtime: EggsTime,
+    pub deadline: EggsTime,
+}
+
+/// CDC only: creates a directory inode (idempotent when it exists with the same owner).
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CreateDirectoryInodeReq {
+    pub id: InodeId,
+    pub owner_id: InodeId,
+    pub info: DirectoryInfo,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CreateDirectoryInodeResp {
+    pub mtime: EggsTime,
+}
+
+/// CDC only: creates a current edge. Idempotent if the edge already points at `target_id`.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CreateCurrentEdgeReq {
+    pub dir_id: InodeId,
+    pub name: Name,
+    pub target_id: InodeId,
+    /// Whether an existing file edge may be replaced (turned into a snapshot edge).
+    pub overwrite_files: bool,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CreateCurrentEdgeResp {
+    pub creation_time: EggsTime,
+}
+
+/// CDC only: locks a current edge so that nobody else changes it during a transaction.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct LockCurrentEdgeReq {
+    pub dir_id: InodeId,
+    pub name: Name,
+    pub target_id: InodeId,
+    pub creation_time: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct LockCurrentEdgeResp {}
+
+/// CDC only: unlocks an edge; with `was_moved` the edge is turned into a snapshot edge plus a
+/// deletion marker, since its target now lives elsewhere.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct UnlockCurrentEdgeReq {
+    pub dir_id: InodeId,
+    pub name: Name,
+    pub target_id: InodeId,
+    pub creation_time: EggsTime,
+    pub was_moved: bool,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct UnlockCurrentEdgeResp {}
+
+/// CDC only: records a directory's new parent after a cross-directory rename.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SetDirectoryOwnerReq {
+    pub dir_id: InodeId,
+    pub owner_id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SetDirectoryOwnerResp {}
+
+/// CDC only: detaches an empty directory from its parent (rmdir). Fails if it has current edges.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveDirectoryOwnerReq {
+    pub dir_id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveDirectoryOwnerResp {}
+
+/// CDC only: undoes `CreateDirectoryInode` when the mkdir could not link the new directory.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveDirectoryInodeReq {
+    pub id: InodeId,
+    pub owner_id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveDirectoryInodeResp {}

@@ -1,0 +1,147 @@
+//! Shuckle requests (TCP): the registry of shards, the CDC and block services.
+//!
+//! A TCP frame is the 4-byte magic, a little-endian `u32` body length, then the body.
+
+use crate::codec::{messages, Message};
+use crate::policy::StorageClass;
+use crate::{Addr, BlockServiceId, EggsError, EggsTime, ShardId};
+use bincode::{Decode, Encode};
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ShuckleRequest {
+    pub body: ShuckleReq,
+}
+
+impl Message for ShuckleRequest {
+    const MAGIC: [u8; 4] = *b"SHU\x01";
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ShuckleResponse {
+    pub result: Result<ShuckleResp, EggsError>,
+}
+
+impl Message for ShuckleResponse {
+    const MAGIC: [u8; 4] = *b"SHU\x81";
+}
+
+messages! { ShuckleReq, ShuckleResp;
+    RegisterShards(RegisterShardsReq) -> RegisterShardsResp,
+    RegisterCdc(RegisterCdcReq) -> RegisterCdcResp,
+    RegisterBlockServices(RegisterBlockServicesReq) -> RegisterBlockServicesResp,
+    Shards(ShardsReq) -> ShardsResp,
+    Cdc(CdcReq) -> CdcResp,
+    BlockServices(BlockServicesReq) -> BlockServicesResp,
+    SetBlockServiceFlags(SetBlockServiceFlagsReq) -> SetBlockServiceFlagsResp,
+}
+
+/// Registers (or refreshes, as a heartbeat) the address serving `shards`.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RegisterShardsReq {
+    pub shards: Vec<ShardId>,
+    pub addr: Addr,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RegisterShardsResp {}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RegisterCdcReq {
+    pub addr: Addr,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RegisterCdcResp {}
+
+/// Block-service flags (a bit set).
+pub mod flags {
+    /// The shard places no new blocks here.
+    pub const NO_WRITE: u8 = 1;
+    /// Blocks here must not be read (the disk is suspect).
+    pub const NO_READ: u8 = 2;
+    /// Being emptied; GC migrates its blocks elsewhere.
+    pub const DECOMMISSIONED: u8 = 4;
+    /// Set by shuckle when it has not heard from the service for a while.
+    pub const STALE: u8 = 8;
+    /// Read-only: no new blocks, and no erasures.
+    pub const READ_ONLY: u8 = 16;
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct BlockServiceRegistration {
+    pub id: BlockServiceId,
+    pub addr: Addr,
+    pub storage_class: StorageClass,
+    pub failure_domain: [u8; 16],
+    pub secret_key: [u8; 16],
+    pub capacity_bytes: u64,
+    pub available_bytes: u64,
+    pub blocks: u64,
+    pub path: String,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RegisterBlockServicesReq {
+    pub services: Vec<BlockServiceRegistration>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RegisterBlockServicesResp {}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ShardsReq {}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ShardInfo {
+    /// Zero address when the shard has never registered.
+    pub addr: Addr,
+    pub last_seen: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ShardsResp {
+    /// Exactly [`crate::NUM_SHARDS`] entries, indexed by shard id.
+    pub shards: Vec<ShardInfo>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CdcReq {}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CdcResp {
+    pub addr: Addr,
+    pub last_seen: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct BlockServicesReq {}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct BlockServiceInfo {
+    pub id: BlockServiceId,
+    pub addr: Addr,
+    pub storage_class: StorageClass,
+    pub failure_domain: [u8; 16],
+    pub flags: u8,
+    pub capacity_bytes: u64,
+    pub available_bytes: u64,
+    pub blocks: u64,
+    pub path: String,
+    pub last_seen: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct BlockServicesResp {
+    pub services: Vec<BlockServiceInfo>,
+}
+
+/// Sets the bits of `mask` in the service's flags to those of `flags`.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SetBlockServiceFlagsReq {
+    pub id: BlockServiceId,
+    pub flags: u8,
+    pub mask: u8,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SetBlockServiceFlagsResp {}
