@@ -1,0 +1,18 @@
+//! The EggsFS client library.
+//!
+//! [`Client`] finds shards and the CDC through shuckle, routes each request by the shard of
+//! the inode it concerns, retries on time-outs with backoff (servers deduplicate retries), and
+//! offers path-level operations on top.
+
+mod error;
+mod fs;
+mod rpc;
+mod shuckle;
+
+pub use error::{ClientError, Result};
+pub use fs::{Client, ClientOptions, DirEntry, Stat};
+pub use rpc::{RetryPolicy, UdpRpc};
+pub use shuckle::ShuckleClient;
+
+/// Where `eggsrun` puts shuckle unless told otherwise, and so where tools look by default.
+pub const DEFAULT_SHUCKLE_ADDR: &str = "127.0.0.1:10001";

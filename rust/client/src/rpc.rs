@@ -1,0 +1,199 @@
+//! Request/response over one UDP socket shared by all of a client's concurrent requests.
+//!
+//! A background task receives every datagram and hands it to the request waiting for its id.
+//! A request is resent with the same id after each time-out, so a server that already applied
+//! it answers from its deduplication table instead of applying it twice.
+
+use crate::error::{ClientError, Result};
+use eggs_protocol::codec::{self, peek_request_id};
+use eggs_protocol::{Message, RequestHeader, MAX_UDP_MTU};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
+
+/// How long to wait for an answer, and for how long to keep trying.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub initial_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    /// Give up after this long in total.
+    pub deadline_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_timeout_ms: 250,
+            max_timeout_ms: 2_000,
+            deadline_ms: 30_000,
+        }
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
+
+pub struct UdpRpc {
+    socket: Arc<UdpSocket>,
+    waiters: Waiters,
+    next_request_id: AtomicU64,
+    client_id: u64,
+    receiver: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for UdpRpc {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+impl UdpRpc {
+    /// Binds an ephemeral port on all interfaces. Must be called inside a tokio runtime.
+    pub fn new() -> Result<UdpRpc> {
+        let socket = bind_udp().map_err(|e| ClientError::io("binding client UDP socket", e))?;
+        let socket = Arc::new(socket);
+        let waiters: Waiters = Arc::default();
+        let receiver = tokio::spawn(receive_loop(socket.clone(), waiters.clone()));
+        Ok(UdpRpc {
+            socket,
+            waiters,
+            // Random starting points keep ids of successive client processes apart.
+            next_request_id: AtomicU64::new(rand::random::<u64>() >> 1),
+            client_id: rand::random(),
+            receiver,
+        })
+    }
+
+    pub fn client_id(&self) -> u64 {
+        self.client_id
+    }
+
+    pub fn new_header(&self) -> RequestHeader {
+        RequestHeader {
+            request_id: self.next_request_id.fetch_add(1, Ordering::Relaxed),
+            client_id: self.client_id,
+        }
+    }
+
+    /// Sends `req` to the address `addr_of` yields (asked again before every attempt, so a
+    /// restarted server's new address is picked up) until a response arrives or the policy's
+    /// deadline passes.
+    pub async fn call<Req, Resp, F, Fut>(
+        &self,
+        what: &str,
+        request_id: u64,
+        req: &Req,
+        policy: RetryPolicy,
+        mut addr_of: F,
+    ) -> Result<Resp>
+    where
+        Req: Message,
+        Resp: Message,
+        F: FnMut(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<SocketAddr>>,
+    {
+        let bytes = codec::encode(req);
+        if bytes.len() > MAX_UDP_MTU as usize {
+            return Err(ClientError::Eggs {
+                what: what.into(),
+                err: eggs_protocol::EggsError::TooLarge,
+            });
+        }
+        let (tx, mut rx) = oneshot::channel();
+        let _guard = WaiterGuard::register(&self.waiters, request_id, tx);
+        let start = Instant::now();
+        let mut timeout_ms = policy.initial_timeout_ms;
+        let mut attempt = 0u32;
+        loop {
+            let addr = addr_of(attempt).await?;
+            attempt += 1;
+            if let Err(e) = self.socket.send_to(&bytes, addr).await {
+                tracing::debug!("{what}: send to {addr} failed: {e}");
+            }
+            match tokio::time::timeout(Duration::from_millis(timeout_ms), &mut rx).await {
+                Ok(Ok(resp)) => {
+                    return codec::decode::<Resp>(&resp).map_err(|e| ClientError::BadResponse {
+                        what: what.into(),
+                        why: e.to_string(),
+                    })
+                }
+                Ok(Err(_)) => {
+                    return Err(ClientError::BadResponse {
+                        what: what.into(),
+                        why: "receiver stopped".into(),
+                    })
+                }
+                Err(_) => {
+                    let elapsed_ms = start.elapsed().as_millis() as u64;
+                    if elapsed_ms >= policy.deadline_ms {
+                        return Err(ClientError::Timeout {
+                            what: what.into(),
+                            attempts: attempt,
+                            elapsed_ms,
+                        });
+                    }
+                    tracing::debug!("{what}: no answer from {addr} in {timeout_ms} ms, retrying");
+                    timeout_ms = (timeout_ms * 2).min(policy.max_timeout_ms);
+                }
+            }
+        }
+    }
+}
+
+/// Removes the waiter when the call ends, however it ends (including cancellation).
+struct WaiterGuard<'a> {
+    waiters: &'a Waiters,
+    id: u64,
+}
+
+impl<'a> WaiterGuard<'a> {
+    fn register(waiters: &'a Waiters, id: u64, tx: oneshot::Sender<Vec<u8>>) -> Self {
+        lock(waiters).insert(id, tx);
+        WaiterGuard { waiters, id }
+    }
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.waiters).remove(&self.id);
+    }
+}
+
+fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Vec<u8>>>> {
+    // A panic while holding this lock cannot leave the map inconsistent.
+    w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn receive_loop(socket: Arc<UdpSocket>, waiters: Waiters) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = match socket.recv_from(&mut buf).await {
+            Ok((n, _)) => n,
+            Err(e) => {
+                // ICMP port-unreachable surfaces here on Linux; the retry loop handles it.
+                tracing::trace!("client UDP receive: {e}");
+                continue;
+            }
+        };
+        let Some(id) = peek_request_id(&buf[..n]) else {
+            continue;
+        };
+        if let Some(tx) = lock(&waiters).remove(&id) {
+            let _ = tx.send(buf[..n].to_vec());
+        }
+    }
+}
+
+fn bind_udp() -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    // Large buffers absorb bursts of thousands of concurrent replies.
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
+    UdpSocket::from_std(s.into())
+}

@@ -1,0 +1,1 @@
+//! Registry of shards, the CDC and block services.

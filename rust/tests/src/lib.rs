@@ -1,0 +1,1 @@
+//! Integration tests and benchmarks against real processes.
