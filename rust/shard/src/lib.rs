@@ -1,1 +1,18 @@
-//! Metadata shards on RocksDB.
+//! Metadata shards.
+//!
+//! [`ShardCore`] holds the logic of every shard request: it reads state through a [`Kv`] and
+//! turns a request into a response plus a set of changes, with the time passed in, and never
+//! touches a socket. [`server`] wraps it in a UDP loop with group commit: the changes of all
+//! requests received together are made durable with one WAL sync before any reply leaves.
+
+mod core;
+mod error;
+mod keys;
+mod kv;
+pub mod server;
+mod values;
+
+pub use crate::core::{ShardCore, ShardOptions};
+pub use error::ShardError;
+pub use kv::{Changes, Kv, MemKv, RocksKv};
+pub use server::{parse_shard_set, ShardServer, ShardServerConfig};

@@ -1,1 +1,57 @@
-fn main() {}
+use clap::Parser;
+use eggs_shard::{parse_shard_set, ShardOptions, ShardServer, ShardServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// EggsFS metadata shard server: serves any set of the 256 logical shards from one RocksDB.
+#[derive(Parser)]
+#[command(name = "eggsshard", version)]
+struct Args {
+    /// Directory holding this process's RocksDB.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Shuckle address to register with.
+    #[arg(long, env = "EGGS_SHUCKLE", default_value = eggs_client::DEFAULT_SHUCKLE_ADDR)]
+    shuckle: SocketAddr,
+    /// Shards to serve: `A..=B`, `A..B`, or a comma list.
+    #[arg(long, default_value = "0..=255")]
+    shards: String,
+    /// UDP address to listen on (port 0 picks a free one; shuckle learns the real one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
+    /// Transient files not changed for this long may be destroyed by GC.
+    #[arg(long, default_value_t = 3_600_000)]
+    transient_deadline_ms: u64,
+    #[arg(long, default_value_t = 1000)]
+    heartbeat_ms: u64,
+}
+
+fn main() {
+    eggs_common::logging::init("info");
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("eggsshard: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = ShardServerConfig {
+        dir: args.dir,
+        bind: args.bind,
+        shuckle: args.shuckle,
+        shards: parse_shard_set(&args.shards)?,
+        options: ShardOptions {
+            transient_deadline_ns: args.transient_deadline_ms * 1_000_000,
+            ..ShardOptions::default()
+        },
+        db: Default::default(),
+        heartbeat_ms: args.heartbeat_ms,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let server = ShardServer::start(cfg)?;
+    rt.block_on(server.run(eggs_common::shutdown_signal()));
+    Ok(())
+}

@@ -1,0 +1,554 @@
+//! The shard state machine: every request's logic, over a [`Kv`], with the time passed in.
+
+use crate::error::ShardError;
+use crate::keys;
+use crate::kv::{Changes, Kv};
+use crate::values::{
+    self, CurrentEdgeBody, DedupBody, DirectoryBody, FileBody, SnapshotEdgeBody, SpanValue,
+    TransientFileBody,
+};
+use eggs_protocol::policy::DirectoryInfo;
+use eggs_protocol::shard::*;
+use eggs_protocol::{codec, EggsError, EggsTime, InodeId, InodeType, Name, ShardId};
+use eggs_protocol::{MAX_INLINE_SPAN, MAX_UDP_MTU, NUM_SHARDS};
+
+#[derive(Clone, Debug)]
+pub struct ShardOptions {
+    /// How long a transient file lives without changes before GC may destroy it.
+    pub transient_deadline_ns: u64,
+    /// How long applied requests are remembered for deduplicating retries.
+    pub dedup_keep_ns: u64,
+}
+
+impl Default for ShardOptions {
+    fn default() -> Self {
+        ShardOptions {
+            transient_deadline_ns: 3600 * 1_000_000_000,
+            dedup_keep_ns: 10 * 60 * 1_000_000_000,
+        }
+    }
+}
+
+/// Why a request failed: a client-visible error, or the shard itself is broken.
+enum Fail {
+    Eggs(EggsError),
+    Internal(ShardError),
+}
+
+impl From<EggsError> for Fail {
+    fn from(e: EggsError) -> Fail {
+        Fail::Eggs(e)
+    }
+}
+
+impl From<ShardError> for Fail {
+    fn from(e: ShardError) -> Fail {
+        Fail::Internal(e)
+    }
+}
+
+type R<T> = Result<T, Fail>;
+
+/// The state of one write in progress: its changes and its (monotonic) time.
+struct Tx {
+    changes: Changes,
+    now: EggsTime,
+}
+
+impl Tx {
+    fn put<T: bincode::Encode>(&mut self, key: Vec<u8>, v: &T) {
+        self.changes.put(key, values::encode(v));
+    }
+}
+
+pub struct ShardCore<K: Kv> {
+    kv: K,
+    served: [bool; NUM_SHARDS],
+    last_time: Vec<u64>,
+    next_file_counter: Vec<u64>,
+    opts: ShardOptions,
+}
+
+impl<K: Kv> ShardCore<K> {
+    /// Opens the shards in `served`, creating the root directory if shard 0 is among them.
+    pub fn open(
+        kv: K,
+        served: &[ShardId],
+        opts: ShardOptions,
+        now: EggsTime,
+    ) -> Result<ShardCore<K>, ShardError> {
+        let mut core = ShardCore {
+            kv,
+            served: [false; NUM_SHARDS],
+            last_time: vec![0; NUM_SHARDS],
+            next_file_counter: vec![1; NUM_SHARDS],
+            opts,
+        };
+        for &s in served {
+            core.served[s.0 as usize] = true;
+            core.last_time[s.0 as usize] = core.meta(s, keys::META_LAST_TIME)?.unwrap_or(0);
+            core.next_file_counter[s.0 as usize] =
+                core.meta(s, keys::META_NEXT_FILE_COUNTER)?.unwrap_or(1);
+        }
+        if core.served[0] && core.kv.get(&keys::dir(InodeId::ROOT))?.is_none() {
+            let mut tx = core.begin(ShardId(0), now);
+            let root = DirectoryBody {
+                owner_id: InodeId::NULL,
+                mtime: tx.now,
+                info: DirectoryInfo::root_default(),
+            };
+            tx.put(keys::dir(InodeId::ROOT), &root);
+            core.kv.apply(tx.changes)?;
+            core.kv.sync()?;
+            tracing::info!("created the root directory");
+        }
+        Ok(core)
+    }
+
+    pub fn kv(&self) -> &K {
+        &self.kv
+    }
+
+    fn meta(&self, shard: ShardId, field: u8) -> Result<Option<u64>, ShardError> {
+        Ok(self
+            .kv
+            .get(&keys::meta(shard, field))?
+            .and_then(|v| keys::be_u64(&v)))
+    }
+
+    /// Starts a write on `shard`: times handed out are strictly increasing per shard, even if
+    /// the clock steps back (edges are keyed by creation time).
+    fn begin(&mut self, shard: ShardId, now: EggsTime) -> Tx {
+        let last = &mut self.last_time[shard.0 as usize];
+        let t = now.0.max(*last + 1);
+        *last = t;
+        let mut changes = Changes::default();
+        changes.put(
+            keys::meta(shard, keys::META_LAST_TIME),
+            t.to_be_bytes().to_vec(),
+        );
+        Tx {
+            changes,
+            now: EggsTime(t),
+        }
+    }
+
+    /// Handles one request. A write's changes are applied to the store before this returns
+    /// but are durable only after the caller's next `kv().sync()`, which must happen before
+    /// the response is sent.
+    pub fn handle(
+        &mut self,
+        req: &ShardRequest,
+        now: EggsTime,
+    ) -> Result<ShardResponse, ShardError> {
+        let request_id = req.header.request_id;
+        let respond = |result| ShardResponse { request_id, result };
+        if !self.served[req.shard.0 as usize] {
+            return Ok(respond(Err(EggsError::WrongShard)));
+        }
+        if !req.body.is_write() {
+            return match self.read(req.shard, &req.body) {
+                Ok(r) => Ok(respond(Ok(r))),
+                Err(Fail::Eggs(e)) => Ok(respond(Err(e))),
+                Err(Fail::Internal(e)) => Err(e),
+            };
+        }
+        let dedup_key = keys::dedup(req.shard, req.header.client_id, req.header.request_id);
+        if let Some(v) = self.kv.get(&dedup_key)? {
+            let d: DedupBody = values::decode(&dedup_key, &v)?;
+            let resp =
+                codec::decode::<ShardResponse>(&d.response).map_err(|e| ShardError::Corrupt {
+                    key: dedup_key.clone(),
+                    why: e.to_string(),
+                })?;
+            return Ok(resp);
+        }
+        let mut tx = self.begin(req.shard, now);
+        match self.write(req.shard, &mut tx, &req.body) {
+            Ok(r) => {
+                let resp = respond(Ok(r));
+                self.remember(req, &resp, &mut tx);
+                self.kv.apply(tx.changes)?;
+                Ok(resp)
+            }
+            Err(Fail::Eggs(e)) => Ok(respond(Err(e))),
+            Err(Fail::Internal(e)) => Err(e),
+        }
+    }
+
+    /// Records a successful write's response so that a retry gets it instead of a re-run.
+    fn remember(&self, req: &ShardRequest, resp: &ShardResponse, tx: &mut Tx) {
+        let h = req.header;
+        let body = DedupBody {
+            time: tx.now,
+            response: codec::encode(resp),
+        };
+        tx.put(keys::dedup(req.shard, h.client_id, h.request_id), &body);
+        tx.changes.put(
+            keys::dedup_by_time(req.shard, tx.now, h.client_id, h.request_id),
+            Vec::new(),
+        );
+    }
+
+    /// Forgets deduplication entries older than the configured window; returns how many.
+    pub fn expire_dedup(&mut self, now: EggsTime, max: usize) -> Result<usize, ShardError> {
+        let cutoff = now.0.saturating_sub(self.opts.dedup_keep_ns);
+        let mut changes = Changes::default();
+        let mut n = 0;
+        for s in (0..NUM_SHARDS).filter(|&s| self.served[s]) {
+            let prefix = vec![s as u8, keys::DEDUP_BY_TIME];
+            self.kv.scan(&prefix, &prefix, &mut |k, _| {
+                let rest = &k[2..];
+                let (Some(t), Some(c), Some(r)) = (
+                    keys::be_u64(rest),
+                    keys::be_u64(&rest[8..]),
+                    keys::be_u64(&rest[16..]),
+                ) else {
+                    return false;
+                };
+                if t >= cutoff || n >= max {
+                    return false;
+                }
+                changes.delete(k.to_vec());
+                changes.delete(keys::dedup(ShardId(s as u8), c, r));
+                n += 1;
+                true
+            })?;
+        }
+        if !changes.is_empty() {
+            self.kv.apply(changes)?;
+        }
+        Ok(n)
+    }
+
+    // ---- reads ----
+
+    fn read(&self, shard: ShardId, body: &ShardReq) -> R<ShardResp> {
+        Ok(match body {
+            ShardReq::Lookup(r) => ShardResp::Lookup(self.lookup(shard, r)?),
+            ShardReq::StatFile(r) => ShardResp::StatFile(self.stat_file(shard, r)?),
+            ShardReq::StatDirectory(r) => ShardResp::StatDirectory(self.stat_directory(shard, r)?),
+            ShardReq::ReadDir(r) => ShardResp::ReadDir(self.read_dir(shard, r)?),
+            ShardReq::FullReadDir(r) => ShardResp::FullReadDir(self.full_read_dir(shard, r)?),
+            ShardReq::FileSpans(r) => ShardResp::FileSpans(self.file_spans(shard, r)?),
+            ShardReq::StatTransientFile(r) => {
+                ShardResp::StatTransientFile(self.stat_transient(shard, r)?)
+            }
+            _ => return Err(EggsError::InternalError.into()),
+        })
+    }
+
+    /// Checks that `id` lives on `shard` and is a directory (`Some(true)`), a file or
+    /// symlink (`Some(false)`), or anything valid (`None`).
+    fn check_owned(shard: ShardId, id: InodeId, want_dir: Option<bool>) -> R<()> {
+        if id.shard() != shard {
+            return Err(EggsError::WrongShard.into());
+        }
+        let Some(typ) = id.typ() else {
+            return Err(EggsError::TypeMismatch.into());
+        };
+        match (want_dir, typ == InodeType::Directory) {
+            (Some(true), false) => Err(EggsError::NotADirectory.into()),
+            (Some(false), true) => Err(EggsError::IsADirectory.into()),
+            _ => Ok(()),
+        }
+    }
+
+    fn get_dir(&self, shard: ShardId, id: InodeId) -> R<DirectoryBody> {
+        Self::check_owned(shard, id, Some(true))?;
+        let key = keys::dir(id);
+        match self.kv.get(&key)? {
+            Some(v) => Ok(values::decode(&key, &v)?),
+            None => Err(EggsError::DirectoryNotFound.into()),
+        }
+    }
+
+    /// A directory that can still get new entries.
+    fn get_live_dir(&self, shard: ShardId, id: InodeId) -> R<DirectoryBody> {
+        let d = self.get_dir(shard, id)?;
+        if d.owner_id.is_null() && id != InodeId::ROOT {
+            return Err(EggsError::DirectoryRemoved.into());
+        }
+        Ok(d)
+    }
+
+    fn get_current_edge(&self, dir: InodeId, name: &Name) -> R<Option<CurrentEdgeBody>> {
+        let key = keys::current_edge(dir, name);
+        Ok(match self.kv.get(&key)? {
+            Some(v) => Some(values::decode(&key, &v)?),
+            None => None,
+        })
+    }
+
+    fn lookup(&self, shard: ShardId, r: &LookupReq) -> R<LookupResp> {
+        self.get_dir(shard, r.dir_id)?;
+        match self.get_current_edge(r.dir_id, &r.name)? {
+            Some(e) => Ok(LookupResp {
+                target_id: e.target_id,
+                creation_time: e.creation_time,
+            }),
+            None => Err(EggsError::NameNotFound.into()),
+        }
+    }
+
+    fn stat_file(&self, shard: ShardId, r: &StatFileReq) -> R<StatFileResp> {
+        Self::check_owned(shard, r.id, Some(false))?;
+        let key = keys::file(r.id);
+        let f: FileBody = match self.kv.get(&key)? {
+            Some(v) => values::decode(&key, &v)?,
+            None => return Err(EggsError::FileNotFound.into()),
+        };
+        Ok(StatFileResp {
+            mtime: f.mtime,
+            atime: f.atime,
+            size: f.size,
+        })
+    }
+
+    fn stat_directory(&self, shard: ShardId, r: &StatDirectoryReq) -> R<StatDirectoryResp> {
+        let d = self.get_dir(shard, r.id)?;
+        Ok(StatDirectoryResp {
+            owner_id: d.owner_id,
+            mtime: d.mtime,
+            info: d.info,
+        })
+    }
+
+    fn read_dir(&self, shard: ShardId, r: &ReadDirReq) -> R<ReadDirResp> {
+        self.get_dir(shard, r.dir_id)?;
+        let prefix = keys::current_prefix(r.dir_id);
+        let start = match &r.start {
+            Some(c) => keys::current_edge_at(r.dir_id, c.name_hash, c.name.as_bytes()),
+            None => prefix.clone(),
+        };
+        let mut budget = page_budget(r.mtu);
+        let mut entries = Vec::new();
+        let mut next = None;
+        let mut bad = None;
+        self.kv.scan(&prefix, &start, &mut |k, v| {
+            let Some((hash, name, _)) = keys::parse_edge_suffix(&k[prefix.len()..]) else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            let Ok(name) = Name::new(name) else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            let cost = 25 + name.as_bytes().len();
+            if cost > budget {
+                next = Some(DirCursor {
+                    name_hash: hash,
+                    name,
+                });
+                return false;
+            }
+            budget -= cost;
+            match values::decode::<CurrentEdgeBody>(k, v) {
+                Ok(e) => entries.push(CurrentEdge {
+                    name_hash: hash,
+                    name,
+                    target_id: e.target_id,
+                    creation_time: e.creation_time,
+                }),
+                Err(_) => {
+                    bad = Some(k.to_vec());
+                    return false;
+                }
+            }
+            true
+        })?;
+        if let Some(key) = bad {
+            return Err(corrupt(key, "bad current edge").into());
+        }
+        Ok(ReadDirResp { next, entries })
+    }
+
+    fn full_read_dir(&self, shard: ShardId, r: &FullReadDirReq) -> R<FullReadDirResp> {
+        self.get_dir(shard, r.dir_id)?;
+        let budget = page_budget(r.mtu);
+        // At most this many entries can fit; take that many from each table and merge.
+        let max_entries = budget / 27 + 1;
+        let (cur_start, snap_start, min_time) = match &r.start {
+            Some(c) => (
+                keys::current_edge_at(r.dir_id, c.name_hash, c.name.as_bytes()),
+                {
+                    let mut k =
+                        keys::snapshot_name_prefix(r.dir_id, c.name_hash, c.name.as_bytes());
+                    k.extend_from_slice(&c.creation_time.0.to_be_bytes());
+                    k
+                },
+                Some(c),
+            ),
+            None => (
+                keys::current_prefix(r.dir_id),
+                keys::snapshot_prefix(r.dir_id),
+                None,
+            ),
+        };
+        let mut all = self.scan_edges(r.dir_id, true, &cur_start, max_entries)?;
+        all.extend(self.scan_edges(r.dir_id, false, &snap_start, max_entries)?);
+        // A current edge at the cursor's name but older than its time was already returned.
+        if let Some(c) = min_time {
+            all.retain(|e| {
+                (e.name_hash, e.name.as_bytes(), e.creation_time)
+                    >= (c.name_hash, c.name.as_bytes(), c.creation_time)
+            });
+        }
+        all.sort_by(|a, b| {
+            (a.name_hash, a.name.as_bytes(), a.creation_time).cmp(&(
+                b.name_hash,
+                b.name.as_bytes(),
+                b.creation_time,
+            ))
+        });
+        let mut budget = budget;
+        let mut entries = Vec::new();
+        let mut next = None;
+        for e in all {
+            let cost = 26 + e.name.as_bytes().len();
+            if cost > budget || entries.len() >= max_entries {
+                next = Some(FullDirCursor {
+                    name_hash: e.name_hash,
+                    name: e.name,
+                    creation_time: e.creation_time,
+                });
+                break;
+            }
+            budget -= cost;
+            entries.push(e);
+        }
+        Ok(FullReadDirResp { next, entries })
+    }
+
+    fn scan_edges(&self, dir: InodeId, current: bool, start: &[u8], max: usize) -> R<Vec<Edge>> {
+        let prefix = if current {
+            keys::current_prefix(dir)
+        } else {
+            keys::snapshot_prefix(dir)
+        };
+        let mut out = Vec::new();
+        let mut bad = None;
+        self.kv.scan(&prefix, start, &mut |k, v| {
+            match decode_edge(&prefix, current, k, v) {
+                Some(e) => out.push(e),
+                None => {
+                    bad = Some(k.to_vec());
+                    return false;
+                }
+            }
+            out.len() < max
+        })?;
+        match bad {
+            Some(k) => Err(corrupt(k, "bad edge").into()),
+            None => Ok(out),
+        }
+    }
+
+    fn file_spans(&self, shard: ShardId, r: &FileSpansReq) -> R<FileSpansResp> {
+        Self::check_owned(shard, r.file_id, Some(false))?;
+        if self.kv.get(&keys::file(r.file_id))?.is_none()
+            && self.kv.get(&keys::transient(r.file_id))?.is_none()
+        {
+            return Err(EggsError::FileNotFound.into());
+        }
+        let prefix = keys::span_prefix(r.file_id);
+        let mut budget = page_budget(r.mtu.max(MAX_UDP_MTU.min(MAX_INLINE_SPAN as u16 + 512)));
+        let mut spans = Vec::new();
+        let mut next_offset = None;
+        let mut bad = None;
+        self.kv.scan(&prefix, &prefix, &mut |k, v| {
+            let Some(off) = keys::be_u64(&k[prefix.len()..]) else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            let Ok(s) = values::decode::<SpanValue>(k, v) else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            if off + s.size as u64 <= r.byte_offset {
+                return true;
+            }
+            let cost = 40 + s.inline.len();
+            if cost > budget && !spans.is_empty() {
+                next_offset = Some(off);
+                return false;
+            }
+            budget = budget.saturating_sub(cost);
+            spans.push(FetchedSpan {
+                byte_offset: off,
+                size: s.size,
+                crc: s.crc,
+                body: SpanBody::Inline(s.inline),
+            });
+            true
+        })?;
+        if let Some(k) = bad {
+            return Err(corrupt(k, "bad span").into());
+        }
+        Ok(FileSpansResp { next_offset, spans })
+    }
+
+    fn get_transient(&self, id: InodeId) -> R<TransientFileBody> {
+        let key = keys::transient(id);
+        match self.kv.get(&key)? {
+            Some(v) => Ok(values::decode(&key, &v)?),
+            None if self.kv.get(&keys::file(id))?.is_some() => {
+                Err(EggsError::FileNotTransient.into())
+            }
+            None => Err(EggsError::FileNotFound.into()),
+        }
+    }
+
+    fn stat_transient(&self, shard: ShardId, r: &StatTransientFileReq) -> R<StatTransientFileResp> {
+        Self::check_owned(shard, r.id, Some(false))?;
+        let t = self.get_transient(r.id)?;
+        Ok(StatTransientFileResp {
+            size: t.size,
+            mtime: t.mtime,
+            deadline: t.deadline,
+        })
+    }
+}
+
+/// Bytes available for entries in a listing reply of at most `mtu` bytes, after the fixed
+/// part (magic, request id, result and kind tags, a full-size cursor, the vector length).
+fn page_budget(mtu: u16) -> usize {
+    let mtu = mtu.clamp(eggs_protocol::DEFAULT_UDP_MTU, MAX_UDP_MTU) as usize;
+    mtu - (4 + 8 + 4 + 4 + 1 + (8 + 1 + 255 + 8) + 8)
+}
+
+fn corrupt(key: Vec<u8>, why: &str) -> ShardError {
+    ShardError::Corrupt {
+        key,
+        why: why.into(),
+    }
+}
+
+fn decode_edge(prefix: &[u8], current: bool, k: &[u8], v: &[u8]) -> Option<Edge> {
+    let (hash, name, rest) = keys::parse_edge_suffix(&k[prefix.len()..])?;
+    let name = Name::new(name).ok()?;
+    if current {
+        let e: CurrentEdgeBody = values::decode(k, v).ok()?;
+        Some(Edge {
+            name_hash: hash,
+            name,
+            target_id: e.target_id,
+            creation_time: e.creation_time,
+            current: true,
+        })
+    } else {
+        let e: SnapshotEdgeBody = values::decode(k, v).ok()?;
+        Some(Edge {
+            name_hash: hash,
+            name,
+            target_id: e.target_id,
+            creation_time: EggsTime(keys::be_u64(rest)?),
+            current: false,
+        })
+    }
+}
+
+mod writes;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,647 @@
+use super::*;
+use crate::kv::MemKv;
+use eggs_protocol::codec::RequestBody;
+use eggs_protocol::RequestHeader;
+
+struct T {
+    core: ShardCore<MemKv>,
+    next_id: u64,
+    now: u64,
+}
+
+const ALL: fn() -> Vec<ShardId> = || (0..=255).map(ShardId).collect();
+
+impl T {
+    fn new() -> T {
+        let core = ShardCore::open(
+            MemKv::default(),
+            &ALL(),
+            ShardOptions::default(),
+            EggsTime(1000),
+        )
+        .unwrap();
+        T {
+            core,
+            next_id: 1,
+            now: 1_000_000,
+        }
+    }
+
+    fn send_with(
+        &mut self,
+        shard: ShardId,
+        header: RequestHeader,
+        body: ShardReq,
+    ) -> Result<ShardResp, EggsError> {
+        self.now += 1000;
+        let req = ShardRequest {
+            header,
+            shard,
+            body,
+        };
+        self.core.handle(&req, EggsTime(self.now)).unwrap().result
+    }
+
+    fn header(&mut self) -> RequestHeader {
+        self.next_id += 1;
+        RequestHeader {
+            request_id: self.next_id,
+            client_id: 42,
+        }
+    }
+
+    fn req<B: RequestBody<Req = ShardReq, Resp = ShardResp>>(
+        &mut self,
+        shard: ShardId,
+        b: B,
+    ) -> Result<B::RespBody, EggsError> {
+        let h = self.header();
+        self.send_with(shard, h, b.into_req())
+            .map(|r| B::from_resp(r).expect("response kind matches"))
+    }
+
+    fn mkfile(&mut self, dir: InodeId, name: &str, data: &[u8]) -> (InodeId, EggsTime) {
+        let s = dir.shard();
+        let f = self
+            .req(
+                s,
+                ConstructFileReq {
+                    typ: InodeType::File,
+                },
+            )
+            .unwrap();
+        for (i, c) in data.chunks(MAX_INLINE_SPAN).enumerate() {
+            self.req(
+                s,
+                AddInlineSpanReq {
+                    file_id: f.id,
+                    cookie: f.cookie,
+                    byte_offset: (i * MAX_INLINE_SPAN) as u64,
+                    data: c.to_vec(),
+                    crc: crc32c::crc32c(c),
+                },
+            )
+            .unwrap();
+        }
+        let l = self
+            .req(
+                s,
+                LinkFileReq {
+                    file_id: f.id,
+                    cookie: f.cookie,
+                    owner_id: dir,
+                    name: n(name),
+                },
+            )
+            .unwrap();
+        (f.id, l.creation_time)
+    }
+
+    fn mkdir(&mut self, parent: InodeId, name: &str, counter: u64, shard: u8) -> InodeId {
+        let id = InodeId::new(InodeType::Directory, ShardId(shard), counter);
+        self.req(
+            ShardId(shard),
+            CreateDirectoryInodeReq {
+                id,
+                owner_id: parent,
+                info: Default::default(),
+            },
+        )
+        .unwrap();
+        self.req(
+            parent.shard(),
+            CreateCurrentEdgeReq {
+                dir_id: parent,
+                name: n(name),
+                target_id: id,
+                overwrite_files: false,
+            },
+        )
+        .unwrap();
+        id
+    }
+
+    fn names(&mut self, dir: InodeId) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .req(
+                    dir.shard(),
+                    ReadDirReq {
+                        dir_id: dir,
+                        start,
+                        mtu: 1472,
+                    },
+                )
+                .unwrap();
+            out.extend(r.entries.iter().map(|e| e.name.to_string()));
+            match r.next {
+                Some(c) => start = Some(c),
+                None => return out,
+            }
+        }
+    }
+
+    fn full(&mut self, dir: InodeId) -> Vec<Edge> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let r = self
+                .req(
+                    dir.shard(),
+                    FullReadDirReq {
+                        dir_id: dir,
+                        start,
+                        mtu: 1472,
+                    },
+                )
+                .unwrap();
+            out.extend(r.entries);
+            match r.next {
+                Some(c) => start = Some(c),
+                None => return out,
+            }
+        }
+    }
+}
+
+fn n(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+
+const ROOT: InodeId = InodeId::ROOT;
+const S0: ShardId = ShardId(0);
+
+#[test]
+fn root_exists_with_complete_policies() {
+    let mut t = T::new();
+    let r = t.req(S0, StatDirectoryReq { id: ROOT }).unwrap();
+    assert!(r.owner_id.is_null());
+    assert!(r.info.is_complete());
+    assert_eq!(
+        t.req(
+            S0,
+            LookupReq {
+                dir_id: ROOT,
+                name: n("x")
+            }
+        ),
+        Err(EggsError::NameNotFound)
+    );
+}
+
+#[test]
+fn small_file_round_trip() {
+    let mut t = T::new();
+    let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+    let (id, ctime) = t.mkfile(ROOT, "f", &data);
+    let l = t
+        .req(
+            S0,
+            LookupReq {
+                dir_id: ROOT,
+                name: n("f"),
+            },
+        )
+        .unwrap();
+    assert_eq!((l.target_id, l.creation_time), (id, ctime));
+    assert_eq!(t.req(S0, StatFileReq { id }).unwrap().size, 10_000);
+    let mut read = Vec::new();
+    let mut off = Some(0);
+    while let Some(o) = off {
+        let r = t
+            .req(
+                S0,
+                FileSpansReq {
+                    file_id: id,
+                    byte_offset: o,
+                    mtu: 8972,
+                },
+            )
+            .unwrap();
+        for s in r.spans {
+            let SpanBody::Inline(d) = s.body;
+            assert_eq!(s.byte_offset as usize, read.len());
+            read.extend(d);
+        }
+        off = r.next_offset;
+    }
+    assert_eq!(read, data);
+}
+
+#[test]
+fn transient_file_checks() {
+    let mut t = T::new();
+    let f = t
+        .req(
+            S0,
+            ConstructFileReq {
+                typ: InodeType::File,
+            },
+        )
+        .unwrap();
+    let span = |off: u64, cookie: u64, data: &[u8], crc: u32| AddInlineSpanReq {
+        file_id: f.id,
+        cookie,
+        byte_offset: off,
+        data: data.to_vec(),
+        crc,
+    };
+    let crc = crc32c::crc32c(b"abc");
+    assert_eq!(
+        t.req(S0, span(0, f.cookie ^ 1, b"abc", crc)),
+        Err(EggsError::BadCookie)
+    );
+    assert_eq!(
+        t.req(S0, span(1, f.cookie, b"abc", crc)),
+        Err(EggsError::BadSpanOffset)
+    );
+    assert_eq!(
+        t.req(S0, span(0, f.cookie, b"abc", crc ^ 1)),
+        Err(EggsError::BadSpanCrc)
+    );
+    t.req(S0, span(0, f.cookie, b"abc", crc)).unwrap();
+    let st = t.req(S0, StatTransientFileReq { id: f.id }).unwrap();
+    assert_eq!(st.size, 3);
+    assert!(st.deadline.0 > st.mtime.0);
+    // Not visible to readers of the namespace, and not stat-able as a linked file.
+    assert_eq!(
+        t.req(S0, StatFileReq { id: f.id }),
+        Err(EggsError::FileNotFound)
+    );
+    assert_eq!(
+        t.req(
+            S0,
+            ConstructFileReq {
+                typ: InodeType::Directory
+            }
+        ),
+        Err(EggsError::TypeMismatch)
+    );
+}
+
+#[test]
+fn overwrite_leaves_snapshot() {
+    let mut t = T::new();
+    let (a, at) = t.mkfile(ROOT, "f", b"one");
+    let (b, bt) = t.mkfile(ROOT, "f", b"two");
+    assert_eq!(t.names(ROOT), ["f"]);
+    let edges = t.full(ROOT);
+    assert_eq!(edges.len(), 2);
+    assert_eq!(
+        (edges[0].target_id, edges[0].creation_time, edges[0].current),
+        (a, at, false)
+    );
+    assert_eq!(
+        (edges[1].target_id, edges[1].creation_time, edges[1].current),
+        (b, bt, true)
+    );
+}
+
+#[test]
+fn rename_and_unlink_leave_history() {
+    let mut t = T::new();
+    let (a, at) = t.mkfile(ROOT, "a", b"x");
+    let r = t
+        .req(
+            S0,
+            SameDirectoryRenameReq {
+                dir_id: ROOT,
+                target_id: a,
+                old_name: n("a"),
+                old_creation_time: at,
+                new_name: n("b"),
+            },
+        )
+        .unwrap();
+    assert_eq!(t.names(ROOT), ["b"]);
+    // Stale creation time is refused.
+    assert_eq!(
+        t.req(
+            S0,
+            SoftUnlinkFileReq {
+                dir_id: ROOT,
+                target_id: a,
+                name: n("b"),
+                creation_time: at
+            }
+        ),
+        Err(EggsError::MismatchingCreationTime)
+    );
+    t.req(
+        S0,
+        SoftUnlinkFileReq {
+            dir_id: ROOT,
+            target_id: a,
+            name: n("b"),
+            creation_time: r.new_creation_time,
+        },
+    )
+    .unwrap();
+    assert!(t.names(ROOT).is_empty());
+    let edges = t.full(ROOT);
+    // a: snapshot + deletion marker; b: snapshot + deletion marker.
+    assert_eq!(edges.len(), 4);
+    assert!(edges.iter().all(|e| !e.current));
+    assert_eq!(edges.iter().filter(|e| e.target_id.is_null()).count(), 2);
+}
+
+#[test]
+fn rename_cannot_replace_directory() {
+    let mut t = T::new();
+    let (f, ft) = t.mkfile(ROOT, "f", b"x");
+    t.mkdir(ROOT, "d", 1, 7);
+    assert_eq!(
+        t.req(
+            S0,
+            SameDirectoryRenameReq {
+                dir_id: ROOT,
+                target_id: f,
+                old_name: n("f"),
+                old_creation_time: ft,
+                new_name: n("d"),
+            }
+        ),
+        Err(EggsError::CannotOverrideDirectory)
+    );
+}
+
+#[test]
+fn retried_request_is_not_applied_twice() {
+    let mut t = T::new();
+    let (a, at) = t.mkfile(ROOT, "a", b"x");
+    let h = t.header();
+    let body = ShardReq::SameDirectoryRename(SameDirectoryRenameReq {
+        dir_id: ROOT,
+        target_id: a,
+        old_name: n("a"),
+        old_creation_time: at,
+        new_name: n("b"),
+    });
+    let first = t.send_with(S0, h, body.clone()).unwrap();
+    let again = t.send_with(S0, h, body.clone()).unwrap();
+    assert_eq!(first, again);
+    // A different request id is a new request, which now fails.
+    let h2 = t.header();
+    assert_eq!(t.send_with(S0, h2, body), Err(EggsError::NameNotFound));
+    // Once the window passes, entries are forgotten.
+    let later = EggsTime(t.now + ShardOptions::default().dedup_keep_ns + 1);
+    assert!(t.core.expire_dedup(later, usize::MAX).unwrap() > 0);
+}
+
+#[test]
+fn readdir_pages_cover_everything_once_in_order() {
+    let mut t = T::new();
+    let dir = t.mkdir(ROOT, "big", 1, 3);
+    let mut expected = Vec::new();
+    for i in 0..700 {
+        let name = format!("file-{i:04}-{}", "x".repeat(i % 50));
+        t.mkfile(dir, &name, b"");
+        expected.push(name);
+    }
+    let got = t.names(dir);
+    assert_eq!(got.len(), 700);
+    let mut sorted = got.clone();
+    sorted.sort_by_key(|s| (Name::new(s.as_str()).unwrap().hash64(), s.clone()));
+    assert_eq!(got, sorted, "listing is in (hash, name) order");
+    let mut e = expected.clone();
+    e.sort();
+    let mut g = got;
+    g.sort();
+    assert_eq!(g, e);
+    // Full listing with history pages correctly too: overwrite every tenth name.
+    for i in (0..700).step_by(10) {
+        t.mkfile(dir, &expected[i], b"again");
+    }
+    let full = t.full(dir);
+    assert_eq!(full.len(), 770);
+    assert_eq!(full.iter().filter(|e| e.current).count(), 700);
+}
+
+#[test]
+fn cdc_steps_are_idempotent_and_locks_block_clients() {
+    let mut t = T::new();
+    let d1 = t.mkdir(ROOT, "d1", 1, 1);
+    let (f, ft) = t.mkfile(ROOT, "f", b"x");
+    let lock = LockCurrentEdgeReq {
+        dir_id: ROOT,
+        name: n("f"),
+        target_id: f,
+        creation_time: ft,
+    };
+    t.req(S0, lock.clone()).unwrap();
+    t.req(S0, lock.clone()).unwrap();
+    assert_eq!(
+        t.req(
+            S0,
+            SoftUnlinkFileReq {
+                dir_id: ROOT,
+                target_id: f,
+                name: n("f"),
+                creation_time: ft
+            }
+        ),
+        Err(EggsError::EdgeLocked)
+    );
+    let create = CreateCurrentEdgeReq {
+        dir_id: d1,
+        name: n("g"),
+        target_id: f,
+        overwrite_files: true,
+    };
+    let c1 = t.req(ShardId(1), create.clone()).unwrap();
+    let c2 = t.req(ShardId(1), create).unwrap();
+    assert_eq!(c1, c2);
+    let unlock = UnlockCurrentEdgeReq {
+        dir_id: ROOT,
+        name: n("f"),
+        target_id: f,
+        creation_time: ft,
+        was_moved: true,
+    };
+    t.req(S0, unlock.clone()).unwrap();
+    t.req(S0, unlock).unwrap();
+    assert_eq!(t.names(ROOT), ["d1"]);
+    assert_eq!(t.names(d1), ["g"]);
+}
+
+#[test]
+fn directory_removal_rules() {
+    let mut t = T::new();
+    let d = t.mkdir(ROOT, "d", 5, 9);
+    t.mkfile(d, "f", b"x");
+    assert_eq!(
+        t.req(ShardId(9), RemoveDirectoryOwnerReq { dir_id: d }),
+        Err(EggsError::DirectoryNotEmpty)
+    );
+    let e = t
+        .req(
+            ShardId(9),
+            LookupReq {
+                dir_id: d,
+                name: n("f"),
+            },
+        )
+        .unwrap();
+    t.req(
+        ShardId(9),
+        SoftUnlinkFileReq {
+            dir_id: d,
+            target_id: e.target_id,
+            name: n("f"),
+            creation_time: e.creation_time,
+        },
+    )
+    .unwrap();
+    // Only snapshot edges left: that is empty.
+    t.req(ShardId(9), RemoveDirectoryOwnerReq { dir_id: d })
+        .unwrap();
+    t.req(ShardId(9), RemoveDirectoryOwnerReq { dir_id: d })
+        .unwrap();
+    let f = t
+        .req(
+            ShardId(9),
+            ConstructFileReq {
+                typ: InodeType::File,
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        t.req(
+            ShardId(9),
+            LinkFileReq {
+                file_id: f.id,
+                cookie: f.cookie,
+                owner_id: d,
+                name: n("g")
+            }
+        ),
+        Err(EggsError::DirectoryRemoved)
+    );
+    assert_eq!(
+        t.req(S0, RemoveDirectoryOwnerReq { dir_id: ROOT }),
+        Err(EggsError::CannotRemoveRoot)
+    );
+    // Undoing a mkdir needs the directory to be untouched.
+    let fresh = InodeId::new(InodeType::Directory, ShardId(9), 77);
+    t.req(
+        ShardId(9),
+        CreateDirectoryInodeReq {
+            id: fresh,
+            owner_id: ROOT,
+            info: Default::default(),
+        },
+    )
+    .unwrap();
+    t.req(
+        ShardId(9),
+        RemoveDirectoryInodeReq {
+            id: fresh,
+            owner_id: ROOT,
+        },
+    )
+    .unwrap();
+    t.req(
+        ShardId(9),
+        RemoveDirectoryInodeReq {
+            id: fresh,
+            owner_id: ROOT,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        t.req(ShardId(9), StatDirectoryReq { id: fresh }),
+        Err(EggsError::DirectoryNotFound)
+    );
+}
+
+#[test]
+fn wrong_shard_and_types() {
+    let mut t = T::new();
+    assert_eq!(
+        t.req(
+            ShardId(1),
+            LookupReq {
+                dir_id: ROOT,
+                name: n("x")
+            }
+        ),
+        Err(EggsError::WrongShard)
+    );
+    let (f, _) = t.mkfile(ROOT, "f", b"x");
+    assert_eq!(
+        t.req(
+            S0,
+            LookupReq {
+                dir_id: f,
+                name: n("x")
+            }
+        ),
+        Err(EggsError::NotADirectory)
+    );
+    let core = ShardCore::open(
+        MemKv::default(),
+        &[ShardId(1)],
+        ShardOptions::default(),
+        EggsTime(1),
+    )
+    .unwrap();
+    let mut only1 = T {
+        core,
+        next_id: 1,
+        now: 5,
+    };
+    assert_eq!(
+        only1.req(S0, StatDirectoryReq { id: ROOT }),
+        Err(EggsError::WrongShard)
+    );
+}
+
+#[test]
+fn creation_times_increase_even_if_clock_steps_back() {
+    let mut t = T::new();
+    let (_, t1) = t.mkfile(ROOT, "a", b"");
+    t.now -= 500_000;
+    let (_, t2) = t.mkfile(ROOT, "b", b"");
+    assert!(t2 > t1);
+}
+
+#[test]
+fn policies() {
+    let mut t = T::new();
+    let d = t.mkdir(ROOT, "d", 1, 2);
+    let mut info = DirectoryInfo::default();
+    info.stripe = Some(eggs_protocol::policy::StripePolicy {
+        target_stripe_size: 123,
+    });
+    assert_eq!(
+        t.req(
+            ShardId(2),
+            SetDirectoryInfoReq {
+                id: d,
+                info: info.clone()
+            }
+        ),
+        Err(EggsError::BadPolicy)
+    );
+    info.stripe = Some(eggs_protocol::policy::StripePolicy {
+        target_stripe_size: 8192,
+    });
+    t.req(
+        ShardId(2),
+        SetDirectoryInfoReq {
+            id: d,
+            info: info.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        t.req(ShardId(2), StatDirectoryReq { id: d }).unwrap().info,
+        info
+    );
+    assert_eq!(
+        t.req(S0, SetDirectoryInfoReq { id: ROOT, info }),
+        Err(EggsError::BadPolicy)
+    );
+}

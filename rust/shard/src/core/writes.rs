@@ -1,0 +1,480 @@
+//! Requests that change state. Each one reads what it needs, fails without side effects, or
+//! records all its changes in the transaction.
+
+use super::{Fail, ShardCore, Tx, R};
+use crate::keys;
+use crate::kv::Kv;
+use crate::values::{
+    CurrentEdgeBody, DirectoryBody, FileBody, SnapshotEdgeBody, SpanValue, TransientFileBody,
+};
+use eggs_protocol::shard::*;
+use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, Name, ShardId, MAX_INLINE_SPAN};
+
+impl<K: Kv> ShardCore<K> {
+    pub(super) fn write(&mut self, shard: ShardId, tx: &mut Tx, body: &ShardReq) -> R<ShardResp> {
+        Ok(match body {
+            ShardReq::SameDirectoryRename(r) => {
+                ShardResp::SameDirectoryRename(self.same_dir_rename(shard, tx, r)?)
+            }
+            ShardReq::SoftUnlinkFile(r) => {
+                ShardResp::SoftUnlinkFile(self.soft_unlink(shard, tx, r)?)
+            }
+            ShardReq::SetDirectoryInfo(r) => {
+                ShardResp::SetDirectoryInfo(self.set_dir_info(shard, tx, r)?)
+            }
+            ShardReq::ConstructFile(r) => {
+                ShardResp::ConstructFile(self.construct_file(shard, tx, r)?)
+            }
+            ShardReq::AddInlineSpan(r) => {
+                ShardResp::AddInlineSpan(self.add_inline_span(shard, tx, r)?)
+            }
+            ShardReq::LinkFile(r) => ShardResp::LinkFile(self.link_file(shard, tx, r)?),
+            ShardReq::CreateDirectoryInode(r) => {
+                ShardResp::CreateDirectoryInode(self.create_dir_inode(shard, tx, r)?)
+            }
+            ShardReq::CreateCurrentEdge(r) => {
+                ShardResp::CreateCurrentEdge(self.create_current_edge(shard, tx, r)?)
+            }
+            ShardReq::LockCurrentEdge(r) => {
+                ShardResp::LockCurrentEdge(self.lock_edge(shard, tx, r)?)
+            }
+            ShardReq::UnlockCurrentEdge(r) => {
+                ShardResp::UnlockCurrentEdge(self.unlock_edge(shard, tx, r)?)
+            }
+            ShardReq::SetDirectoryOwner(r) => {
+                ShardResp::SetDirectoryOwner(self.set_dir_owner(shard, tx, r)?)
+            }
+            ShardReq::RemoveDirectoryOwner(r) => {
+                ShardResp::RemoveDirectoryOwner(self.remove_dir_owner(shard, tx, r)?)
+            }
+            ShardReq::RemoveDirectoryInode(r) => {
+                ShardResp::RemoveDirectoryInode(self.remove_dir_inode(shard, tx, r)?)
+            }
+            _ => return Err(EggsError::InternalError.into()),
+        })
+    }
+
+    // ---- edge helpers ----
+
+    fn touch_dir(&self, tx: &mut Tx, dir_id: InodeId, mut d: DirectoryBody) {
+        d.mtime = tx.now;
+        tx.put(keys::dir(dir_id), &d);
+    }
+
+    fn put_current(&self, tx: &mut Tx, dir: InodeId, name: &Name, target: InodeId) {
+        let body = CurrentEdgeBody {
+            target_id: target,
+            creation_time: tx.now,
+            locked: false,
+        };
+        tx.put(keys::current_edge(dir, name), &body);
+    }
+
+    /// Turns a current edge into a snapshot edge; with `deleted`, also records that the name
+    /// stopped existing now.
+    fn retire_edge(
+        &self,
+        tx: &mut Tx,
+        dir: InodeId,
+        name: &Name,
+        e: &CurrentEdgeBody,
+        deleted: bool,
+    ) {
+        tx.changes.delete(keys::current_edge(dir, name));
+        let snap = SnapshotEdgeBody {
+            target_id: e.target_id,
+        };
+        tx.put(keys::snapshot_edge(dir, name, e.creation_time), &snap);
+        if deleted {
+            let marker = SnapshotEdgeBody {
+                target_id: InodeId::NULL,
+            };
+            tx.put(keys::snapshot_edge(dir, name, tx.now), &marker);
+        }
+    }
+
+    /// Makes room for a new current edge at `name`: nothing there, or an unlocked file edge
+    /// that becomes a snapshot edge. `new_target` is what will be linked there.
+    fn clear_for_new_edge(
+        &self,
+        tx: &mut Tx,
+        dir: InodeId,
+        name: &Name,
+        new_target: InodeId,
+    ) -> R<()> {
+        let Some(old) = self.get_current_edge(dir, name)? else {
+            return Ok(());
+        };
+        if old.locked {
+            return Err(EggsError::EdgeLocked.into());
+        }
+        if old.target_id.is_dir() || new_target.is_dir() {
+            return Err(EggsError::CannotOverrideDirectory.into());
+        }
+        self.retire_edge(tx, dir, name, &old, false);
+        Ok(())
+    }
+
+    /// The current edge `name` must point at `target` with `creation_time`.
+    fn expect_edge(
+        &self,
+        dir: InodeId,
+        name: &Name,
+        target: InodeId,
+        ctime: EggsTime,
+    ) -> R<CurrentEdgeBody> {
+        let e = self
+            .get_current_edge(dir, name)?
+            .ok_or(EggsError::NameNotFound)?;
+        if e.target_id != target {
+            return Err(EggsError::MismatchingTarget.into());
+        }
+        if e.creation_time != ctime {
+            return Err(EggsError::MismatchingCreationTime.into());
+        }
+        Ok(e)
+    }
+
+    fn has_current_edges(&self, dir: InodeId) -> R<bool> {
+        let prefix = keys::current_prefix(dir);
+        let mut any = false;
+        self.kv.scan(&prefix, &prefix, &mut |_, _| {
+            any = true;
+            false
+        })?;
+        Ok(any)
+    }
+
+    fn has_any_edges(&self, dir: InodeId) -> R<bool> {
+        let prefix = keys::snapshot_prefix(dir);
+        let mut any = false;
+        self.kv.scan(&prefix, &prefix, &mut |_, _| {
+            any = true;
+            false
+        })?;
+        Ok(any || self.has_current_edges(dir)?)
+    }
+
+    // ---- client requests ----
+
+    fn same_dir_rename(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &SameDirectoryRenameReq,
+    ) -> R<SameDirectoryRenameResp> {
+        let dir = self.get_live_dir(shard, r.dir_id)?;
+        if r.old_name == r.new_name {
+            return Err(EggsError::SameName.into());
+        }
+        let old = self.expect_edge(r.dir_id, &r.old_name, r.target_id, r.old_creation_time)?;
+        if old.locked {
+            return Err(EggsError::EdgeLocked.into());
+        }
+        self.clear_for_new_edge(tx, r.dir_id, &r.new_name, r.target_id)?;
+        self.retire_edge(tx, r.dir_id, &r.old_name, &old, true);
+        self.put_current(tx, r.dir_id, &r.new_name, r.target_id);
+        self.touch_dir(tx, r.dir_id, dir);
+        Ok(SameDirectoryRenameResp {
+            new_creation_time: tx.now,
+        })
+    }
+
+    fn soft_unlink(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &SoftUnlinkFileReq,
+    ) -> R<SoftUnlinkFileResp> {
+        let dir = self.get_dir(shard, r.dir_id)?;
+        if r.target_id.is_dir() {
+            return Err(EggsError::IsADirectory.into());
+        }
+        let e = self.expect_edge(r.dir_id, &r.name, r.target_id, r.creation_time)?;
+        if e.locked {
+            return Err(EggsError::EdgeLocked.into());
+        }
+        self.retire_edge(tx, r.dir_id, &r.name, &e, true);
+        self.touch_dir(tx, r.dir_id, dir);
+        Ok(SoftUnlinkFileResp {
+            delete_creation_time: tx.now,
+        })
+    }
+
+    fn set_dir_info(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &SetDirectoryInfoReq,
+    ) -> R<SetDirectoryInfoResp> {
+        let mut dir = self.get_live_dir(shard, r.id)?;
+        r.info.validate().map_err(|_| EggsError::BadPolicy)?;
+        // The root ends every inheritance chain, so it must set every policy.
+        if r.id == InodeId::ROOT && !r.info.is_complete() {
+            return Err(EggsError::BadPolicy.into());
+        }
+        dir.info = r.info.clone();
+        self.touch_dir(tx, r.id, dir);
+        Ok(SetDirectoryInfoResp {})
+    }
+
+    fn construct_file(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &ConstructFileReq,
+    ) -> R<ConstructFileResp> {
+        if r.typ == InodeType::Directory {
+            return Err(EggsError::TypeMismatch.into());
+        }
+        let counter = &mut self.next_file_counter[shard.0 as usize];
+        let id = InodeId::new(r.typ, shard, *counter);
+        *counter += 1;
+        tx.changes.put(
+            keys::meta(shard, keys::META_NEXT_FILE_COUNTER),
+            counter.to_be_bytes().to_vec(),
+        );
+        let cookie = rand::random::<u64>();
+        let body = TransientFileBody {
+            size: 0,
+            mtime: tx.now,
+            deadline: EggsTime(tx.now.0 + self.opts.transient_deadline_ns),
+            cookie,
+        };
+        tx.put(keys::transient(id), &body);
+        Ok(ConstructFileResp { id, cookie })
+    }
+
+    fn transient_for_write(
+        &self,
+        shard: ShardId,
+        id: InodeId,
+        cookie: u64,
+    ) -> R<TransientFileBody> {
+        Self::check_owned(shard, id, Some(false))?;
+        let t = self.get_transient(id)?;
+        if t.cookie != cookie {
+            return Err(EggsError::BadCookie.into());
+        }
+        Ok(t)
+    }
+
+    fn add_inline_span(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &AddInlineSpanReq,
+    ) -> R<AddInlineSpanResp> {
+        let mut t = self.transient_for_write(shard, r.file_id, r.cookie)?;
+        if r.data.is_empty() || r.data.len() > MAX_INLINE_SPAN {
+            return Err(EggsError::TooLarge.into());
+        }
+        if crc32c::crc32c(&r.data) != r.crc {
+            return Err(EggsError::BadSpanCrc.into());
+        }
+        if r.byte_offset != t.size {
+            return Err(EggsError::BadSpanOffset.into());
+        }
+        let span = SpanValue {
+            size: r.data.len() as u32,
+            crc: r.crc,
+            inline: r.data.clone(),
+        };
+        tx.put(keys::span(r.file_id, r.byte_offset), &span);
+        t.size += r.data.len() as u64;
+        t.mtime = tx.now;
+        t.deadline = EggsTime(tx.now.0 + self.opts.transient_deadline_ns);
+        tx.put(keys::transient(r.file_id), &t);
+        Ok(AddInlineSpanResp {})
+    }
+
+    fn link_file(&mut self, shard: ShardId, tx: &mut Tx, r: &LinkFileReq) -> R<LinkFileResp> {
+        let t = self.transient_for_write(shard, r.file_id, r.cookie)?;
+        let dir = self.get_live_dir(shard, r.owner_id)?;
+        self.clear_for_new_edge(tx, r.owner_id, &r.name, r.file_id)?;
+        tx.changes.delete(keys::transient(r.file_id));
+        let f = FileBody {
+            size: t.size,
+            mtime: tx.now,
+            atime: tx.now,
+        };
+        tx.put(keys::file(r.file_id), &f);
+        self.put_current(tx, r.owner_id, &r.name, r.file_id);
+        self.touch_dir(tx, r.owner_id, dir);
+        Ok(LinkFileResp {
+            creation_time: tx.now,
+        })
+    }
+
+    // ---- CDC requests: each is idempotent, since the CDC resends steps after a crash ----
+
+    fn create_dir_inode(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &CreateDirectoryInodeReq,
+    ) -> R<CreateDirectoryInodeResp> {
+        Self::check_owned(shard, r.id, Some(true))?;
+        if let Some(existing) = self.kv.get(&keys::dir(r.id))? {
+            let d: DirectoryBody = crate::values::decode(&keys::dir(r.id), &existing)?;
+            if d.owner_id == r.owner_id {
+                return Ok(CreateDirectoryInodeResp { mtime: d.mtime });
+            }
+            return Err(EggsError::MismatchingTarget.into());
+        }
+        r.info.validate().map_err(|_| EggsError::BadPolicy)?;
+        let d = DirectoryBody {
+            owner_id: r.owner_id,
+            mtime: tx.now,
+            info: r.info.clone(),
+        };
+        tx.put(keys::dir(r.id), &d);
+        Ok(CreateDirectoryInodeResp { mtime: tx.now })
+    }
+
+    fn create_current_edge(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &CreateCurrentEdgeReq,
+    ) -> R<CreateCurrentEdgeResp> {
+        let dir = self.get_live_dir(shard, r.dir_id)?;
+        if let Some(old) = self.get_current_edge(r.dir_id, &r.name)? {
+            if old.target_id == r.target_id {
+                return Ok(CreateCurrentEdgeResp {
+                    creation_time: old.creation_time,
+                });
+            }
+            if !r.overwrite_files {
+                return Err(EggsError::NameExists.into());
+            }
+        }
+        self.clear_for_new_edge(tx, r.dir_id, &r.name, r.target_id)?;
+        self.put_current(tx, r.dir_id, &r.name, r.target_id);
+        self.touch_dir(tx, r.dir_id, dir);
+        Ok(CreateCurrentEdgeResp {
+            creation_time: tx.now,
+        })
+    }
+
+    fn lock_edge(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &LockCurrentEdgeReq,
+    ) -> R<LockCurrentEdgeResp> {
+        self.get_dir(shard, r.dir_id)?;
+        let mut e = self.expect_edge(r.dir_id, &r.name, r.target_id, r.creation_time)?;
+        if !e.locked {
+            e.locked = true;
+            tx.put(keys::current_edge(r.dir_id, &r.name), &e);
+        }
+        Ok(LockCurrentEdgeResp {})
+    }
+
+    fn unlock_edge(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &UnlockCurrentEdgeReq,
+    ) -> R<UnlockCurrentEdgeResp> {
+        let dir = self.get_dir(shard, r.dir_id)?;
+        match self.expect_edge(r.dir_id, &r.name, r.target_id, r.creation_time) {
+            Ok(mut e) if r.was_moved => {
+                if !e.locked {
+                    return Err(EggsError::EdgeNotLocked.into());
+                }
+                e.locked = false;
+                self.retire_edge(tx, r.dir_id, &r.name, &e, true);
+                self.touch_dir(tx, r.dir_id, dir);
+            }
+            Ok(mut e) => {
+                if e.locked {
+                    e.locked = false;
+                    tx.put(keys::current_edge(r.dir_id, &r.name), &e);
+                }
+            }
+            Err(Fail::Eggs(err)) if r.was_moved => {
+                // Already moved by an earlier attempt: the snapshot edge is there.
+                let key = keys::snapshot_edge(r.dir_id, &r.name, r.creation_time);
+                match self.kv.get(&key)? {
+                    Some(v) => {
+                        let s: SnapshotEdgeBody = crate::values::decode(&key, &v)?;
+                        if s.target_id != r.target_id {
+                            return Err(err.into());
+                        }
+                    }
+                    None => return Err(err.into()),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(UnlockCurrentEdgeResp {})
+    }
+
+    fn set_dir_owner(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &SetDirectoryOwnerReq,
+    ) -> R<SetDirectoryOwnerResp> {
+        let mut d = self.get_dir(shard, r.dir_id)?;
+        if r.dir_id == InodeId::ROOT {
+            return Err(EggsError::CannotRemoveRoot.into());
+        }
+        if !r.owner_id.is_dir() {
+            return Err(EggsError::NotADirectory.into());
+        }
+        if d.owner_id != r.owner_id {
+            d.owner_id = r.owner_id;
+            self.touch_dir(tx, r.dir_id, d);
+        }
+        Ok(SetDirectoryOwnerResp {})
+    }
+
+    fn remove_dir_owner(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &RemoveDirectoryOwnerReq,
+    ) -> R<RemoveDirectoryOwnerResp> {
+        if r.dir_id == InodeId::ROOT {
+            return Err(EggsError::CannotRemoveRoot.into());
+        }
+        let mut d = self.get_dir(shard, r.dir_id)?;
+        if d.owner_id.is_null() {
+            return Ok(RemoveDirectoryOwnerResp {});
+        }
+        if self.has_current_edges(r.dir_id)? {
+            return Err(EggsError::DirectoryNotEmpty.into());
+        }
+        d.owner_id = InodeId::NULL;
+        self.touch_dir(tx, r.dir_id, d);
+        Ok(RemoveDirectoryOwnerResp {})
+    }
+
+    fn remove_dir_inode(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &RemoveDirectoryInodeReq,
+    ) -> R<RemoveDirectoryInodeResp> {
+        Self::check_owned(shard, r.id, Some(true))?;
+        if r.id == InodeId::ROOT {
+            return Err(EggsError::CannotRemoveRoot.into());
+        }
+        let key = keys::dir(r.id);
+        let Some(v) = self.kv.get(&key)? else {
+            return Ok(RemoveDirectoryInodeResp {});
+        };
+        let d: DirectoryBody = crate::values::decode(&key, &v)?;
+        if d.owner_id != r.owner_id {
+            return Err(EggsError::MismatchingTarget.into());
+        }
+        if self.has_any_edges(r.id)? {
+            return Err(EggsError::DirectoryNotEmpty.into());
+        }
+        tx.changes.delete(key);
+        Ok(RemoveDirectoryInodeResp {})
+    }
+}

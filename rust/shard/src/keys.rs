@@ -1,0 +1,150 @@
+//! RocksDB key layout. Every key starts with the shard id, so a shard's data is one
+//! contiguous key range that can be copied or moved on its own. Integers are big-endian so
+//! that byte order is numeric order.
+//!
+//! | key                                              | value               |
+//! |--------------------------------------------------|---------------------|
+//! | shard, META, field                               | u64                 |
+//! | shard, DIR, dir id                               | `DirectoryBody`     |
+//! | shard, CURRENT, dir id, name hash, name, 0       | `CurrentEdgeBody`   |
+//! | shard, SNAPSHOT, dir id, name hash, name, 0, ctime | `SnapshotEdgeBody` |
+//! | shard, FILE, file id                             | `FileBody`          |
+//! | shard, TRANSIENT, file id                        | `TransientFileBody` |
+//! | shard, SPAN, file id, byte offset                | `SpanValue`         |
+//! | shard, DEDUP, client id, request id              | `DedupBody`         |
+//! | shard, DEDUP_BY_TIME, time, client id, request id| empty               |
+//!
+//! Names never contain NUL, so terminating them with 0 keeps `(hash, name)` order and makes
+//! no name key a prefix of another.
+
+use eggs_protocol::{EggsTime, InodeId, Name, ShardId};
+
+pub const META: u8 = 0;
+pub const DIR: u8 = 1;
+pub const CURRENT: u8 = 2;
+pub const SNAPSHOT: u8 = 3;
+pub const FILE: u8 = 4;
+pub const TRANSIENT: u8 = 5;
+pub const SPAN: u8 = 6;
+pub const DEDUP: u8 = 7;
+pub const DEDUP_BY_TIME: u8 = 8;
+
+pub const META_NEXT_FILE_COUNTER: u8 = 1;
+pub const META_LAST_TIME: u8 = 2;
+
+pub fn meta(shard: ShardId, field: u8) -> Vec<u8> {
+    vec![shard.0, META, field]
+}
+
+fn with_id(shard: ShardId, table: u8, id: InodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + 8 + 8 + 257 + 8);
+    k.push(shard.0);
+    k.push(table);
+    k.extend_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+pub fn dir(id: InodeId) -> Vec<u8> {
+    with_id(id.shard(), DIR, id)
+}
+
+pub fn file(id: InodeId) -> Vec<u8> {
+    with_id(id.shard(), FILE, id)
+}
+
+pub fn transient(id: InodeId) -> Vec<u8> {
+    with_id(id.shard(), TRANSIENT, id)
+}
+
+/// All current edges of a directory start with this.
+pub fn current_prefix(dir: InodeId) -> Vec<u8> {
+    with_id(dir.shard(), CURRENT, dir)
+}
+
+/// All snapshot edges of a directory start with this.
+pub fn snapshot_prefix(dir: InodeId) -> Vec<u8> {
+    with_id(dir.shard(), SNAPSHOT, dir)
+}
+
+fn push_name(k: &mut Vec<u8>, hash: u64, name: &[u8]) {
+    k.extend_from_slice(&hash.to_be_bytes());
+    k.extend_from_slice(name);
+    k.push(0);
+}
+
+pub fn current_edge_at(dir: InodeId, hash: u64, name: &[u8]) -> Vec<u8> {
+    let mut k = current_prefix(dir);
+    push_name(&mut k, hash, name);
+    k
+}
+
+pub fn current_edge(dir: InodeId, name: &Name) -> Vec<u8> {
+    current_edge_at(dir, name.hash64(), name.as_bytes())
+}
+
+/// Start of the snapshot edges of `(hash, name)`, before any creation time.
+pub fn snapshot_name_prefix(dir: InodeId, hash: u64, name: &[u8]) -> Vec<u8> {
+    let mut k = snapshot_prefix(dir);
+    push_name(&mut k, hash, name);
+    k
+}
+
+pub fn snapshot_edge(dir: InodeId, name: &Name, creation_time: EggsTime) -> Vec<u8> {
+    let mut k = snapshot_name_prefix(dir, name.hash64(), name.as_bytes());
+    k.extend_from_slice(&creation_time.0.to_be_bytes());
+    k
+}
+
+/// Splits the part of an edge key after the directory prefix into `(hash, name, rest)`.
+pub fn parse_edge_suffix(suffix: &[u8]) -> Option<(u64, &[u8], &[u8])> {
+    let hash = u64::from_be_bytes(suffix.get(..8)?.try_into().ok()?);
+    let rest = &suffix[8..];
+    let nul = rest.iter().position(|&b| b == 0)?;
+    Some((hash, &rest[..nul], &rest[nul + 1..]))
+}
+
+pub fn span(file: InodeId, byte_offset: u64) -> Vec<u8> {
+    let mut k = span_prefix(file);
+    k.extend_from_slice(&byte_offset.to_be_bytes());
+    k
+}
+
+pub fn span_prefix(file: InodeId) -> Vec<u8> {
+    with_id(file.shard(), SPAN, file)
+}
+
+pub fn dedup(shard: ShardId, client_id: u64, request_id: u64) -> Vec<u8> {
+    let mut k = vec![shard.0, DEDUP];
+    k.extend_from_slice(&client_id.to_be_bytes());
+    k.extend_from_slice(&request_id.to_be_bytes());
+    k
+}
+
+pub fn dedup_by_time(shard: ShardId, time: EggsTime, client_id: u64, request_id: u64) -> Vec<u8> {
+    let mut k = vec![shard.0, DEDUP_BY_TIME];
+    k.extend_from_slice(&time.0.to_be_bytes());
+    k.extend_from_slice(&client_id.to_be_bytes());
+    k.extend_from_slice(&request_id.to_be_bytes());
+    k
+}
+
+pub fn be_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_keys_sort_by_hash_then_name() {
+        let d = InodeId::ROOT;
+        let a = current_edge_at(d, 5, b"a");
+        let ab = current_edge_at(d, 5, b"ab");
+        let b = current_edge_at(d, 5, b"b");
+        let z = current_edge_at(d, 4, b"z");
+        assert!(z < a && a < ab && ab < b);
+        let (h, n, rest) = parse_edge_suffix(&ab[current_prefix(d).len()..]).unwrap();
+        assert_eq!((h, n, rest), (5, &b"ab"[..], &b""[..]));
+    }
+}

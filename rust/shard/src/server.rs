@@ -1,0 +1,324 @@
+//! The network side of a shard process: UDP in, group commit, UDP out.
+//!
+//! One thread receives datagrams and decodes them into a bounded queue. One thread owns the
+//! [`ShardCore`] and RocksDB: it takes everything queued (up to a batch limit), handles each
+//! request, makes the batch durable with a single WAL sync, then sends the replies. Blocking
+//! calls therefore never run on an async executor, and many writes share one fsync.
+//! Registration with shuckle (every second, doubling as a heartbeat) runs on tokio.
+
+use crate::core::{ShardCore, ShardOptions};
+use crate::error::ShardError;
+use crate::kv::{Kv, RocksKv};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use eggs_client::ShuckleClient;
+use eggs_common::db::DbConfig;
+use eggs_protocol::shard::{ShardRequest, ShardResponse};
+use eggs_protocol::shuckle::RegisterShardsReq;
+use eggs_protocol::{codec, Addr, EggsError, EggsTime, ShardId, MAX_UDP_MTU};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug)]
+pub struct ShardServerConfig {
+    pub dir: PathBuf,
+    pub bind: SocketAddr,
+    pub shuckle: SocketAddr,
+    pub shards: Vec<ShardId>,
+    pub options: ShardOptions,
+    pub db: DbConfig,
+    pub heartbeat_ms: u64,
+}
+
+/// Most requests handled between two WAL syncs.
+const MAX_BATCH: usize = 1024;
+/// Requests waiting for the worker; beyond this, datagrams are dropped and clients retry.
+const QUEUE_LEN: usize = 16 * 1024;
+/// How often deduplication entries are expired.
+const DEDUP_EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
+
+struct Incoming {
+    from: SocketAddr,
+    req: ShardRequest,
+}
+
+pub struct ShardServer {
+    cfg: ShardServerConfig,
+    local_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ShardServer {
+    /// Opens RocksDB, binds the socket and starts serving.
+    pub fn start(cfg: ShardServerConfig) -> Result<ShardServer, ShardError> {
+        let db = eggs_common::db::open(&cfg.dir, &cfg.db)?;
+        let core = ShardCore::open(
+            RocksKv::new(db),
+            &cfg.shards,
+            cfg.options.clone(),
+            EggsTime::now(),
+        )?;
+        let socket = bind(cfg.bind)?;
+        let local_addr = socket
+            .local_addr()
+            .map_err(|e| io("reading local address", e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = bounded(QUEUE_LEN);
+        let recv_socket = socket.try_clone().map_err(|e| io("cloning socket", e))?;
+        let recv_stop = stop.clone();
+        let receiver = std::thread::Builder::new()
+            .name("shard-recv".into())
+            .spawn(move || receive_loop(recv_socket, tx, recv_stop))
+            .map_err(|e| io("spawning receiver", e))?;
+        let worker_stop = stop.clone();
+        let worker = std::thread::Builder::new()
+            .name("shard-core".into())
+            .spawn(move || worker_loop(core, socket, rx, worker_stop))
+            .map_err(|e| io("spawning worker", e))?;
+        tracing::info!(
+            "serving {} shards on {local_addr} from {}",
+            cfg.shards.len(),
+            cfg.dir.display()
+        );
+        Ok(ShardServer {
+            cfg,
+            local_addr,
+            stop,
+            threads: vec![receiver, worker],
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Registers with shuckle every heartbeat until `shutdown` resolves, then stops.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        let shuckle = ShuckleClient::new(self.cfg.shuckle);
+        let mut addr = self.local_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let register = RegisterShardsReq {
+            shards: self.cfg.shards.clone(),
+            addr: Addr::from_socket_addr(addr).unwrap_or_default(),
+        };
+        let heartbeat = async {
+            let mut registered = false;
+            loop {
+                match shuckle.request(register.clone()).await {
+                    Ok(_) if !registered => {
+                        tracing::info!("registered with shuckle {}", self.cfg.shuckle);
+                        registered = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("registering with shuckle: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(self.cfg.heartbeat_ms)).await;
+            }
+        };
+        tokio::select! {
+            _ = heartbeat => {}
+            _ = shutdown => {}
+        }
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        tracing::info!("stopped");
+    }
+}
+
+impl Drop for ShardServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn io(what: &str, source: std::io::Error) -> ShardError {
+    ShardError::Io {
+        what: what.into(),
+        source,
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<UdpSocket, ShardError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| io("creating socket", e))?;
+    // Bursts from many clients must not overflow the kernel queue.
+    let _ = s.set_recv_buffer_size(16 << 20);
+    let _ = s.set_send_buffer_size(16 << 20);
+    s.bind(&addr.into())
+        .map_err(|e| io(&format!("binding {addr}"), e))?;
+    // Wake up regularly to notice shutdown.
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| io("setting timeout", e))?;
+    Ok(s.into())
+}
+
+fn receive_loop(socket: UdpSocket, tx: Sender<Incoming>, stop: Arc<AtomicBool>) {
+    let mut buf = vec![0u8; MAX_UDP_MTU as usize + 1];
+    while !stop.load(Ordering::Relaxed) {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => {
+                tracing::debug!("receive: {e}");
+                continue;
+            }
+        };
+        let bytes = &buf[..n];
+        let req = match codec::decode::<ShardRequest>(bytes) {
+            Ok(req) if n <= MAX_UDP_MTU as usize => req,
+            Ok(_) | Err(_) => {
+                reject_malformed(&socket, bytes, from);
+                continue;
+            }
+        };
+        match tx.try_send(Incoming { from, req }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => tracing::debug!("queue full, dropping request"),
+            Err(TrySendError::Disconnected(_)) => return,
+        }
+    }
+}
+
+/// Answers an undecodable datagram with an error if its request id is readable, so that the
+/// client fails fast instead of retrying something that can never work.
+fn reject_malformed(socket: &UdpSocket, bytes: &[u8], from: SocketAddr) {
+    tracing::debug!("malformed request of {} bytes from {from}", bytes.len());
+    if bytes.get(..4) != Some(&<ShardRequest as eggs_protocol::Message>::MAGIC[..]) {
+        return;
+    }
+    if let Some(request_id) = codec::peek_request_id(bytes) {
+        let resp = ShardResponse {
+            request_id,
+            result: Err(EggsError::MalformedRequest),
+        };
+        let _ = socket.send_to(&codec::encode(&resp), from);
+    }
+}
+
+fn worker_loop(
+    mut core: ShardCore<RocksKv>,
+    socket: UdpSocket,
+    rx: Receiver<Incoming>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut replies: Vec<(SocketAddr, Vec<u8>)> = Vec::with_capacity(MAX_BATCH);
+    let mut last_expiry = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(first) => batch.push(first),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = handle_batch(&mut core, &mut batch, &mut replies) {
+            // The store is failing (disk full, I/O error): reply nothing, since nothing in
+            // this batch is known to be durable, and keep trying; clients retry.
+            tracing::error!("shard store failure: {e}");
+            replies.clear();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for (to, bytes) in replies.drain(..) {
+            if let Err(e) = socket.send_to(&bytes, to) {
+                tracing::debug!("reply to {to}: {e}");
+            }
+        }
+        if last_expiry.elapsed() > DEDUP_EXPIRY_INTERVAL {
+            last_expiry = Instant::now();
+            match core.expire_dedup(EggsTime::now(), 100_000) {
+                Ok(n) if n > 0 => tracing::debug!("expired {n} dedup entries"),
+                Ok(_) => {}
+                Err(e) => tracing::error!("expiring dedup entries: {e}"),
+            }
+        }
+    }
+}
+
+fn handle_batch(
+    core: &mut ShardCore<RocksKv>,
+    batch: &mut Vec<Incoming>,
+    replies: &mut Vec<(SocketAddr, Vec<u8>)>,
+) -> Result<(), ShardError> {
+    let mut wrote = false;
+    for m in batch.drain(..) {
+        let now = EggsTime::now();
+        wrote |= m.req.body.is_write();
+        let resp = core.handle(&m.req, now)?;
+        if let Err(e) = &resp.result {
+            tracing::debug!("{} failed: {e}", m.req.body.kind());
+        }
+        replies.push((m.from, codec::encode(&resp)));
+    }
+    // Reads in this batch may have seen this batch's writes: they wait for the sync too.
+    if wrote {
+        core.kv().sync()?;
+    }
+    Ok(())
+}
+
+/// Parses `A..=B`, `A..B`, `N` or a comma list of those into shard ids.
+pub fn parse_shard_set(s: &str) -> Result<Vec<ShardId>, ShardError> {
+    let bad = || ShardError::BadShardSet(s.to_string());
+    let num = |x: &str| x.trim().parse::<u8>().map_err(|_| bad());
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        if let Some((a, b)) = part.split_once("..=") {
+            out.extend((num(a)?..=num(b)?).map(ShardId));
+        } else if let Some((a, b)) = part.split_once("..") {
+            // The exclusive end may be 256.
+            let end = b.trim().parse::<u16>().map_err(|_| bad())?.min(256);
+            out.extend((num(a)? as u16..end).map(|x| ShardId(x as u8)));
+        } else {
+            out.push(ShardId(num(part)?));
+        }
+    }
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_sets() {
+        assert_eq!(parse_shard_set("0..=255").unwrap().len(), 256);
+        assert_eq!(parse_shard_set("0..256").unwrap().len(), 256);
+        assert_eq!(
+            parse_shard_set("3,1,2,2").unwrap(),
+            vec![ShardId(1), ShardId(2), ShardId(3)]
+        );
+        assert!(parse_shard_set("0..=256").is_err());
+        assert!(parse_shard_set("x").is_err());
+        assert!(parse_shard_set("5..5").is_err());
+    }
+}

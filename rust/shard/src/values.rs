@@ -1,0 +1,85 @@
+//! Values stored in RocksDB, bincode-encoded with the protocol's fixed configuration.
+
+use crate::error::ShardError;
+use bincode::{Decode, Encode};
+use eggs_protocol::policy::DirectoryInfo;
+use eggs_protocol::{EggsTime, InodeId};
+
+fn cfg() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_little_endian()
+        .with_fixed_int_encoding()
+        .with_limit::<{ 1 << 20 }>()
+}
+
+pub fn encode<T: Encode>(v: &T) -> Vec<u8> {
+    match bincode::encode_to_vec(v, cfg()) {
+        Ok(b) => b,
+        Err(e) => unreachable!("encoding into a Vec failed: {e}"),
+    }
+}
+
+pub fn decode<T: Decode<()>>(key: &[u8], bytes: &[u8]) -> Result<T, ShardError> {
+    let (v, used) = bincode::decode_from_slice(bytes, cfg()).map_err(|e| ShardError::Corrupt {
+        key: key.to_vec(),
+        why: e.to_string(),
+    })?;
+    if used != bytes.len() {
+        return Err(ShardError::Corrupt {
+            key: key.to_vec(),
+            why: "trailing bytes".into(),
+        });
+    }
+    Ok(v)
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct DirectoryBody {
+    /// NULL for the root, and for a removed directory.
+    pub owner_id: InodeId,
+    pub mtime: EggsTime,
+    pub info: DirectoryInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct CurrentEdgeBody {
+    pub target_id: InodeId,
+    pub creation_time: EggsTime,
+    /// Held by a CDC transaction: clients cannot rename or unlink it meanwhile.
+    pub locked: bool,
+}
+
+/// A past version of a name; a NULL target marks a deletion.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct SnapshotEdgeBody {
+    pub target_id: InodeId,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct FileBody {
+    pub size: u64,
+    pub mtime: EggsTime,
+    pub atime: EggsTime,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct TransientFileBody {
+    pub size: u64,
+    pub mtime: EggsTime,
+    pub deadline: EggsTime,
+    pub cookie: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct SpanValue {
+    pub size: u32,
+    pub crc: u32,
+    pub inline: Vec<u8>,
+}
+
+/// The encoded response to a request already applied, replayed to retries.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct DedupBody {
+    pub time: EggsTime,
+    pub response: Vec<u8>,
+}
