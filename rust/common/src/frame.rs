@@ -24,6 +24,11 @@ pub async fn read_frame<M: Message, R: AsyncRead + Unpin>(
         Err(e) => return Err(e.into()),
     }
     r.read_exact(&mut head[1..]).await?;
+    // Check the magic before allocating anything, so a stranger cannot make us reserve
+    // memory just by connecting.
+    if head[..4] != M::MAGIC {
+        return Err(codec::DecodeError::BadMagic([head[0], head[1], head[2], head[3]]).into());
+    }
     let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
     if len > MAX_TCP_MESSAGE {
         return Err(FrameError::TooLarge(len));
