@@ -46,6 +46,10 @@ pub async fn write_frame<M: Message, W: AsyncWrite + Unpin>(
 ) -> Result<(), FrameError> {
     let encoded = codec::encode(m);
     let body_len = (encoded.len() - 4) as u32;
+    // The peer would refuse it: fail here, where the cause is known.
+    if body_len > MAX_TCP_MESSAGE {
+        return Err(FrameError::TooLarge(body_len));
+    }
     let mut buf = Vec::with_capacity(encoded.len() + 4);
     buf.extend_from_slice(&encoded[..4]);
     buf.extend_from_slice(&body_len.to_le_bytes());
