@@ -1,1 +1,39 @@
-fn main() {}
+//! `eggscdc`: the cross-directory coordinator.
+
+use clap::Parser;
+use eggs_cdc::CdcConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "eggscdc", about = "EggsFS cross-directory coordinator")]
+struct Args {
+    /// Directory of the CDC's RocksDB database (created if missing).
+    #[arg(long)]
+    dir: PathBuf,
+    /// UDP address to serve clients on (IPv4; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: SocketAddr,
+    /// Shuckle's address, where the CDC registers itself and finds the shards.
+    #[arg(long, default_value = eggs_client::DEFAULT_SHUCKLE_ADDR)]
+    shuckle: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    eggs_common::logging::init("info");
+    let args = Args::parse();
+    let cfg = CdcConfig {
+        dir: args.dir,
+        bind: args.bind,
+        shuckle: args.shuckle,
+    };
+    match eggs_cdc::run(cfg, eggs_common::shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("eggscdc: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

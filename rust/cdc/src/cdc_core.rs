@@ -1,0 +1,585 @@
+//! The CDC's state machine, free of I/O so that it can run under a deterministic simulator.
+//!
+//! Inputs are events (a client request, a shard step's outcome, a clock tick), each with the
+//! current time. Outputs accumulate until [`CdcCore::take_output`]: records to persist, shard
+//! requests to send and replies to send. The driver must persist an output's records before
+//! it sends that output's requests and replies: that is what makes a transaction durable
+//! before its first step and its result durable before the client hears of it.
+
+use crate::locks::{normalize, LockKey, LockTable};
+use crate::record::{Counters, Progress, TxnId, TxnRecord, TxnState};
+use crate::txn::{self, Transition};
+use eggs_protocol::cdc::{CdcReq, CdcRequest, CdcResp, CdcResponse};
+use eggs_protocol::shard::{ShardReq, ShardResp};
+use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, RequestHeader, ShardId, NUM_SHARDS};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// Running plus queued transactions; requests beyond it are dropped (clients retry).
+    pub max_txns: usize,
+    /// How long a finished transaction's result stays available to retries.
+    pub finished_ttl_ns: u64,
+    /// Cap on finished transactions kept, oldest evicted first, to bound memory.
+    pub max_finished: usize,
+    /// Distinct client addresses remembered per transaction for its reply.
+    pub max_waiters: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            max_txns: 4096,
+            finished_ttl_ns: 10 * 60 * 1_000_000_000,
+            max_finished: 1 << 20,
+            max_waiters: 4,
+        }
+    }
+}
+
+/// What the store holds at start.
+#[derive(Clone, Debug, Default)]
+pub struct Loaded {
+    pub counters: Counters,
+    pub records: Vec<TxnRecord>,
+}
+
+/// A shard request to perform for step `step` of transaction `txn`. The driver retries
+/// transport failures and transient errors itself and reports only a definite outcome.
+#[derive(Clone, PartialEq, Debug)]
+pub struct ShardSend {
+    pub txn: TxnId,
+    /// Sequence number of the step within the transaction (in memory only): outcomes of
+    /// earlier sends are ignored.
+    pub step: u32,
+    pub shard: ShardId,
+    pub req: ShardReq,
+    /// Wait this long before sending (back-off when a must-complete step failed).
+    pub delay_ms: u64,
+}
+
+/// The definite outcome of a [`ShardSend`].
+#[derive(Clone, PartialEq, Debug)]
+pub struct StepReply {
+    pub txn: TxnId,
+    pub step: u32,
+    pub result: Result<ShardResp, EggsError>,
+}
+
+#[derive(Clone, PartialEq, Debug)]
+pub struct Reply {
+    pub to: SocketAddr,
+    pub resp: CdcResponse,
+}
+
+#[derive(Clone, PartialEq, Debug)]
+pub enum Write {
+    Put(TxnRecord),
+    /// Deletes the record and its dedup index entry.
+    Delete {
+        id: TxnId,
+        header: RequestHeader,
+    },
+}
+
+/// Everything the driver must do after a burst of events, in this order: persist `writes`
+/// and `counters` in one batch (synced if `sync`), then send `sends` and `replies`.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct Output {
+    pub writes: Vec<Write>,
+    pub counters: Option<Counters>,
+    pub sync: bool,
+    pub sends: Vec<ShardSend>,
+    pub replies: Vec<Reply>,
+}
+
+impl Output {
+    pub fn has_writes(&self) -> bool {
+        !self.writes.is_empty() || self.counters.is_some()
+    }
+}
+
+/// What became of a client request.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Admission {
+    /// A new transaction took its locks and sent its first step.
+    Started(TxnId),
+    /// A new transaction waits for its locks.
+    Queued(TxnId),
+    /// A retry of a known request: answered from, or attached to, its transaction.
+    Duplicate(TxnId),
+    /// Refused without a transaction.
+    Rejected(EggsError),
+    /// Too many transactions: dropped without a reply.
+    Dropped,
+}
+
+/// A transaction that has not finished: queued for its locks or running.
+struct LiveTxn {
+    header: RequestHeader,
+    req: CdcReq,
+    arrived_at: EggsTime,
+    progress: Progress,
+    locks: Vec<LockKey>,
+    waiters: Vec<SocketAddr>,
+    running: bool,
+    step_seq: u32,
+    /// Consecutive failures of the current must-complete step, for the back-off.
+    failures: u32,
+}
+
+impl LiveTxn {
+    fn record(&self, id: TxnId) -> TxnRecord {
+        TxnRecord {
+            id,
+            header: self.header,
+            req: self.req.clone(),
+            arrived_at: self.arrived_at,
+            state: TxnState::Running(self.progress.clone()),
+        }
+    }
+}
+
+struct FinishedTxn {
+    header: RequestHeader,
+    result: Result<CdcResp, EggsError>,
+}
+
+#[derive(Default)]
+struct Pending {
+    writes: BTreeMap<TxnId, Write>,
+    counters_dirty: bool,
+    sync: bool,
+    sends: Vec<ShardSend>,
+    replies: Vec<Reply>,
+}
+
+pub struct CdcCore {
+    cfg: CoreConfig,
+    counters: Counters,
+    live: HashMap<TxnId, LiveTxn>,
+    finished: HashMap<TxnId, FinishedTxn>,
+    /// Finished transactions by finish time, for expiry.
+    finished_order: VecDeque<(EggsTime, TxnId)>,
+    by_header: HashMap<RequestHeader, TxnId>,
+    locks: LockTable,
+    pending: Pending,
+    /// The time of the latest event.
+    now: EggsTime,
+}
+
+/// First back-off after a must-complete step fails, doubled per failure up to the maximum.
+const RETRY_BASE_MS: u64 = 100;
+const RETRY_MAX_MS: u64 = 5_000;
+
+impl CdcCore {
+    /// Rebuilds the state from stored records: unfinished transactions queue again in id
+    /// (arrival) order and those that get their locks resend their recorded step.
+    pub fn new(cfg: CoreConfig, loaded: Loaded, now: EggsTime) -> CdcCore {
+        let mut core = CdcCore {
+            now,
+            cfg,
+            counters: loaded.counters,
+            live: HashMap::new(),
+            finished: HashMap::new(),
+            finished_order: VecDeque::new(),
+            by_header: HashMap::new(),
+            locks: LockTable::default(),
+            pending: Pending::default(),
+        };
+        let mut records = loaded.records;
+        records.sort_by_key(|r| r.id);
+        let mut finished = Vec::new();
+        for r in records {
+            core.counters.next_txn_id = core.counters.next_txn_id.max(r.id + 1);
+            core.by_header.insert(r.header, r.id);
+            match r.state {
+                TxnState::Running(progress) => {
+                    core.resume(r.id, r.header, r.req, r.arrived_at, progress)
+                }
+                TxnState::Done {
+                    result,
+                    finished_at,
+                } => {
+                    finished.push((finished_at, r.id));
+                    core.finished.insert(
+                        r.id,
+                        FinishedTxn {
+                            header: r.header,
+                            result,
+                        },
+                    );
+                }
+            }
+        }
+        finished.sort_unstable();
+        core.finished_order = finished.into();
+        core
+    }
+
+    fn resume(
+        &mut self,
+        id: TxnId,
+        header: RequestHeader,
+        req: CdcReq,
+        arrived_at: EggsTime,
+        progress: Progress,
+    ) {
+        // Never hand out an id that a resumed MakeDirectory already chose.
+        if progress.new_dir_id.is_dir() {
+            let next = progress.new_dir_id.counter() + 1;
+            self.counters.next_dir_counter = self.counters.next_dir_counter.max(next);
+        }
+        tracing::info!("txn {id} {} resumes at {:?}", req.kind(), progress.step);
+        self.admit(id, header, req, arrived_at, progress, Vec::new());
+    }
+
+    /// Number of unfinished (running or queued) transactions.
+    pub fn live_txns(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Number of finished transactions whose results are kept for retries.
+    pub fn finished_txns(&self) -> usize {
+        self.finished.len()
+    }
+
+    /// Whether `txn` holds its locks and is executing steps.
+    pub fn is_running(&self, txn: TxnId) -> bool {
+        self.live.get(&txn).is_some_and(|t| t.running)
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Hands over everything accumulated since the last call.
+    pub fn take_output(&mut self) -> Output {
+        let p = std::mem::take(&mut self.pending);
+        Output {
+            writes: p.writes.into_values().collect(),
+            counters: p.counters_dirty.then_some(self.counters),
+            sync: p.sync,
+            sends: p.sends,
+            replies: p.replies,
+        }
+    }
+
+    /// A client request arrived from `from`.
+    pub fn on_request(
+        &mut self,
+        now: EggsTime,
+        from: SocketAddr,
+        request: CdcRequest,
+    ) -> Admission {
+        self.now = now;
+        let CdcRequest { header, body } = request;
+        if let Some(&id) = self.by_header.get(&header) {
+            self.on_retry(id, from);
+            return Admission::Duplicate(id);
+        }
+        if let Err(e) = txn::validate(&body) {
+            self.reply(from, header.request_id, Err(e));
+            return Admission::Rejected(e);
+        }
+        if self.live.len() >= self.cfg.max_txns {
+            return Admission::Dropped;
+        }
+        let new_dir_id = match &body {
+            CdcReq::MakeDirectory(_) => match self.allocate_dir_id() {
+                Some(id) => id,
+                None => {
+                    tracing::error!("directory ids exhausted");
+                    self.reply(from, header.request_id, Err(EggsError::InternalError));
+                    return Admission::Rejected(EggsError::InternalError);
+                }
+            },
+            _ => InodeId::NULL,
+        };
+        let id = self.counters.next_txn_id;
+        self.counters.next_txn_id += 1;
+        self.pending.counters_dirty = true;
+        self.by_header.insert(header, id);
+        let progress = txn::initial_progress(&body, new_dir_id);
+        tracing::debug!(
+            txn = id,
+            client = header.client_id,
+            request = header.request_id,
+            "txn {id} {} arrived",
+            body.kind()
+        );
+        let record = TxnRecord {
+            id,
+            header,
+            req: body.clone(),
+            arrived_at: now,
+            state: TxnState::Running(progress.clone()),
+        };
+        // The record must be durable before the first step goes out.
+        self.write(id, Write::Put(record), true);
+        if self.admit(id, header, body, now, progress, vec![from]) {
+            Admission::Started(id)
+        } else {
+            Admission::Queued(id)
+        }
+    }
+
+    /// Spreads directories over the shards round-robin; counters are never reused.
+    fn allocate_dir_id(&mut self) -> Option<InodeId> {
+        let counter = self.counters.next_dir_counter;
+        if counter > InodeId::MAX_COUNTER {
+            return None;
+        }
+        self.counters.next_dir_counter += 1;
+        self.pending.counters_dirty = true;
+        let shard = ShardId((counter % NUM_SHARDS as u64) as u8);
+        Some(InodeId::new(InodeType::Directory, shard, counter))
+    }
+
+    fn on_retry(&mut self, id: TxnId, from: SocketAddr) {
+        if let Some(done) = self.finished.get(&id) {
+            let (request_id, result) = (done.header.request_id, done.result.clone());
+            self.reply(from, request_id, result);
+        } else if let Some(t) = self.live.get_mut(&id) {
+            if !t.waiters.contains(&from) && t.waiters.len() < self.cfg.max_waiters {
+                t.waiters.push(from);
+            }
+        }
+    }
+
+    /// Queues a transaction for its locks, starting it if it gets them; true if it started.
+    fn admit(
+        &mut self,
+        id: TxnId,
+        header: RequestHeader,
+        req: CdcReq,
+        arrived_at: EggsTime,
+        progress: Progress,
+        waiters: Vec<SocketAddr>,
+    ) -> bool {
+        let locks = normalize(txn::lock_set(&req));
+        let holds = self.locks.enqueue(id, &locks);
+        self.live.insert(
+            id,
+            LiveTxn {
+                header,
+                req,
+                arrived_at,
+                progress,
+                locks,
+                waiters,
+                running: false,
+                step_seq: 0,
+                failures: 0,
+            },
+        );
+        if holds {
+            self.start(id);
+        }
+        holds
+    }
+
+    fn start(&mut self, id: TxnId) {
+        let Some(t) = self.live.get_mut(&id) else {
+            return;
+        };
+        t.running = true;
+        tracing::debug!(
+            txn = id,
+            "txn {id} {} started at {:?}",
+            t.req.kind(),
+            t.progress.step
+        );
+        self.send_step(id, 0);
+    }
+
+    /// Emits the current step of `id`.
+    fn send_step(&mut self, id: TxnId, delay_ms: u64) {
+        let Some(t) = self.live.get_mut(&id) else {
+            return;
+        };
+        match txn::step_request(&t.req, &t.progress) {
+            Ok((shard, req)) => {
+                t.step_seq += 1;
+                self.pending.sends.push(ShardSend {
+                    txn: id,
+                    step: t.step_seq,
+                    shard,
+                    req,
+                    delay_ms,
+                });
+            }
+            Err(e) => {
+                // Only a corrupt record gets here: fail loudly rather than guess.
+                tracing::error!(txn = id, "{e}");
+                self.finish(id, Err(EggsError::InternalError));
+            }
+        }
+    }
+
+    /// The definite outcome of a step arrived.
+    pub fn on_shard_reply(&mut self, now: EggsTime, reply: StepReply) {
+        self.now = now;
+        let Some(t) = self.live.get_mut(&reply.txn) else {
+            tracing::debug!(txn = reply.txn, "reply for a finished transaction");
+            return;
+        };
+        if !t.running || reply.step != t.step_seq {
+            tracing::debug!(txn = reply.txn, "stale reply for step {}", reply.step);
+            return;
+        }
+        match txn::advance(&t.req, &t.progress, reply.result) {
+            Transition::Next(p) => self.next_step(reply.txn, p),
+            Transition::Retry(e) => {
+                t.failures += 1;
+                let delay_ms = retry_delay_ms(t.failures);
+                tracing::warn!(
+                    txn = reply.txn,
+                    "step {:?} failed ({e}), retrying in {delay_ms} ms",
+                    t.progress.step
+                );
+                self.send_step(reply.txn, delay_ms);
+            }
+            Transition::Finish(result) => self.finish(reply.txn, result),
+        }
+    }
+
+    fn next_step(&mut self, id: TxnId, p: Progress) {
+        let Some(t) = self.live.get_mut(&id) else {
+            return;
+        };
+        // Leaving the fallible part (commit point or start of a rollback) is the one progress
+        // write that must be synced: resending an earlier step after this one took effect
+        // would not be idempotent (e.g. locking an edge that was already moved away).
+        let sync = !t.progress.step.must_complete() && p.step.must_complete();
+        if let (Some(e), None) = (p.failure, t.progress.failure) {
+            tracing::info!(
+                txn = id,
+                "txn {id} {} rolls back after {:?}: {e}",
+                t.req.kind(),
+                t.progress.step
+            );
+        }
+        t.progress = p;
+        t.failures = 0;
+        let record = t.record(id);
+        self.write(id, Write::Put(record), sync);
+        self.send_step(id, 0);
+    }
+
+    fn finish(&mut self, id: TxnId, result: Result<CdcResp, EggsError>) {
+        let now = self.now;
+        let Some(t) = self.live.remove(&id) else {
+            return;
+        };
+        match &result {
+            Ok(_) => tracing::debug!(txn = id, "txn {id} {} succeeded", t.req.kind()),
+            Err(e) => tracing::debug!(txn = id, "txn {id} {} failed: {e}", t.req.kind()),
+        }
+        let record = TxnRecord {
+            id,
+            header: t.header,
+            req: t.req,
+            arrived_at: t.arrived_at,
+            state: TxnState::Done {
+                result: result.clone(),
+                finished_at: now,
+            },
+        };
+        // The result must be durable before any client hears of it (replies follow the batch).
+        self.write(id, Write::Put(record), true);
+        for to in t.waiters {
+            self.reply(to, t.header.request_id, result.clone());
+        }
+        self.finished.insert(
+            id,
+            FinishedTxn {
+                header: t.header,
+                result,
+            },
+        );
+        self.finished_order.push_back((now, id));
+        for next in self.locks.release(id, &t.locks) {
+            self.start_if_ready(next);
+        }
+        self.evict_beyond_cap();
+    }
+
+    fn start_if_ready(&mut self, id: TxnId) {
+        let ready = self
+            .live
+            .get(&id)
+            .is_some_and(|t| !t.running && self.locks.holds_all(id, &t.locks));
+        if ready {
+            self.start(id);
+        }
+    }
+
+    /// Periodic housekeeping: forgets finished transactions older than the retention time.
+    pub fn on_tick(&mut self, now: EggsTime) {
+        self.now = now;
+        while let Some(&(at, id)) = self.finished_order.front() {
+            if at.0.saturating_add(self.cfg.finished_ttl_ns) > now.0 {
+                break;
+            }
+            self.finished_order.pop_front();
+            self.forget(id);
+        }
+    }
+
+    fn evict_beyond_cap(&mut self) {
+        while self.finished.len() > self.cfg.max_finished {
+            let Some((_, id)) = self.finished_order.pop_front() else {
+                break;
+            };
+            self.forget(id);
+        }
+    }
+
+    fn forget(&mut self, id: TxnId) {
+        if let Some(done) = self.finished.remove(&id) {
+            self.by_header.remove(&done.header);
+            self.write(
+                id,
+                Write::Delete {
+                    id,
+                    header: done.header,
+                },
+                false,
+            );
+        }
+    }
+
+    fn write(&mut self, id: TxnId, w: Write, sync: bool) {
+        self.pending.writes.insert(id, w);
+        self.pending.sync |= sync;
+    }
+
+    fn reply(&mut self, to: SocketAddr, request_id: u64, result: Result<CdcResp, EggsError>) {
+        self.pending.replies.push(Reply {
+            to,
+            resp: CdcResponse { request_id, result },
+        });
+    }
+}
+
+fn retry_delay_ms(failures: u32) -> u64 {
+    let shift = failures.saturating_sub(1).min(16);
+    (RETRY_BASE_MS << shift).min(RETRY_MAX_MS)
+}
+
+/// Errors that say "not now" rather than "no": the driver retries the step instead of
+/// reporting them, since only definite answers may roll a transaction back.
+pub fn is_transient(err: EggsError) -> bool {
+    matches!(
+        err,
+        EggsError::Timeout
+            | EggsError::InternalError
+            | EggsError::ShardNotRegistered
+            | EggsError::WrongShard
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,917 @@
+//! Whole transactions driven through [`CdcCore`] with scripted shard replies.
+
+use super::*;
+use crate::record::Step;
+use eggs_protocol::cdc::{
+    MakeDirectoryReq, MakeDirectoryResp, RemoveDirectoryReq, RemoveDirectoryResp,
+    RenameDirectoryReq, RenameDirectoryResp, RenameFileReq, RenameFileResp,
+};
+use eggs_protocol::shard::{
+    CreateCurrentEdgeReq, CreateCurrentEdgeResp, CreateDirectoryInodeReq, CreateDirectoryInodeResp,
+    LockCurrentEdgeReq, LockCurrentEdgeResp, RemoveDirectoryInodeReq, RemoveDirectoryInodeResp,
+    RemoveDirectoryOwnerReq, RemoveDirectoryOwnerResp, SetDirectoryOwnerReq, SetDirectoryOwnerResp,
+    StatDirectoryReq, StatDirectoryResp, UnlockCurrentEdgeReq, UnlockCurrentEdgeResp,
+};
+use eggs_protocol::{DirectoryInfo, Name};
+use std::collections::BTreeMap;
+
+// ---- fixtures ----
+
+fn dir(n: u64) -> InodeId {
+    InodeId::new(InodeType::Directory, ShardId((n % 256) as u8), 1_000 + n)
+}
+fn file(n: u64) -> InodeId {
+    InodeId::new(InodeType::File, ShardId((n % 256) as u8), 1_000 + n)
+}
+fn name(s: &str) -> Name {
+    Name::new(s).unwrap()
+}
+fn addr(n: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 40_000 + n))
+}
+fn header(client_id: u64, request_id: u64) -> RequestHeader {
+    RequestHeader {
+        request_id,
+        client_id,
+    }
+}
+const T0: EggsTime = EggsTime(1_000_000_000_000);
+const CT: EggsTime = EggsTime(777);
+const OLD_CT: EggsTime = EggsTime(5);
+
+fn mkdir(owner: InodeId, n: &str) -> CdcReq {
+    CdcReq::MakeDirectory(MakeDirectoryReq {
+        owner_id: owner,
+        name: name(n),
+        info: DirectoryInfo::default(),
+    })
+}
+fn rename_file(target: InodeId, old: InodeId, new: InodeId) -> CdcReq {
+    CdcReq::RenameFile(RenameFileReq {
+        target_id: target,
+        old_owner_id: old,
+        old_name: name("old"),
+        old_creation_time: OLD_CT,
+        new_owner_id: new,
+        new_name: name("new"),
+    })
+}
+fn rename_dir(target: InodeId, old: InodeId, new: InodeId) -> CdcReq {
+    CdcReq::RenameDirectory(RenameDirectoryReq {
+        target_id: target,
+        old_owner_id: old,
+        old_name: name("old"),
+        old_creation_time: OLD_CT,
+        new_owner_id: new,
+        new_name: name("new"),
+    })
+}
+fn rmdir(owner: InodeId, target: InodeId) -> CdcReq {
+    CdcReq::RemoveDirectory(RemoveDirectoryReq {
+        owner_id: owner,
+        target_id: target,
+        name: name("gone"),
+        creation_time: OLD_CT,
+    })
+}
+
+// Successful shard responses.
+fn created_inode() -> ShardResp {
+    ShardResp::CreateDirectoryInode(CreateDirectoryInodeResp { mtime: CT })
+}
+fn created_edge() -> ShardResp {
+    ShardResp::CreateCurrentEdge(CreateCurrentEdgeResp { creation_time: CT })
+}
+fn locked() -> ShardResp {
+    ShardResp::LockCurrentEdge(LockCurrentEdgeResp {})
+}
+fn unlocked() -> ShardResp {
+    ShardResp::UnlockCurrentEdge(UnlockCurrentEdgeResp {})
+}
+fn owner_set() -> ShardResp {
+    ShardResp::SetDirectoryOwner(SetDirectoryOwnerResp {})
+}
+fn owner_removed() -> ShardResp {
+    ShardResp::RemoveDirectoryOwner(RemoveDirectoryOwnerResp {})
+}
+fn inode_removed() -> ShardResp {
+    ShardResp::RemoveDirectoryInode(RemoveDirectoryInodeResp {})
+}
+fn stat(owner: InodeId) -> ShardResp {
+    ShardResp::StatDirectory(StatDirectoryResp {
+        owner_id: owner,
+        mtime: CT,
+        info: DirectoryInfo::default(),
+    })
+}
+
+/// A core plus a stand-in for the disk: every output's writes are applied to `disk`, so that
+/// a "restart" can load exactly what a real store would hold.
+struct Harness {
+    core: CdcCore,
+    cfg: CoreConfig,
+    now: EggsTime,
+    disk: BTreeMap<TxnId, TxnRecord>,
+    disk_counters: Counters,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with_config(CoreConfig::default())
+    }
+
+    fn with_config(cfg: CoreConfig) -> Harness {
+        Harness {
+            core: CdcCore::new(cfg.clone(), Loaded::default(), T0),
+            cfg,
+            now: T0,
+            disk: BTreeMap::new(),
+            disk_counters: Counters::default(),
+        }
+    }
+
+    fn flush(&mut self) -> Output {
+        let out = self.core.take_output();
+        for w in &out.writes {
+            match w {
+                Write::Put(r) => {
+                    self.disk.insert(r.id, r.clone());
+                }
+                Write::Delete { id, .. } => {
+                    self.disk.remove(id);
+                }
+            }
+        }
+        if let Some(c) = out.counters {
+            self.disk_counters = c;
+        }
+        out
+    }
+
+    fn request(&mut self, from: u16, h: RequestHeader, body: CdcReq) -> (Admission, Output) {
+        let a = self
+            .core
+            .on_request(self.now, addr(from), CdcRequest { header: h, body });
+        (a, self.flush())
+    }
+
+    fn reply(&mut self, send: &ShardSend, result: Result<ShardResp, EggsError>) -> Output {
+        self.core.on_shard_reply(
+            self.now,
+            StepReply {
+                txn: send.txn,
+                step: send.step,
+                result,
+            },
+        );
+        self.flush()
+    }
+
+    fn tick(&mut self, now: EggsTime) -> Output {
+        self.now = now;
+        self.core.on_tick(now);
+        self.flush()
+    }
+
+    /// Simulates a crash: a new core built from what the disk holds.
+    fn restart(&mut self) -> Output {
+        let loaded = Loaded {
+            counters: self.disk_counters,
+            records: self.disk.values().cloned().collect(),
+        };
+        self.core = CdcCore::new(self.cfg.clone(), loaded, self.now);
+        self.flush()
+    }
+}
+
+/// The only send of an output.
+fn one_send(out: &Output) -> ShardSend {
+    assert_eq!(out.sends.len(), 1, "expected one send: {:?}", out.sends);
+    out.sends[0].clone()
+}
+
+/// The only reply of an output, checking that its result was made durable in the same output.
+fn one_reply(out: &Output) -> Reply {
+    assert_eq!(
+        out.replies.len(),
+        1,
+        "expected one reply: {:?}",
+        out.replies
+    );
+    out.replies[0].clone()
+}
+
+fn assert_final(out: &Output, to: u16, request_id: u64, result: Result<CdcResp, EggsError>) {
+    let r = one_reply(out);
+    assert_eq!(r.to, addr(to));
+    assert_eq!(
+        r.resp,
+        CdcResponse {
+            request_id,
+            result: result.clone()
+        }
+    );
+    assert!(out.sync, "a result is synced before its reply");
+    assert!(out.writes.iter().any(|w| matches!(w,
+        Write::Put(TxnRecord { state: TxnState::Done { result: r, .. }, .. }) if *r == result)));
+    assert!(out.sends.is_empty());
+}
+
+fn started(a: Admission) -> TxnId {
+    match a {
+        Admission::Started(id) => id,
+        other => panic!("expected a started transaction, got {other:?}"),
+    }
+}
+
+fn queued(a: Admission) -> TxnId {
+    match a {
+        Admission::Queued(id) => id,
+        other => panic!("expected a queued transaction, got {other:?}"),
+    }
+}
+
+/// Answers every step of the transaction whose step `out` carries successfully until it
+/// finishes; returns the output that finished it (which may start other transactions).
+/// StatDirectory says every directory hangs off the root.
+fn complete(h: &mut Harness, out: Output) -> Output {
+    let mut send = one_send(&out);
+    let txn = send.txn;
+    for _ in 0..32 {
+        let resp = match &send.req {
+            ShardReq::CreateDirectoryInode(_) => created_inode(),
+            ShardReq::CreateCurrentEdge(_) => created_edge(),
+            ShardReq::LockCurrentEdge(_) => locked(),
+            ShardReq::UnlockCurrentEdge(_) => unlocked(),
+            ShardReq::SetDirectoryOwner(_) => owner_set(),
+            ShardReq::RemoveDirectoryOwner(_) => owner_removed(),
+            ShardReq::RemoveDirectoryInode(_) => inode_removed(),
+            ShardReq::StatDirectory(_) => stat(InodeId::ROOT),
+            other => panic!("unexpected step {other:?}"),
+        };
+        let out = h.reply(&send, Ok(resp));
+        match out.sends.iter().find(|s| s.txn == txn) {
+            Some(next) => send = next.clone(),
+            None => return out,
+        }
+    }
+    panic!("transaction {txn} did not finish");
+}
+
+// ---- MakeDirectory ----
+
+#[test]
+fn make_directory_creates_inode_then_edge() {
+    let mut h = Harness::new();
+    let (a, out) = h.request(1, header(9, 1), mkdir(dir(1), "d"));
+    started(a);
+    assert!(out.sync, "the new record is synced before its first step");
+    assert_eq!(out.counters.map(|c| c.next_dir_counter), Some(2));
+    let new_id = InodeId::new(InodeType::Directory, ShardId(1), 1);
+    let s = one_send(&out);
+    assert_eq!(s.shard, ShardId(1));
+    assert_eq!(
+        s.req,
+        ShardReq::CreateDirectoryInode(CreateDirectoryInodeReq {
+            id: new_id,
+            owner_id: dir(1),
+            info: DirectoryInfo::default()
+        })
+    );
+    let out = h.reply(&s, Ok(created_inode()));
+    assert!(!out.sync, "progress inside the fallible part is not synced");
+    let s = one_send(&out);
+    assert_eq!(s.shard, dir(1).shard());
+    assert_eq!(
+        s.req,
+        ShardReq::CreateCurrentEdge(CreateCurrentEdgeReq {
+            dir_id: dir(1),
+            name: name("d"),
+            target_id: new_id,
+            overwrite_files: false
+        })
+    );
+    let out = h.reply(&s, Ok(created_edge()));
+    let resp = CdcResp::MakeDirectory(MakeDirectoryResp {
+        id: new_id,
+        creation_time: CT,
+    });
+    assert_final(&out, 1, 1, Ok(resp));
+    assert_eq!(h.core.live_txns(), 0);
+}
+
+#[test]
+fn make_directory_rolls_back_the_inode_when_the_name_exists() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), mkdir(dir(1), "d"));
+    let out = h.reply(&one_send(&out), Ok(created_inode()));
+    let out = h.reply(&one_send(&out), Err(EggsError::NameExists));
+    assert!(out.sync, "entering a rollback is synced");
+    let s = one_send(&out);
+    let new_id = InodeId::new(InodeType::Directory, ShardId(1), 1);
+    assert_eq!(
+        s.req,
+        ShardReq::RemoveDirectoryInode(RemoveDirectoryInodeReq {
+            id: new_id,
+            owner_id: dir(1)
+        })
+    );
+    assert!(
+        out.replies.is_empty(),
+        "no reply before the rollback completes"
+    );
+    let out = h.reply(&s, Ok(inode_removed()));
+    assert_final(&out, 1, 1, Err(EggsError::NameExists));
+}
+
+#[test]
+fn make_directory_fails_without_rollback_when_the_inode_cannot_be_created() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), mkdir(dir(1), "d"));
+    let out = h.reply(&one_send(&out), Err(EggsError::TypeMismatch));
+    assert_final(&out, 1, 1, Err(EggsError::TypeMismatch));
+}
+
+#[test]
+fn make_directory_into_a_file_is_refused_without_a_transaction() {
+    let mut h = Harness::new();
+    let (a, out) = h.request(1, header(9, 1), mkdir(file(1), "d"));
+    assert_eq!(a, Admission::Rejected(EggsError::NotADirectory));
+    assert!(!out.has_writes() && out.sends.is_empty());
+    assert_eq!(one_reply(&out).resp.result, Err(EggsError::NotADirectory));
+}
+
+#[test]
+fn new_directories_spread_over_all_shards_with_unique_ids() {
+    let mut h = Harness::new();
+    let mut shards = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
+    for i in 0..NUM_SHARDS as u64 {
+        // Distinct owners, so that every one starts at once.
+        let (_, out) = h.request(1, header(9, i), mkdir(dir(i), "d"));
+        let ShardReq::CreateDirectoryInode(r) = one_send(&out).req else {
+            panic!("expected CreateDirectoryInode");
+        };
+        assert_ne!(r.id, InodeId::ROOT);
+        assert!(r.id.is_dir());
+        shards.insert(r.id.shard());
+        ids.insert(r.id);
+    }
+    assert_eq!(shards.len(), NUM_SHARDS);
+    assert_eq!(ids.len(), NUM_SHARDS);
+}
+
+// ---- RenameFile ----
+
+#[test]
+fn rename_file_locks_creates_then_unlocks_as_moved() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    let s = one_send(&out);
+    assert_eq!(s.shard, dir(1).shard());
+    assert_eq!(
+        s.req,
+        ShardReq::LockCurrentEdge(LockCurrentEdgeReq {
+            dir_id: dir(1),
+            name: name("old"),
+            target_id: file(7),
+            creation_time: OLD_CT
+        })
+    );
+    let out = h.reply(&s, Ok(locked()));
+    let s = one_send(&out);
+    assert_eq!(s.shard, dir(2).shard());
+    assert_eq!(
+        s.req,
+        ShardReq::CreateCurrentEdge(CreateCurrentEdgeReq {
+            dir_id: dir(2),
+            name: name("new"),
+            target_id: file(7),
+            overwrite_files: true
+        })
+    );
+    let out = h.reply(&s, Ok(created_edge()));
+    assert!(out.sync, "passing the commit point is synced");
+    let s = one_send(&out);
+    assert_eq!(
+        s.req,
+        ShardReq::UnlockCurrentEdge(UnlockCurrentEdgeReq {
+            dir_id: dir(1),
+            name: name("old"),
+            target_id: file(7),
+            creation_time: OLD_CT,
+            was_moved: true
+        })
+    );
+    let out = h.reply(&s, Ok(unlocked()));
+    let resp = CdcResp::RenameFile(RenameFileResp { creation_time: CT });
+    assert_final(&out, 1, 1, Ok(resp));
+}
+
+#[test]
+fn rename_file_unlocks_without_moving_when_the_destination_is_taken() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let out = h.reply(&one_send(&out), Err(EggsError::CannotOverrideDirectory));
+    let s = one_send(&out);
+    assert!(matches!(&s.req,
+        ShardReq::UnlockCurrentEdge(u) if !u.was_moved && u.dir_id == dir(1)));
+    let out = h.reply(&s, Ok(unlocked()));
+    assert_final(&out, 1, 1, Err(EggsError::CannotOverrideDirectory));
+}
+
+#[test]
+fn rename_file_that_cannot_be_locked_fails_at_once() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    let out = h.reply(&one_send(&out), Err(EggsError::MismatchingCreationTime));
+    assert_final(&out, 1, 1, Err(EggsError::MismatchingCreationTime));
+}
+
+#[test]
+fn rename_file_request_checks() {
+    let mut h = Harness::new();
+    let (a, _) = h.request(1, header(9, 1), rename_file(dir(7), dir(1), dir(2)));
+    assert_eq!(a, Admission::Rejected(EggsError::IsADirectory));
+    let (a, _) = h.request(1, header(9, 2), rename_file(file(7), dir(1), dir(1)));
+    assert_eq!(a, Admission::Rejected(EggsError::SameDirectories));
+}
+
+// ---- RenameDirectory ----
+
+#[test]
+fn rename_directory_walks_to_the_root_then_moves() {
+    let mut h = Harness::new();
+    // dir(2) -> dir(3) -> root.
+    let (_, out) = h.request(1, header(9, 1), rename_dir(dir(7), dir(1), dir(2)));
+    let s = one_send(&out);
+    assert_eq!(
+        s.req,
+        ShardReq::StatDirectory(StatDirectoryReq { id: dir(2) })
+    );
+    assert_eq!(s.shard, dir(2).shard());
+    let out = h.reply(&s, Ok(stat(dir(3))));
+    let s = one_send(&out);
+    assert_eq!(
+        s.req,
+        ShardReq::StatDirectory(StatDirectoryReq { id: dir(3) })
+    );
+    let out = h.reply(&s, Ok(stat(InodeId::ROOT)));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::CreateCurrentEdge(c)
+        if c.dir_id == dir(2) && c.target_id == dir(7) && !c.overwrite_files));
+    let out = h.reply(&s, Ok(created_edge()));
+    assert!(out.sync);
+    let s = one_send(&out);
+    assert_eq!(s.shard, dir(7).shard());
+    assert_eq!(
+        s.req,
+        ShardReq::SetDirectoryOwner(SetDirectoryOwnerReq {
+            dir_id: dir(7),
+            owner_id: dir(2)
+        })
+    );
+    let out = h.reply(&s, Ok(owner_set()));
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if u.was_moved));
+    let out = h.reply(&s, Ok(unlocked()));
+    let resp = CdcResp::RenameDirectory(RenameDirectoryResp { creation_time: CT });
+    assert_final(&out, 1, 1, Ok(resp));
+}
+
+#[test]
+fn rename_directory_below_itself_is_a_loop() {
+    let mut h = Harness::new();
+    // dir(2) -> dir(7) (the target): moving dir(7) into dir(2) would detach a cycle.
+    let (_, out) = h.request(1, header(9, 1), rename_dir(dir(7), dir(1), dir(2)));
+    let out = h.reply(&one_send(&out), Ok(stat(dir(7))));
+    assert_final(&out, 1, 1, Err(EggsError::LoopInDirectoryRename));
+}
+
+#[test]
+fn rename_directory_into_a_removed_directory_fails() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rename_dir(dir(7), dir(1), dir(2)));
+    let out = h.reply(&one_send(&out), Ok(stat(InodeId::NULL)));
+    assert_final(&out, 1, 1, Err(EggsError::DirectoryRemoved));
+}
+
+#[test]
+fn rename_directory_rolls_back_when_the_name_exists() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rename_dir(dir(7), dir(1), InodeId::ROOT));
+    let s = one_send(&out);
+    assert!(
+        matches!(s.req, ShardReq::LockCurrentEdge(_)),
+        "moving into the root needs no loop check"
+    );
+    let out = h.reply(&s, Ok(locked()));
+    let out = h.reply(&one_send(&out), Err(EggsError::NameExists));
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved));
+    let out = h.reply(&s, Ok(unlocked()));
+    assert_final(&out, 1, 1, Err(EggsError::NameExists));
+}
+
+#[test]
+fn rename_directory_request_checks() {
+    let mut h = Harness::new();
+    let (a, _) = h.request(1, header(9, 1), rename_dir(InodeId::ROOT, dir(1), dir(2)));
+    assert_eq!(a, Admission::Rejected(EggsError::CannotRemoveRoot));
+    let (a, _) = h.request(1, header(9, 2), rename_dir(file(7), dir(1), dir(2)));
+    assert_eq!(a, Admission::Rejected(EggsError::NotADirectory));
+    let (a, _) = h.request(1, header(9, 3), rename_dir(dir(7), dir(1), dir(1)));
+    assert_eq!(a, Admission::Rejected(EggsError::SameDirectories));
+}
+
+// ---- RemoveDirectory ----
+
+#[test]
+fn remove_directory_locks_detaches_then_unlocks_as_moved() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::LockCurrentEdge(l)
+        if l.dir_id == dir(1) && l.target_id == dir(7) && l.name == name("gone")));
+    let out = h.reply(&s, Ok(locked()));
+    let s = one_send(&out);
+    assert_eq!(s.shard, dir(7).shard());
+    assert_eq!(
+        s.req,
+        ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq { dir_id: dir(7) })
+    );
+    let out = h.reply(&s, Ok(owner_removed()));
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if u.was_moved));
+    let out = h.reply(&s, Ok(unlocked()));
+    assert_final(
+        &out,
+        1,
+        1,
+        Ok(CdcResp::RemoveDirectory(RemoveDirectoryResp {})),
+    );
+}
+
+#[test]
+fn remove_directory_that_is_not_empty_rolls_back() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let out = h.reply(&one_send(&out), Err(EggsError::DirectoryNotEmpty));
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved));
+    let out = h.reply(&s, Ok(unlocked()));
+    assert_final(&out, 1, 1, Err(EggsError::DirectoryNotEmpty));
+}
+
+#[test]
+fn remove_root_is_refused() {
+    let mut h = Harness::new();
+    let (a, _) = h.request(1, header(9, 1), rmdir(dir(1), InodeId::ROOT));
+    assert_eq!(a, Admission::Rejected(EggsError::CannotRemoveRoot));
+}
+
+// ---- failures of steps that must complete, odd replies ----
+
+#[test]
+fn failing_must_complete_step_is_resent_with_back_off() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let out = h.reply(&one_send(&out), Ok(owner_removed()));
+    let mut s = one_send(&out);
+    assert_eq!(s.delay_ms, 0);
+    let mut delays = Vec::new();
+    for _ in 0..8 {
+        let out = h.reply(&s, Err(EggsError::EdgeNotLocked));
+        assert!(out.replies.is_empty());
+        let next = one_send(&out);
+        assert_eq!(next.req, s.req, "the same step again");
+        delays.push(next.delay_ms);
+        s = next;
+    }
+    assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    let out = h.reply(&s, Ok(unlocked()));
+    assert_final(
+        &out,
+        1,
+        1,
+        Ok(CdcResp::RemoveDirectory(RemoveDirectoryResp {})),
+    );
+}
+
+#[test]
+fn stale_and_unknown_replies_are_ignored() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
+    let lock = one_send(&out);
+    let out = h.reply(&lock, Ok(locked()));
+    let remove = one_send(&out);
+    // A duplicate of the first step's outcome changes nothing.
+    let out = h.reply(&lock, Ok(locked()));
+    assert!(out.sends.is_empty() && out.replies.is_empty() && !out.has_writes());
+    let unknown = ShardSend {
+        txn: 999,
+        ..remove.clone()
+    };
+    let out = h.reply(&unknown, Ok(owner_removed()));
+    assert!(out.sends.is_empty() && !out.has_writes());
+    // The current step still completes normally.
+    let out = h.reply(&remove, Ok(owner_removed()));
+    assert!(matches!(one_send(&out).req, ShardReq::UnlockCurrentEdge(_)));
+}
+
+#[test]
+fn response_of_the_wrong_kind_rolls_back_with_an_internal_error() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved));
+    let out = h.reply(&s, Ok(unlocked()));
+    assert_final(&out, 1, 1, Err(EggsError::InternalError));
+}
+
+// ---- concurrency ----
+
+#[test]
+fn disjoint_transactions_run_concurrently() {
+    let mut h = Harness::new();
+    let (a, out_a) = h.request(1, header(9, 1), mkdir(dir(1), "a"));
+    let ta = started(a);
+    let (b, out_b) = h.request(2, header(9, 2), rename_file(file(7), dir(2), dir(3)));
+    let tb = started(b);
+    assert!(h.core.is_running(ta) && h.core.is_running(tb));
+    // Interleave their steps.
+    let out_b = h.reply(&one_send(&out_b), Ok(locked()));
+    let out_a = h.reply(&one_send(&out_a), Ok(created_inode()));
+    let out_b = h.reply(&one_send(&out_b), Ok(created_edge()));
+    let out_a = h.reply(&one_send(&out_a), Ok(created_edge()));
+    assert_eq!(one_reply(&out_a).to, addr(1));
+    let out_b = h.reply(&one_send(&out_b), Ok(unlocked()));
+    assert_eq!(one_reply(&out_b).to, addr(2));
+    assert_eq!(h.core.live_txns(), 0);
+}
+
+#[test]
+fn conflicting_transactions_run_one_after_the_other_in_arrival_order() {
+    let mut h = Harness::new();
+    let (a, out1) = h.request(1, header(9, 1), mkdir(dir(1), "a"));
+    let t1 = started(a);
+    let (a, out2) = h.request(2, header(9, 2), mkdir(dir(1), "b"));
+    let t2 = queued(a);
+    assert!(out2.sends.is_empty());
+    assert!(out2.sync, "a queued transaction is durable too");
+    let (a, _) = h.request(3, header(9, 3), rmdir(dir(1), dir(5)));
+    let t3 = queued(a);
+    let out = complete(&mut h, out1);
+    assert_eq!(one_reply(&out).to, addr(1));
+    // t2 starts in the very output that finishes t1 (after t1's result is persisted).
+    assert_eq!(one_send(&out).txn, t2);
+    assert!(!h.core.is_running(t1) && h.core.is_running(t2) && !h.core.is_running(t3));
+    let out = complete(&mut h, out);
+    assert_eq!(one_reply(&out).to, addr(2));
+    assert_eq!(one_send(&out).txn, t3);
+    let out = complete(&mut h, out);
+    assert_eq!(one_reply(&out).to, addr(3));
+}
+
+#[test]
+fn a_waiting_transaction_is_not_overtaken_on_its_free_locks() {
+    let mut h = Harness::new();
+    // t1 holds dir1 and dir2; t2 needs dir2 and dir3; t3 needs only dir3, which is free, but
+    // t2 queued for it first.
+    let (a, out1) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    started(a);
+    let (a, _) = h.request(2, header(9, 2), rename_file(file(8), dir(2), dir(3)));
+    let t2 = queued(a);
+    let (a, _) = h.request(3, header(9, 3), mkdir(dir(3), "x"));
+    let t3 = queued(a);
+    let out = complete(&mut h, out1);
+    assert_eq!(one_send(&out).txn, t2);
+    assert!(!h.core.is_running(t3));
+    let out = complete(&mut h, out);
+    assert_eq!(one_send(&out).txn, t3);
+}
+
+#[test]
+fn directory_moves_are_serialized_even_when_disjoint() {
+    let mut h = Harness::new();
+    let (a, out1) = h.request(1, header(9, 1), rename_dir(dir(7), dir(1), dir(2)));
+    started(a);
+    let (a, _) = h.request(2, header(9, 2), rename_dir(dir(8), dir(3), dir(4)));
+    let t2 = queued(a);
+    // A file rename over the same directories is not held back by the global lock.
+    let (a, _) = h.request(3, header(9, 3), rename_file(file(9), dir(5), dir(6)));
+    started(a);
+    let out = complete(&mut h, out1);
+    assert_eq!(one_send(&out).txn, t2);
+}
+
+#[test]
+fn requests_beyond_the_bound_are_dropped() {
+    let mut h = Harness::with_config(CoreConfig {
+        max_txns: 2,
+        ..CoreConfig::default()
+    });
+    let (a, out1) = h.request(1, header(9, 1), mkdir(dir(1), "a"));
+    let t1 = started(a);
+    queued(h.request(1, header(9, 2), mkdir(dir(1), "b")).0);
+    let (a, out) = h.request(1, header(9, 3), mkdir(dir(2), "c"));
+    assert_eq!(a, Admission::Dropped);
+    assert_eq!(out, Output::default(), "dropped without a trace");
+    // Retries of admitted requests are still answered.
+    assert_eq!(
+        h.request(1, header(9, 1), mkdir(dir(1), "a")).0,
+        Admission::Duplicate(t1)
+    );
+    complete(&mut h, out1);
+    started(h.request(1, header(9, 3), mkdir(dir(2), "c")).0);
+}
+
+// ---- deduplication and retention ----
+
+#[test]
+fn a_retried_request_joins_or_reuses_its_transaction() {
+    let mut h = Harness::new();
+    let (a, out) = h.request(1, header(9, 1), mkdir(dir(1), "d"));
+    let t = started(a);
+    // A retry from another address while running: no second transaction, both get the reply.
+    let (a, retry_out) = h.request(2, header(9, 1), mkdir(dir(1), "d"));
+    assert_eq!(a, Admission::Duplicate(t));
+    assert_eq!(retry_out, Output::default());
+    let out = complete(&mut h, out);
+    let to: Vec<_> = out.replies.iter().map(|r| r.to).collect();
+    assert_eq!(to, [addr(1), addr(2)]);
+    let result = out.replies[0].resp.clone();
+    // A retry after the end gets the same result without any step or write.
+    let (a, out) = h.request(3, header(9, 1), mkdir(dir(1), "d"));
+    assert_eq!(a, Admission::Duplicate(t));
+    assert!(out.sends.is_empty() && !out.has_writes());
+    assert_eq!(one_reply(&out).resp, result);
+    // The same request id from another client is another request.
+    started(h.request(1, header(10, 1), mkdir(dir(1), "d")).0);
+}
+
+#[test]
+fn finished_transactions_are_forgotten_after_the_retention_time() {
+    let mut h = Harness::new();
+    let (a, out) = h.request(1, header(9, 1), mkdir(dir(1), "d"));
+    let t = started(a);
+    complete(&mut h, out);
+    let ttl = CoreConfig::default().finished_ttl_ns;
+    let out = h.tick(EggsTime(T0.0 + ttl - 1));
+    assert!(!out.has_writes());
+    assert_eq!(h.core.finished_txns(), 1);
+    let out = h.tick(EggsTime(T0.0 + ttl));
+    assert_eq!(
+        out.writes,
+        [Write::Delete {
+            id: t,
+            header: header(9, 1)
+        }]
+    );
+    assert!(!out.sync, "deletions need no sync");
+    assert_eq!(h.core.finished_txns(), 0);
+    assert!(h.disk.is_empty());
+    // Now the same header is a new request.
+    started(h.request(1, header(9, 1), mkdir(dir(1), "d")).0);
+}
+
+#[test]
+fn finished_transactions_beyond_the_cap_are_forgotten_oldest_first() {
+    let mut h = Harness::with_config(CoreConfig {
+        max_finished: 2,
+        ..CoreConfig::default()
+    });
+    for i in 0..3 {
+        let (_, out) = h.request(1, header(9, i), mkdir(dir(i), "d"));
+        complete(&mut h, out);
+    }
+    assert_eq!(h.core.finished_txns(), 2);
+    assert!(matches!(
+        h.request(1, header(9, 0), mkdir(dir(0), "d")).0,
+        Admission::Started(_)
+    ));
+    assert!(matches!(
+        h.request(1, header(9, 2), mkdir(dir(2), "d")).0,
+        Admission::Duplicate(_)
+    ));
+}
+
+// ---- restart ----
+
+#[test]
+fn restart_resends_the_recorded_step_and_keeps_queued_order() {
+    let mut h = Harness::new();
+    let (a, out1) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    let t1 = started(a);
+    let (a, _) = h.request(2, header(9, 2), mkdir(dir(2), "x"));
+    let t2 = queued(a);
+    let out = h.reply(&one_send(&out1), Ok(locked()));
+    let create = one_send(&out);
+    // Crash while the CreateCurrentEdge is in flight.
+    let out = h.restart();
+    assert_eq!(h.core.live_txns(), 2);
+    let resent = one_send(&out);
+    assert_eq!((resent.txn, &resent.req), (t1, &create.req));
+    assert!(!h.core.is_running(t2));
+    // The client retries against the new process and joins the resumed transaction.
+    assert_eq!(
+        h.request(5, header(9, 1), rename_file(file(7), dir(1), dir(2)))
+            .0,
+        Admission::Duplicate(t1)
+    );
+    let out = complete(&mut h, out);
+    assert_eq!(one_reply(&out).to, addr(5));
+    assert_eq!(one_send(&out).txn, t2);
+    let out = complete(&mut h, out);
+    assert!(
+        out.replies.is_empty(),
+        "t2's client address was not persisted"
+    );
+    // The result survives another restart for its retries, and ids are not reused.
+    h.restart();
+    let (a, out) = h.request(2, header(9, 2), mkdir(dir(2), "x"));
+    assert_eq!(a, Admission::Duplicate(t2));
+    assert!(matches!(
+        one_reply(&out).resp.result,
+        Ok(CdcResp::MakeDirectory(_))
+    ));
+    let t3 = started(h.request(1, header(9, 3), mkdir(dir(3), "y")).0);
+    assert!(t3 > t2);
+}
+
+#[test]
+fn restart_keeps_the_chosen_directory_id() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), mkdir(dir(1), "d"));
+    let ShardReq::CreateDirectoryInode(first) = one_send(&out).req else {
+        panic!("expected CreateDirectoryInode");
+    };
+    // Lose the counter update, as if only the record had been written.
+    h.disk_counters = Counters::default();
+    let out = h.restart();
+    assert_eq!(
+        one_send(&out).req,
+        ShardReq::CreateDirectoryInode(CreateDirectoryInodeReq {
+            id: first.id,
+            owner_id: dir(1),
+            info: DirectoryInfo::default()
+        })
+    );
+    // A new mkdir does not get the resumed one's id.
+    let (_, out) = h.request(1, header(9, 2), mkdir(dir(2), "e"));
+    let ShardReq::CreateDirectoryInode(second) = one_send(&out).req else {
+        panic!("expected CreateDirectoryInode");
+    };
+    assert_ne!(second.id, first.id);
+}
+
+#[test]
+fn restart_during_rollback_finishes_the_rollback() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let out = h.reply(&one_send(&out), Err(EggsError::DirectoryNotEmpty));
+    let unlock = one_send(&out);
+    let out = h.restart();
+    assert_eq!(one_send(&out).req, unlock.req);
+    let out = h.reply(&one_send(&out), Ok(unlocked()));
+    assert!(out.replies.is_empty());
+    let (_, out) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
+    assert_eq!(
+        one_reply(&out).resp.result,
+        Err(EggsError::DirectoryNotEmpty)
+    );
+}
+
+#[test]
+fn a_corrupt_step_fails_its_transaction_instead_of_panicking() {
+    let mut h = Harness::new();
+    let (a, _) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
+    let t = started(a);
+    if let Some(TxnRecord {
+        state: TxnState::Running(p),
+        ..
+    }) = h.disk.get_mut(&t)
+    {
+        p.step = Step::SetDirectoryOwner;
+    }
+    let out = h.restart();
+    assert!(out.sends.is_empty());
+    assert!(matches!(
+        &out.writes[..],
+        [Write::Put(TxnRecord {
+            state: TxnState::Done {
+                result: Err(EggsError::InternalError),
+                ..
+            },
+            ..
+        })]
+    ));
+    assert_eq!(h.core.live_txns(), 0);
+}

@@ -1,0 +1,398 @@
+//! Runs [`CdcCore`] on tokio: UDP in and out, RocksDB on a blocking thread, shard steps as
+//! tasks through the shard client, and the shuckle heartbeat.
+//!
+//! The main loop handles a burst of events (everything already waiting, up to a bound), then
+//! persists the burst's records in one batch (one sync), then sends the burst's shard
+//! requests and replies. Events arriving during the write form the next burst, which is the
+//! group commit.
+
+use crate::cdc_core::{is_transient, Admission, CdcCore, CoreConfig, Output, ShardSend, StepReply};
+use crate::store::Store;
+use crate::{CdcConfig, CdcError};
+use eggs_client::{Client, ClientError, ClientOptions, RetryPolicy, ShuckleClient};
+use eggs_protocol::cdc::{CdcRequest, CdcResponse};
+use eggs_protocol::codec::{self, peek_request_id, RequestBody};
+use eggs_protocol::shard::{ShardReq, ShardResp};
+use eggs_protocol::shuckle::RegisterCdcReq;
+use eggs_protocol::{Addr, EggsError, EggsTime};
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Requests decoded but not yet handled; more are dropped (clients retry).
+const REQUEST_QUEUE: usize = 4096;
+/// Step outcomes waiting for the main loop; senders wait when it is full.
+const STEP_QUEUE: usize = 8192;
+/// Most events handled before persisting, so that a flood cannot delay replies forever.
+const MAX_BURST_EVENTS: usize = 2048;
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+/// Back-off between attempts of a step whose shard cannot be reached.
+const STEP_RETRY_BASE_MS: u64 = 100;
+const STEP_RETRY_MAX_MS: u64 = 5_000;
+/// A shard may be down for a restart; the step loop retries forever anyway, this only bounds
+/// one client call so that its failure gets logged now and then.
+const SHARD_CALL_DEADLINE_MS: u64 = 10 * 60 * 1000;
+
+/// A CDC with its state loaded and its socket bound, ready to [`Cdc::run`].
+pub struct Cdc {
+    cfg: CdcConfig,
+    socket: Arc<UdpSocket>,
+    store: Arc<Store>,
+    core: CdcCore,
+}
+
+impl Cdc {
+    /// Opens (or creates) the database, loads unfinished transactions and binds the socket.
+    pub async fn bind(cfg: CdcConfig) -> Result<Cdc, CdcError> {
+        if !cfg.bind.is_ipv4() {
+            return Err(CdcError::Config(format!(
+                "{} is not an IPv4 address",
+                cfg.bind
+            )));
+        }
+        let dir = cfg.dir.clone();
+        let (store, loaded) = blocking(move || {
+            let store = Store::open(&dir)?;
+            let loaded = store.load()?;
+            Ok((store, loaded))
+        })
+        .await?;
+        let unfinished = loaded.records.len();
+        let core = CdcCore::new(CoreConfig::default(), loaded, EggsTime::now());
+        tracing::info!(
+            "loaded {unfinished} transaction records ({} unfinished) from {}",
+            core.live_txns(),
+            cfg.dir.display()
+        );
+        let socket = bind_udp(cfg.bind).map_err(|source| CdcError::Io {
+            what: format!("binding {}", cfg.bind),
+            source,
+        })?;
+        Ok(Cdc {
+            cfg,
+            socket: Arc::new(socket),
+            store: Arc::new(store),
+            core,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, CdcError> {
+        self.socket.local_addr().map_err(|source| CdcError::Io {
+            what: "reading the socket's address".into(),
+            source,
+        })
+    }
+
+    /// Serves until `shutdown` resolves. Transactions in flight then are resumed at the next
+    /// start; nothing is lost because nothing was acknowledged before being persisted.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), CdcError> {
+        tokio::pin!(shutdown);
+        let addr = self.registered_addr()?;
+        tracing::info!(
+            "CDC serving on {}, registering as {addr}",
+            self.local_addr()?
+        );
+        let shuckle = ShuckleClient::new(self.cfg.shuckle);
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(shuckle, addr)));
+        let Some(client) = connect_client(self.cfg.shuckle, &mut shutdown).await else {
+            return Ok(());
+        };
+        let (req_tx, mut req_rx) = mpsc::channel(REQUEST_QUEUE);
+        let _reader = AbortOnDrop(tokio::spawn(read_requests(self.socket.clone(), req_tx)));
+        let (step_tx, mut step_rx) = mpsc::channel(STEP_QUEUE);
+        let ctx = StepContext {
+            client,
+            replies: step_tx,
+        };
+        // Resumed transactions' steps.
+        let first = self.core.take_output();
+        self.execute(first, &ctx).await?;
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(reply) = step_rx.recv() => self.core.on_shard_reply(EggsTime::now(), reply),
+                Some((from, req)) = req_rx.recv() => self.on_request(from, req),
+                _ = housekeeping.tick() => self.core.on_tick(EggsTime::now()),
+            }
+            self.drain(&mut step_rx, &mut req_rx);
+            let out = self.core.take_output();
+            self.execute(out, &ctx).await?;
+        }
+        tracing::info!(
+            "CDC stopping with {} unfinished transactions",
+            self.core.live_txns()
+        );
+        Ok(())
+    }
+
+    /// Handles whatever else is already waiting, to persist it all in one batch.
+    fn drain(
+        &mut self,
+        steps: &mut mpsc::Receiver<StepReply>,
+        reqs: &mut mpsc::Receiver<(SocketAddr, CdcRequest)>,
+    ) {
+        for _ in 0..MAX_BURST_EVENTS {
+            if let Ok(reply) = steps.try_recv() {
+                self.core.on_shard_reply(EggsTime::now(), reply);
+            } else if let Ok((from, req)) = reqs.try_recv() {
+                self.on_request(from, req);
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn on_request(&mut self, from: SocketAddr, req: CdcRequest) {
+        let kind = req.body.kind();
+        match self.core.on_request(EggsTime::now(), from, req) {
+            Admission::Dropped => {
+                tracing::debug!("too many transactions: dropped {kind} from {from}")
+            }
+            Admission::Rejected(e) => tracing::debug!("refused {kind} from {from}: {e}"),
+            _ => {}
+        }
+    }
+
+    /// Persists the output's records, then sends its shard requests and replies.
+    async fn execute(&self, out: Output, ctx: &StepContext) -> Result<(), CdcError> {
+        if out.has_writes() {
+            let store = self.store.clone();
+            let (writes, counters, sync) = (out.writes, out.counters, out.sync);
+            blocking(move || store.persist(&writes, counters, sync)).await?;
+        }
+        for send in out.sends {
+            tokio::spawn(perform_step(ctx.clone(), send));
+        }
+        for reply in out.replies {
+            send_reply(&self.socket, reply.to, &reply.resp).await;
+        }
+        Ok(())
+    }
+
+    /// The address clients should use: the bound one, or when bound to all interfaces, the
+    /// one this host uses to reach shuckle.
+    fn registered_addr(&self) -> Result<Addr, CdcError> {
+        let mut local = self.local_addr()?;
+        if local.ip().is_unspecified() {
+            local.set_ip(route_to(self.cfg.shuckle).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        }
+        Addr::from_socket_addr(local)
+            .ok_or_else(|| CdcError::Config(format!("{local} is not an IPv4 address")))
+    }
+}
+
+/// Runs RocksDB work on the blocking pool: syncs take milliseconds and must not stall the
+/// async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, CdcError> + Send + 'static,
+) -> Result<T, CdcError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| CdcError::Task(e.to_string()))?
+}
+
+fn route_to(peer: SocketAddr) -> Option<IpAddr> {
+    let s = std::net::UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    s.connect(peer).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    // Bursts of client requests arrive while a batch is being synced.
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Registers with shuckle now and then every second, so that clients find this CDC.
+async fn heartbeat(shuckle: ShuckleClient, addr: Addr) {
+    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut ok = false;
+    loop {
+        tick.tick().await;
+        match shuckle.request(RegisterCdcReq { addr }).await {
+            Ok(_) if !ok => {
+                tracing::info!("registered with shuckle {} as {addr}", shuckle.addr());
+                ok = true;
+            }
+            Ok(_) => {}
+            // Warn once per outage rather than every second.
+            Err(e) if ok => {
+                tracing::warn!("heartbeat to shuckle failed: {e}");
+                ok = false;
+            }
+            Err(e) => tracing::debug!("heartbeat to shuckle failed: {e}"),
+        }
+    }
+}
+
+/// Builds the shard client, waiting for shuckle to answer; `None` if asked to stop first.
+async fn connect_client(
+    shuckle: SocketAddr,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<Arc<Client>> {
+    let opts = ClientOptions {
+        retry: RetryPolicy {
+            deadline_ms: SHARD_CALL_DEADLINE_MS,
+            ..RetryPolicy::default()
+        },
+        ..ClientOptions::default()
+    };
+    let mut attempt = 0u32;
+    loop {
+        let connect = Client::new(shuckle, opts.clone());
+        let result = tokio::select! {
+            _ = shutdown.as_mut() => return None,
+            r = connect => r,
+        };
+        match result {
+            Ok(c) => return Some(Arc::new(c)),
+            Err(e) => {
+                attempt += 1;
+                let delay_ms = backoff_ms(attempt);
+                tracing::warn!("cannot reach shuckle {shuckle}: {e}; retrying in {delay_ms} ms");
+                tokio::select! {
+                    _ = shutdown.as_mut() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
+                }
+            }
+        }
+    }
+}
+
+fn backoff_ms(attempt: u32) -> u64 {
+    (STEP_RETRY_BASE_MS << attempt.saturating_sub(1).min(16)).min(STEP_RETRY_MAX_MS)
+}
+
+/// Reads datagrams, answers undecodable ones and queues the rest for the main loop.
+async fn read_requests(socket: Arc<UdpSocket>, queue: mpsc::Sender<(SocketAddr, CdcRequest)>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("UDP receive: {e}");
+                continue;
+            }
+        };
+        let bytes = &buf[..n];
+        match codec::decode::<CdcRequest>(bytes) {
+            Ok(req) => match queue.try_send((from, req)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!("request queue full: dropped a request from {from}")
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            },
+            Err(e) => {
+                tracing::debug!("undecodable datagram from {from}: {e}");
+                if let Some(request_id) = peek_request_id(bytes) {
+                    let resp = CdcResponse {
+                        request_id,
+                        result: Err(EggsError::MalformedRequest),
+                    };
+                    send_reply(&socket, from, &resp).await;
+                }
+            }
+        }
+    }
+}
+
+async fn send_reply(socket: &UdpSocket, to: SocketAddr, resp: &CdcResponse) {
+    if let Err(e) = socket.send_to(&codec::encode(resp), to).await {
+        // The client retries and gets the stored result.
+        tracing::debug!("reply to {to} failed: {e}");
+    }
+}
+
+#[derive(Clone)]
+struct StepContext {
+    client: Arc<Client>,
+    replies: mpsc::Sender<StepReply>,
+}
+
+/// Any shard request, answered by whatever response comes back: the core checks that the
+/// response kind fits the step.
+struct AnyShardReq(ShardReq);
+
+impl RequestBody for AnyShardReq {
+    type Req = ShardReq;
+    type Resp = ShardResp;
+    type RespBody = ShardResp;
+    fn into_req(self) -> ShardReq {
+        self.0
+    }
+    fn from_resp(resp: ShardResp) -> Option<ShardResp> {
+        Some(resp)
+    }
+}
+
+/// Performs one step until the shard gives a definite answer, then reports it. Stops early
+/// if the main loop is gone (shutdown).
+async fn perform_step(ctx: StepContext, send: ShardSend) {
+    let work = async {
+        if send.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(send.delay_ms)).await;
+        }
+        definite_outcome(&ctx.client, &send).await
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = ctx.replies.closed() => return,
+    };
+    let reply = StepReply {
+        txn: send.txn,
+        step: send.step,
+        result,
+    };
+    // Fails only at shutdown, when the outcome no longer matters: the step is resent later.
+    let _ = ctx.replies.send(reply).await;
+}
+
+/// Retries transport failures and transient errors (forever, with back-off): only a definite
+/// answer may move a transaction on or roll it back.
+async fn definite_outcome(client: &Client, send: &ShardSend) -> Result<ShardResp, EggsError> {
+    let mut failures = 0u32;
+    loop {
+        let err = match client
+            .shard_request(send.shard, AnyShardReq(send.req.clone()))
+            .await
+        {
+            Ok(resp) => return Ok(resp),
+            Err(ClientError::Eggs { err, .. }) if !is_transient(err) => return Err(err),
+            Err(e) => e,
+        };
+        failures += 1;
+        let delay_ms = backoff_ms(failures);
+        // Every failure is worth a debug line; a warning only at exponentially spaced counts.
+        if failures.is_power_of_two() {
+            tracing::warn!(
+                txn = send.txn,
+                "{} on shard {} failed {failures} times ({err}); retrying",
+                send.req.kind(),
+                send.shard
+            );
+        } else {
+            tracing::debug!(txn = send.txn, "{} failed: {err}", send.req.kind());
+        }
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    }
+}

@@ -1,0 +1,254 @@
+//! RocksDB persistence of transaction records, the dedup index and the counters.
+//!
+//! Key layout (integers big-endian so that keys sort numerically):
+//!
+//! | key                                          | value                                  |
+//! |----------------------------------------------|----------------------------------------|
+//! | `0x00`                                       | [`Counters`]                           |
+//! | `0x01` txn_id:u64                            | [`TxnRecord`]                          |
+//! | `0x02` client_id:u64 request_id:u64          | txn_id: u64 big-endian                 |
+//!
+//! Values other than the index are [`crate::record::encode_value`] encodings (a format
+//! version byte, then bincode). The index lets tools find a request's transaction without a
+//! scan; the CDC itself rebuilds it in memory from the records' headers at start.
+
+use crate::cdc_core::{Loaded, Write};
+use crate::record::{decode_value, encode_value, Counters, TxnId, TxnRecord};
+use crate::CdcError;
+use eggs_protocol::RequestHeader;
+use std::path::Path;
+
+const COUNTERS_KEY: [u8; 1] = [0x00];
+const TXN_PREFIX: u8 = 0x01;
+const INDEX_PREFIX: u8 = 0x02;
+
+pub fn txn_key(id: TxnId) -> [u8; 9] {
+    let mut k = [TXN_PREFIX; 9];
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn index_key(h: RequestHeader) -> [u8; 17] {
+    let mut k = [INDEX_PREFIX; 17];
+    k[1..9].copy_from_slice(&h.client_id.to_be_bytes());
+    k[9..].copy_from_slice(&h.request_id.to_be_bytes());
+    k
+}
+
+type KeyValue = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>;
+
+pub struct Store {
+    db: rocksdb::DB,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, CdcError> {
+        std::fs::create_dir_all(dir).map_err(|source| CdcError::Io {
+            what: format!("creating {}", dir.display()),
+            source,
+        })?;
+        let db = eggs_common::db::open(dir, &eggs_common::db::DbConfig::default())?;
+        Ok(Store { db })
+    }
+
+    /// Reads every record and the counters. A record that cannot be decoded stops the CDC:
+    /// guessing the state of a transaction could corrupt the file system.
+    pub fn load(&self) -> Result<Loaded, CdcError> {
+        let counters = match self.db.get(COUNTERS_KEY)? {
+            Some(v) => decode_value(&v).map_err(|e| corrupt(&COUNTERS_KEY, e))?,
+            None => Counters::default(),
+        };
+        let mut records = Vec::new();
+        for item in self.scan(TXN_PREFIX) {
+            let (key, value) = item?;
+            let record: TxnRecord = decode_value(&value).map_err(|e| corrupt(&key, e))?;
+            records.push(record);
+        }
+        self.drop_stale_index_entries(&records)?;
+        Ok(Loaded { counters, records })
+    }
+
+    fn scan(&self, prefix: u8) -> impl Iterator<Item = KeyValue> + '_ {
+        let mode = rocksdb::IteratorMode::From(&[prefix], rocksdb::Direction::Forward);
+        self.db.iterator(mode).take_while(move |item| {
+            item.as_ref()
+                .map_or(true, |(k, _)| k.first() == Some(&prefix))
+        })
+    }
+
+    /// Index entries whose record is gone can only come from a bug or manual surgery; they
+    /// are harmless but would accumulate.
+    fn drop_stale_index_entries(&self, records: &[TxnRecord]) -> Result<(), CdcError> {
+        let live: std::collections::HashSet<[u8; 17]> =
+            records.iter().map(|r| index_key(r.header)).collect();
+        let mut batch = rocksdb::WriteBatch::default();
+        for item in self.scan(INDEX_PREFIX) {
+            let (key, _) = item?;
+            if !live.contains(&*key) {
+                batch.delete(&key);
+            }
+        }
+        if !batch.is_empty() {
+            tracing::warn!("removing {} stale dedup index entries", batch.len());
+            self.db
+                .write_opt(batch, &eggs_common::db::unsynced_write())?;
+        }
+        Ok(())
+    }
+
+    /// Applies one burst's writes atomically.
+    pub fn persist(
+        &self,
+        writes: &[Write],
+        counters: Option<Counters>,
+        sync: bool,
+    ) -> Result<(), CdcError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        if let Some(c) = counters {
+            batch.put(COUNTERS_KEY, encode_value(&c));
+        }
+        for w in writes {
+            match w {
+                Write::Put(r) => {
+                    batch.put(txn_key(r.id), encode_value(r));
+                    batch.put(index_key(r.header), r.id.to_be_bytes());
+                }
+                Write::Delete { id, header } => {
+                    batch.delete(txn_key(*id));
+                    batch.delete(index_key(*header));
+                }
+            }
+        }
+        let opts = if sync {
+            eggs_common::db::sync_write()
+        } else {
+            eggs_common::db::unsynced_write()
+        };
+        self.db.write_opt(batch, &opts)?;
+        Ok(())
+    }
+}
+
+fn corrupt(key: &[u8], e: crate::record::RecordError) -> CdcError {
+    CdcError::Corrupt {
+        key: format!("{key:02x?}"),
+        reason: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Progress, Step, TxnState};
+    use eggs_protocol::cdc::{CdcReq, RemoveDirectoryReq};
+    use eggs_protocol::{EggsError, EggsTime, InodeId, Name};
+    use std::path::PathBuf;
+
+    /// A fresh directory removed at the end of the test.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!("eggs-cdc-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn record(id: TxnId, request_id: u64, state: TxnState) -> TxnRecord {
+        TxnRecord {
+            id,
+            header: RequestHeader {
+                request_id,
+                client_id: 3,
+            },
+            req: CdcReq::RemoveDirectory(RemoveDirectoryReq {
+                owner_id: InodeId::ROOT,
+                target_id: InodeId(InodeId::ROOT.0 + 256),
+                name: Name::new("x").unwrap(),
+                creation_time: EggsTime(1),
+            }),
+            arrived_at: EggsTime(2),
+            state,
+        }
+    }
+
+    fn running() -> TxnState {
+        TxnState::Running(Progress {
+            step: Step::LockOldEdge,
+            new_dir_id: InodeId::NULL,
+            creation_time: EggsTime(0),
+            failure: None,
+        })
+    }
+
+    #[test]
+    fn persisted_records_load_back() {
+        let dir = TempDir::new("store-round-trip");
+        let a = record(1, 10, running());
+        let b = record(2, 11, running());
+        let b_done = record(
+            2,
+            11,
+            TxnState::Done {
+                result: Err(EggsError::DirectoryNotEmpty),
+                finished_at: EggsTime(9),
+            },
+        );
+        let counters = Counters {
+            next_txn_id: 3,
+            next_dir_counter: 17,
+        };
+        {
+            let store = Store::open(&dir.0).unwrap();
+            assert!(store.load().unwrap().records.is_empty());
+            let puts = [Write::Put(a.clone()), Write::Put(b)];
+            store.persist(&puts, Some(counters), true).unwrap();
+            store
+                .persist(&[Write::Put(b_done.clone())], None, false)
+                .unwrap();
+            let c = record(3, 12, running());
+            store.persist(&[Write::Put(c.clone())], None, true).unwrap();
+            let delete = Write::Delete {
+                id: c.id,
+                header: c.header,
+            };
+            store.persist(&[delete], None, false).unwrap();
+        }
+        let store = Store::open(&dir.0).unwrap();
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.counters, counters);
+        assert_eq!(loaded.records, [a, b_done]);
+        let index: Vec<_> = store.scan(INDEX_PREFIX).map(|kv| kv.unwrap().0).collect();
+        assert_eq!(
+            index.len(),
+            2,
+            "the deleted record's index entry went with it"
+        );
+        assert_eq!(
+            store.db.get(index_key(loaded.records[1].header)).unwrap(),
+            Some(2u64.to_be_bytes().to_vec())
+        );
+    }
+
+    #[test]
+    fn stale_index_entries_are_dropped_and_corrupt_records_refused() {
+        let dir = TempDir::new("store-bad-values");
+        let store = Store::open(&dir.0).unwrap();
+        let stale = RequestHeader {
+            request_id: 1,
+            client_id: 1,
+        };
+        store.db.put(index_key(stale), 5u64.to_be_bytes()).unwrap();
+        store.load().unwrap();
+        assert_eq!(store.db.get(index_key(stale)).unwrap(), None);
+        store.db.put(txn_key(4), [1, 2, 3]).unwrap();
+        assert!(matches!(store.load(), Err(CdcError::Corrupt { .. })));
+    }
+}
