@@ -154,13 +154,7 @@ impl<K: Kv> ShardCore<K> {
             };
         }
         let dedup_key = keys::dedup(req.shard, req.header.client_id, req.header.request_id);
-        if let Some(v) = self.kv.get(&dedup_key)? {
-            let d: DedupBody = values::decode(&dedup_key, &v)?;
-            let resp =
-                codec::decode::<ShardResponse>(&d.response).map_err(|e| ShardError::Corrupt {
-                    key: dedup_key.clone(),
-                    why: e.to_string(),
-                })?;
+        if let Some(resp) = self.remembered(&dedup_key, now)? {
             return Ok(resp);
         }
         let mut tx = self.begin(req.shard, now);
@@ -176,6 +170,23 @@ impl<K: Kv> ShardCore<K> {
         }
     }
 
+    /// The response to an already applied request, if it is still within the window (entries
+    /// past it may linger until the store drops them).
+    fn remembered(&self, key: &[u8], now: EggsTime) -> Result<Option<ShardResponse>, ShardError> {
+        let Some(v) = self.kv.get_dedup(key)? else {
+            return Ok(None);
+        };
+        let d: DedupBody = values::decode(key, &v)?;
+        if now.0 >= d.time.0.saturating_add(self.opts.dedup_keep_ns) {
+            return Ok(None);
+        }
+        let resp = codec::decode(&d.response).map_err(|e| ShardError::Corrupt {
+            key: key.to_vec(),
+            why: e.to_string(),
+        })?;
+        Ok(Some(resp))
+    }
+
     /// Records a successful write's response so that a retry gets it instead of a re-run.
     fn remember(&self, req: &ShardRequest, resp: &ShardResponse, tx: &mut Tx) {
         let h = req.header;
@@ -183,42 +194,18 @@ impl<K: Kv> ShardCore<K> {
             time: tx.now,
             response: codec::encode(resp),
         };
-        tx.put(keys::dedup(req.shard, h.client_id, h.request_id), &body);
-        tx.changes.put(
-            keys::dedup_by_time(req.shard, tx.now, h.client_id, h.request_id),
-            Vec::new(),
+        tx.changes.put_dedup(
+            keys::dedup(req.shard, h.client_id, h.request_id),
+            values::encode(&body),
         );
     }
 
     /// Forgets deduplication entries older than the configured window; returns how many.
-    pub fn expire_dedup(&mut self, now: EggsTime, max: usize) -> Result<usize, ShardError> {
+    pub fn expire_dedup(&mut self, now: EggsTime) -> Result<usize, ShardError> {
         let cutoff = now.0.saturating_sub(self.opts.dedup_keep_ns);
-        let mut changes = Changes::default();
-        let mut n = 0;
-        for s in (0..NUM_SHARDS).filter(|&s| self.served[s]) {
-            let prefix = vec![s as u8, keys::DEDUP_BY_TIME];
-            self.kv.scan(&prefix, &prefix, &mut |k, _| {
-                let rest = &k[2..];
-                let (Some(t), Some(c), Some(r)) = (
-                    keys::be_u64(rest),
-                    keys::be_u64(&rest[8..]),
-                    keys::be_u64(&rest[16..]),
-                ) else {
-                    return false;
-                };
-                if t >= cutoff || n >= max {
-                    return false;
-                }
-                changes.delete(k.to_vec());
-                changes.delete(keys::dedup(ShardId(s as u8), c, r));
-                n += 1;
-                true
-            })?;
-        }
-        if !changes.is_empty() {
-            self.kv.apply(changes)?;
-        }
-        Ok(n)
+        self.kv.expire_dedup(&|v| {
+            values::decode::<DedupBody>(b"dedup", v).map_or(true, |d| d.time.0 < cutoff)
+        })
     }
 
     // ---- reads ----

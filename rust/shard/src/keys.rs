@@ -11,8 +11,7 @@
 //! | shard, FILE, file id                             | `FileBody`          |
 //! | shard, TRANSIENT, file id                        | `TransientFileBody` |
 //! | shard, SPAN, file id, byte offset                | `SpanValue`         |
-//! | shard, DEDUP, client id, request id              | `DedupBody`         |
-//! | shard, DEDUP_BY_TIME, time, client id, request id| empty               |
+//! | shard, DEDUP, client id, request id (dedup CF)   | `DedupBody`         |
 //!
 //! Names never contain NUL, so terminating them with 0 keeps `(hash, name)` order and makes
 //! no name key a prefix of another.
@@ -27,7 +26,6 @@ pub const FILE: u8 = 4;
 pub const TRANSIENT: u8 = 5;
 pub const SPAN: u8 = 6;
 pub const DEDUP: u8 = 7;
-pub const DEDUP_BY_TIME: u8 = 8;
 
 pub const META_NEXT_FILE_COUNTER: u8 = 1;
 pub const META_LAST_TIME: u8 = 2;
@@ -115,14 +113,6 @@ pub fn span_prefix(file: InodeId) -> Vec<u8> {
 
 pub fn dedup(shard: ShardId, client_id: u64, request_id: u64) -> Vec<u8> {
     let mut k = vec![shard.0, DEDUP];
-    k.extend_from_slice(&client_id.to_be_bytes());
-    k.extend_from_slice(&request_id.to_be_bytes());
-    k
-}
-
-pub fn dedup_by_time(shard: ShardId, time: EggsTime, client_id: u64, request_id: u64) -> Vec<u8> {
-    let mut k = vec![shard.0, DEDUP_BY_TIME];
-    k.extend_from_slice(&time.0.to_be_bytes());
     k.extend_from_slice(&client_id.to_be_bytes());
     k.extend_from_slice(&request_id.to_be_bytes());
     k

@@ -5,18 +5,32 @@ use crate::error::ShardError;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+/// Where a key lives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Table {
+    /// The metadata proper.
+    Main,
+    /// Responses remembered for deduplicating retries. Kept apart because it is write-only
+    /// churn: in RocksDB it is a column family with FIFO compaction, which drops whole old
+    /// files instead of rewriting them, so it costs no compaction work.
+    Dedup,
+}
+
 /// Changes produced by one request, applied atomically.
 #[derive(Default, Debug)]
 pub struct Changes {
-    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub ops: Vec<(Table, Vec<u8>, Option<Vec<u8>>)>,
 }
 
 impl Changes {
     pub fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
-        self.ops.push((k, Some(v)));
+        self.ops.push((Table::Main, k, Some(v)));
     }
     pub fn delete(&mut self, k: Vec<u8>) {
-        self.ops.push((k, None));
+        self.ops.push((Table::Main, k, None));
+    }
+    pub fn put_dedup(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.ops.push((Table::Dedup, k, Some(v)));
     }
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -25,6 +39,10 @@ impl Changes {
 
 pub trait Kv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError>;
+    fn get_dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError>;
+    /// Drops deduplication entries for which `expired(value)` holds; returns how many. A
+    /// store may also drop entries on its own (oldest first), never younger ones first.
+    fn expire_dedup(&self, expired: &dyn Fn(&[u8]) -> bool) -> Result<usize, ShardError>;
     /// Visits keys `>= start` that begin with `prefix`, in order, while `f` returns true.
     fn scan(
         &self,
@@ -42,15 +60,51 @@ pub struct RocksKv {
     db: rocksdb::DB,
 }
 
+const DEDUP_CF: &str = "dedup";
+
 impl RocksKv {
-    pub fn new(db: rocksdb::DB) -> RocksKv {
-        RocksKv { db }
+    /// Opens (or creates) a shard database. The deduplication column family keeps at most
+    /// `dedup_bytes` of entries, dropping the oldest files first.
+    pub fn open(
+        path: &std::path::Path,
+        cfg: &eggs_common::db::DbConfig,
+        dedup_bytes: u64,
+    ) -> Result<RocksKv, ShardError> {
+        let mut opts = eggs_common::db::options(cfg)?;
+        opts.create_missing_column_families(true);
+        let mut dedup = eggs_common::db::options(cfg)?;
+        dedup.set_compaction_style(rocksdb::DBCompactionStyle::Fifo);
+        let mut fifo = rocksdb::FifoCompactOptions::default();
+        fifo.set_max_table_files_size(dedup_bytes);
+        dedup.set_fifo_compaction_options(&fifo);
+        let cfs = vec![
+            rocksdb::ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+            rocksdb::ColumnFamilyDescriptor::new(DEDUP_CF, dedup),
+        ];
+        let db = rocksdb::DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(RocksKv { db })
+    }
+
+    fn dedup_cf(&self) -> Result<&rocksdb::ColumnFamily, ShardError> {
+        self.db.cf_handle(DEDUP_CF).ok_or_else(|| ShardError::Corrupt {
+            key: DEDUP_CF.as_bytes().to_vec(),
+            why: "column family missing".into(),
+        })
     }
 }
 
 impl Kv for RocksKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
         Ok(self.db.get(key)?)
+    }
+
+    fn get_dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
+        Ok(self.db.get_cf(self.dedup_cf()?, key)?)
+    }
+
+    fn expire_dedup(&self, _expired: &dyn Fn(&[u8]) -> bool) -> Result<usize, ShardError> {
+        // FIFO compaction bounds the column family; readers ignore entries past the window.
+        Ok(0)
     }
 
     fn scan(
@@ -77,10 +131,13 @@ impl Kv for RocksKv {
 
     fn apply(&self, changes: Changes) -> Result<(), ShardError> {
         let mut batch = rocksdb::WriteBatch::default();
-        for (k, v) in changes.ops {
-            match v {
-                Some(v) => batch.put(k, v),
-                None => batch.delete(k),
+        let dedup = self.dedup_cf()?;
+        for (table, k, v) in changes.ops {
+            match (table, v) {
+                (Table::Main, Some(v)) => batch.put(k, v),
+                (Table::Main, None) => batch.delete(k),
+                (Table::Dedup, Some(v)) => batch.put_cf(dedup, k, v),
+                (Table::Dedup, None) => batch.delete_cf(dedup, k),
             }
         }
         // Unsynced: the group's `sync` makes it durable before anybody hears of it.
@@ -99,17 +156,34 @@ impl Kv for RocksKv {
 #[derive(Default)]
 pub struct MemKv {
     map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    dedup: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
+type Map<'a> = std::sync::MutexGuard<'a, BTreeMap<Vec<u8>, Vec<u8>>>;
+
 impl MemKv {
-    fn map(&self) -> std::sync::MutexGuard<'_, BTreeMap<Vec<u8>, Vec<u8>>> {
+    fn map(&self) -> Map<'_> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn dedup(&self) -> Map<'_> {
+        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Kv for MemKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
         Ok(self.map().get(key).cloned())
+    }
+
+    fn get_dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
+        Ok(self.dedup().get(key).cloned())
+    }
+
+    fn expire_dedup(&self, expired: &dyn Fn(&[u8]) -> bool) -> Result<usize, ShardError> {
+        let mut d = self.dedup();
+        let before = d.len();
+        d.retain(|_, v| !expired(v));
+        Ok(before - d.len())
     }
 
     fn scan(
@@ -128,11 +202,15 @@ impl Kv for MemKv {
     }
 
     fn apply(&self, changes: Changes) -> Result<(), ShardError> {
-        let mut map = self.map();
-        for (k, v) in changes.ops {
+        let (mut map, mut dedup) = (self.map(), self.dedup());
+        for (table, k, v) in changes.ops {
+            let m = match table {
+                Table::Main => &mut map,
+                Table::Dedup => &mut dedup,
+            };
             match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
+                Some(v) => m.insert(k, v),
+                None => m.remove(&k),
             };
         }
         Ok(())

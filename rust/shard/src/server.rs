@@ -37,6 +37,9 @@ pub struct ShardServerConfig {
 const MAX_BATCH: usize = 1024;
 /// Requests waiting for the worker; beyond this, datagrams are dropped and clients retry.
 const QUEUE_LEN: usize = 16 * 1024;
+/// Disk kept for deduplication entries; at 20,000 writes/s this still covers minutes, far
+/// longer than any client retries.
+const DEDUP_BYTES: u64 = 256 << 20;
 /// How often deduplication entries are expired.
 const DEDUP_EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -55,9 +58,9 @@ pub struct ShardServer {
 impl ShardServer {
     /// Opens RocksDB, binds the socket and starts serving.
     pub fn start(cfg: ShardServerConfig) -> Result<ShardServer, ShardError> {
-        let db = eggs_common::db::open(&cfg.dir, &cfg.db)?;
+        let kv = RocksKv::open(&cfg.dir, &cfg.db, DEDUP_BYTES)?;
         let core = ShardCore::open(
-            RocksKv::new(db),
+            kv,
             &cfg.shards,
             cfg.options.clone(),
             EggsTime::now(),
@@ -250,7 +253,7 @@ fn worker_loop(
         }
         if last_expiry.elapsed() > DEDUP_EXPIRY_INTERVAL {
             last_expiry = Instant::now();
-            match core.expire_dedup(EggsTime::now(), 100_000) {
+            match core.expire_dedup(EggsTime::now()) {
                 Ok(n) if n > 0 => tracing::debug!("expired {n} dedup entries"),
                 Ok(_) => {}
                 Err(e) => tracing::error!("expiring dedup entries: {e}"),
