@@ -1,1 +1,285 @@
-fn main() {}
+//! `eggscli`: direct access to an EggsFS cluster. Only flag parsing lives here.
+
+use clap::{ArgGroup, Parser, Subcommand};
+use eggs_cli::commands::{self, ls::LsOptions, policy::PolicyChanges, policy::PolicyKind};
+use eggs_cli::parse::{
+    parse_addr, parse_block_policy, parse_duration, parse_size_u32, parse_span_policy,
+};
+use eggs_cli::{CliError, Result};
+use eggs_client::ShuckleClient;
+use eggs_protocol::policy::{BlockPolicy, SpanPolicy};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Direct access to an EggsFS cluster. Paths are absolute (`/a/b`).
+#[derive(Parser, Debug)]
+#[command(name = "eggscli", version)]
+struct Args {
+    /// Shuckle's address.
+    #[arg(long, global = true, env = "EGGS_SHUCKLE", value_name = "HOST:PORT",
+          default_value = eggs_client::DEFAULT_SHUCKLE_ADDR, value_parser = parse_addr)]
+    shuckle: SocketAddr,
+    /// Give up on a request that gets no answer for this long (e.g. 10s, 2m).
+    #[arg(long, global = true, default_value = "10s", value_name = "DURATION", value_parser = parse_timeout)]
+    timeout: Duration,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a directory.
+    Mkdir {
+        /// Create missing parents too, and do not mind an existing directory.
+        #[arg(short, long)]
+        parents: bool,
+        path: String,
+    },
+    /// List a directory.
+    Ls {
+        /// Show type, size, mtime and inode id.
+        #[arg(short, long)]
+        long: bool,
+        /// Show every version of every name: current, snapshot, and deletion markers.
+        #[arg(long)]
+        snapshots: bool,
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Show what an inode is; for directories also their policies.
+    Stat { path: String },
+    /// Rename, or move into an existing directory.
+    Mv { src: String, dst: String },
+    /// Remove a file (it stays as a snapshot until its directory's policy expires it).
+    Rm { path: String },
+    /// Remove an empty directory.
+    Rmdir { path: String },
+    /// Show the hierarchy below a directory.
+    Tree {
+        #[arg(default_value = "/")]
+        path: String,
+    },
+    /// Show or change directory policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Show what shuckle knows: shards, the CDC and block services.
+    Status,
+    /// Write stdin to a small file (stored inline in the metadata).
+    Write { path: String },
+    /// Print a file.
+    Cat { path: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Show a directory's effective policies and which it sets itself.
+    Get { path: String },
+    /// Change the policies a directory sets itself.
+    Set(PolicySet),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+struct PolicySet {
+    path: String,
+    /// Expire snapshots this long after they stopped being current (e.g. 30d, 12h; 0 = never).
+    #[arg(long, group = "change", value_name = "DURATION", value_parser = parse_duration)]
+    snapshot_delete_after: Option<u64>,
+    /// Keep at most this many snapshot versions of a name (0 = all).
+    #[arg(long, group = "change", value_name = "N")]
+    snapshot_keep_versions: Option<u16>,
+    /// Target stripe size (a multiple of 4K, e.g. 1M).
+    #[arg(long, group = "change", value_name = "BYTES", value_parser = parse_size_u32)]
+    stripe_size: Option<u32>,
+    /// Span ladder: spans up to SIZE use D data + P parity blocks, e.g. '64K:1+2,10M:4+4'.
+    #[arg(long, group = "change", value_name = "SIZE:D+P,...", value_parser = parse_span_policy)]
+    span: Option<SpanPolicy>,
+    /// Block placement: blocks of at least MINSIZE go to the class, e.g. '0:flash,2M:hdd'.
+    #[arg(long, group = "change", value_name = "MINSIZE:CLASS,...", value_parser = parse_block_policy)]
+    block: Option<BlockPolicy>,
+    /// Stop setting a policy here and inherit it from the parent (repeatable).
+    #[arg(long, group = "change", value_name = "POLICY", value_enum)]
+    inherit: Vec<PolicyKind>,
+}
+
+fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    match parse_duration(s)? {
+        0 => Err("the timeout must be positive".into()),
+        ns => Ok(Duration::from_nanos(ns)),
+    }
+}
+
+impl Cmd {
+    /// What the command is about, for error messages: `ls /a`.
+    fn describe(&self) -> String {
+        match self {
+            Cmd::Mkdir { path, .. } => format!("mkdir {path}"),
+            Cmd::Ls { path, .. } => format!("ls {path}"),
+            Cmd::Stat { path } => format!("stat {path}"),
+            Cmd::Mv { src, dst } => format!("mv {src} {dst}"),
+            Cmd::Rm { path } => format!("rm {path}"),
+            Cmd::Rmdir { path } => format!("rmdir {path}"),
+            Cmd::Tree { path } => format!("tree {path}"),
+            Cmd::Policy(PolicyCmd::Get { path }) => format!("policy get {path}"),
+            Cmd::Policy(PolicyCmd::Set(s)) => format!("policy set {}", s.path),
+            Cmd::Status => "status".into(),
+            Cmd::Write { path } => format!("write {path}"),
+            Cmd::Cat { path } => format!("cat {path}"),
+        }
+    }
+}
+
+impl PolicySet {
+    fn changes(self) -> PolicyChanges {
+        PolicyChanges {
+            snapshot_delete_after_ns: self.snapshot_delete_after,
+            snapshot_keep_versions: self.snapshot_keep_versions,
+            stripe_size: self.stripe_size,
+            span: self.span,
+            block: self.block,
+            inherit: self.inherit,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let what = args.cmd.describe();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::from)
+        .and_then(|rt| rt.block_on(run(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eggscli: {what}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if let Cmd::Status = args.cmd {
+        commands::status::status(&ShuckleClient::new(args.shuckle), &mut out).await?;
+        return Ok(out.flush()?);
+    }
+    let c = Arc::new(commands::connect(args.shuckle, args.timeout).await?);
+    let out: &mut dyn Write = &mut out;
+    match args.cmd {
+        Cmd::Mkdir { parents, path } => commands::fs::mkdir(&c, &path, parents).await?,
+        Cmd::Ls {
+            long,
+            snapshots,
+            path,
+        } => commands::ls::ls(&c, &path, LsOptions { long, snapshots }, out).await?,
+        Cmd::Stat { path } => commands::stat::stat(&c, &path, out).await?,
+        Cmd::Mv { src, dst } => commands::fs::mv(&c, &src, &dst).await?,
+        Cmd::Rm { path } => commands::fs::rm(&c, &path).await?,
+        Cmd::Rmdir { path } => commands::fs::rmdir(&c, &path).await?,
+        Cmd::Tree { path } => commands::tree::tree(&c, &path, out).await?,
+        Cmd::Policy(PolicyCmd::Get { path }) => commands::stat::policy_get(&c, &path, out).await?,
+        Cmd::Policy(PolicyCmd::Set(s)) => {
+            let path = s.path.clone();
+            commands::policy::set(&c, &path, &s.changes(), out).await?
+        }
+        Cmd::Write { path } => commands::io::write(&c, &path, &mut std::io::stdin().lock()).await?,
+        Cmd::Cat { path } => commands::io::cat(&c, &path, out).await?,
+        Cmd::Status => {}
+    }
+    Ok(out.flush()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> std::result::Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("eggscli").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn global_flags() {
+        let a = parse(&["ls"]).unwrap();
+        assert!(
+            matches!(a.cmd, Cmd::Ls { ref path, long: false, snapshots: false } if path == "/")
+        );
+        assert_eq!(a.timeout, Duration::from_secs(10));
+        let a = parse(&[
+            "ls",
+            "-l",
+            "/a",
+            "--shuckle",
+            "127.0.0.1:9",
+            "--timeout",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(a.shuckle, SocketAddr::from(([127, 0, 0, 1], 9)));
+        assert_eq!(a.timeout, Duration::from_secs(120));
+        assert!(matches!(a.cmd, Cmd::Ls { long: true, .. }));
+        assert!(parse(&["--shuckle", "nope", "status"]).is_err());
+        assert!(parse(&["--timeout", "0", "status"]).is_err());
+    }
+
+    #[test]
+    fn commands() {
+        assert!(matches!(
+            parse(&["mkdir", "-p", "/a/b"]).unwrap().cmd,
+            Cmd::Mkdir { parents: true, .. }
+        ));
+        assert!(matches!(
+            parse(&["mv", "/a", "/b"]).unwrap().cmd,
+            Cmd::Mv { .. }
+        ));
+        assert!(parse(&["mv", "/a"]).is_err());
+        assert!(parse(&["rm"]).is_err());
+        assert!(parse(&["frobnicate"]).is_err());
+        assert_eq!(parse(&["rmdir", "/x"]).unwrap().cmd.describe(), "rmdir /x");
+        let e = parse(&["nope"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn policy_set_flags() {
+        let a = parse(&[
+            "policy",
+            "set",
+            "/d",
+            "--snapshot-delete-after",
+            "7d",
+            "--span",
+            "64K:1+2,10M:4+4",
+            "--block",
+            "0:flash,2M:hdd",
+            "--stripe-size",
+            "1M",
+            "--inherit",
+            "snapshot",
+        ])
+        .unwrap();
+        let Cmd::Policy(PolicyCmd::Set(s)) = a.cmd else {
+            panic!("not policy set")
+        };
+        let ch = s.changes();
+        assert_eq!(ch.snapshot_delete_after_ns, Some(7 * 86_400_000_000_000));
+        assert_eq!(ch.span.unwrap().entries.len(), 2);
+        assert_eq!(ch.block.unwrap().entries.len(), 2);
+        assert_eq!(ch.stripe_size, Some(1 << 20));
+        assert_eq!(ch.inherit, [PolicyKind::Snapshot]);
+        assert!(
+            parse(&["policy", "set", "/d"]).is_err(),
+            "a change is required"
+        );
+        assert!(parse(&["policy", "set", "/d", "--stripe-size", "lots"]).is_err());
+        assert!(parse(&["policy", "set", "/d", "--inherit", "colour"]).is_err());
+        assert!(parse(&["policy", "set", "/d", "--span", "64K:99+1"]).is_err());
+        assert!(parse(&["policy", "get", "/d"]).is_ok());
+    }
+}

@@ -1,1 +1,35 @@
-//! A whole cluster on one machine.
+//! A whole EggsFS cluster on one machine: shuckle, the shard process(es) and the CDC as child
+//! processes under one data directory.
+//!
+//! Used by the `eggsrun` binary and by integration and crash tests:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), eggs_run::RunError> {
+//! use eggs_run::{Cluster, ClusterConfig};
+//! use std::time::Duration;
+//!
+//! let mut cluster = Cluster::start(ClusterConfig::new("/tmp/eggs-test")).await?;
+//! cluster.wait_registered(Duration::from_secs(30)).await?;
+//! let client = cluster.client().await?;
+//! client.mkdir("/a").await?;
+//! cluster.kill("shard-0", libc::SIGKILL)?;
+//! cluster.restart("shard-0").await?;
+//! cluster.wait_registered(Duration::from_secs(30)).await?;
+//! cluster.stop().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Children run in their own process group and get SIGTERM from the kernel if the process that
+//! started them dies, so a crashed test does not leave servers behind. Dropping a [`Cluster`]
+//! kills its children with SIGKILL.
+
+mod cluster;
+mod error;
+mod layout;
+mod proc;
+
+pub use cluster::{ChildEvent, Cluster, ClusterConfig};
+pub use error::RunError;
+pub use layout::{default_bin_dir, free_port, recorded_shard_processes, shards_arg, split_shards};
+pub use proc::{log_tail, rss_bytes};

@@ -1,1 +1,219 @@
-fn main() {}
+//! `eggsrun`: a whole EggsFS cluster on one machine, until Ctrl-C.
+
+use clap::Parser;
+use eggs_run::{rss_bytes, Cluster, ClusterConfig, RunError};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Runs shuckle, the metadata shards and the CDC under one data directory, restarting any
+/// that dies, until Ctrl-C or SIGTERM. Running it again on the same directory finds the file
+/// system as it was.
+#[derive(Parser, Debug)]
+#[command(name = "eggsrun", version)]
+struct Args {
+    /// Data directory (created if missing).
+    #[arg(long, default_value = "eggsfs-data")]
+    dir: PathBuf,
+    /// Port shuckle listens on, on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 10001)]
+    shuckle_port: u16,
+    /// Number of eggsshard processes sharing the 256 shards [default: as the data directory
+    /// was created, else 1].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    shard_processes: Option<u16>,
+    /// Where eggsshuckle, eggsshard and eggscdc are [default: next to eggsrun].
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Give up if the cluster has not registered with shuckle after this many seconds.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("eggsrun: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config(args: &Args) -> Result<ClusterConfig, RunError> {
+    let shard_processes = match args.shard_processes {
+        Some(n) => n as usize,
+        None => eggs_run::recorded_shard_processes(&args.dir)?.unwrap_or(1),
+    };
+    Ok(ClusterConfig {
+        dir: args.dir.clone(),
+        bin_dir: args
+            .bin_dir
+            .clone()
+            .unwrap_or_else(eggs_run::default_bin_dir),
+        shuckle_port: args.shuckle_port,
+        shard_processes,
+    })
+}
+
+async fn run(args: Args) -> Result<(), RunError> {
+    let cfg = config(&args)?;
+    let t0 = Instant::now();
+    let cluster = Cluster::start(cfg).await?;
+    let timeout = Duration::from_secs(args.timeout);
+    tokio::select! {
+        r = cluster.wait_registered(timeout) => {
+            if let Err(e) = r {
+                stop(cluster).await;
+                return Err(e);
+            }
+        }
+        _ = shutdown_signal() => {
+            eprintln!("eggsrun: interrupted while starting");
+            stop(cluster).await;
+            return Ok(());
+        }
+    }
+    print_banner(&cluster, t0.elapsed());
+    supervise(cluster).await;
+    Ok(())
+}
+
+/// Keeps the cluster up until asked to stop, then stops it.
+async fn supervise(mut cluster: Cluster) {
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                for event in cluster.supervise() {
+                    eprintln!("eggsrun: {event}");
+                }
+            }
+        }
+    }
+    eprintln!("eggsrun: stopping");
+    stop(cluster).await;
+}
+
+/// Stops the cluster cleanly; a second Ctrl-C kills what is still running.
+async fn stop(cluster: Cluster) {
+    let dir = cluster.dir().to_path_buf();
+    tokio::select! {
+        r = cluster.stop() => match r {
+            Ok(()) => eprintln!("eggsrun: stopped; the data stays in {}", dir.display()),
+            Err(e) => eprintln!("eggsrun: {e}"),
+        },
+        // Dropping the stop future drops the cluster, which kills its children.
+        _ = shutdown_signal() => eprintln!("eggsrun: interrupted again; killed what was left"),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            eprintln!("eggsrun: cannot listen for SIGTERM ({e}); Ctrl-C still works");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn print_banner(cluster: &Cluster, elapsed: Duration) {
+    let shuckle = cluster.shuckle_addr();
+    let cli = cli_path(&cluster.config().bin_dir);
+    let procs = cluster.shard_ranges().len();
+    println!(
+        "EggsFS is up in {} ms: shuckle at {shuckle}, 256 shards in {procs} process(es), CDC.",
+        elapsed.as_millis()
+    );
+    println!("  data: {}", cluster.dir().display());
+    println!("  logs: {}", cluster.dir().join("logs").display());
+    println!("  processes:");
+    for (i, (name, pid)) in cluster.processes().into_iter().enumerate() {
+        let rss = rss_bytes(pid)
+            .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+            .unwrap_or_else(|| "?".into());
+        let shards = if (1..=procs).contains(&i) {
+            let range = &cluster.shard_ranges()[i - 1];
+            format!("  shards {}", eggs_run::shards_arg(range))
+        } else {
+            String::new()
+        };
+        println!("    {name:<10} pid {pid:<8} rss {rss:>10}{shards}");
+    }
+    println!("Try:");
+    let c = format!("{cli} --shuckle {shuckle}");
+    println!("  {c} status");
+    println!("  {c} mkdir -p /demo/dir");
+    println!("  echo hello | {c} write /demo/dir/hello.txt");
+    println!("  {c} ls -l /demo/dir");
+    println!("  {c} cat /demo/dir/hello.txt");
+    println!("  (or export EGGS_SHUCKLE={shuckle} and leave out --shuckle)");
+    println!("Ctrl-C stops the cluster; the data stays in the data directory.");
+}
+
+/// `eggscli` as the user can type it: relative to the current directory when it is below it.
+fn cli_path(bin_dir: &Path) -> String {
+    let path = bin_dir.join("eggscli");
+    if !path.is_file() {
+        return "eggscli".into();
+    }
+    let rel = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf));
+    match rel {
+        Some(r) => format!("./{}", r.display()),
+        None => path.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let a = Args::try_parse_from(["eggsrun"]).unwrap();
+        assert_eq!(a.dir, Path::new("eggsfs-data"));
+        assert_eq!(a.shuckle_port, 10001);
+        assert_eq!(a.shard_processes, None);
+        assert_eq!(a.timeout, 60);
+        let cfg = config(&a).unwrap();
+        assert_eq!(cfg.bin_dir, eggs_run::default_bin_dir());
+    }
+
+    #[test]
+    fn flags() {
+        let a = Args::try_parse_from([
+            "eggsrun",
+            "--dir",
+            "/tmp/x",
+            "--shuckle-port",
+            "0",
+            "--shard-processes",
+            "4",
+            "--bin-dir",
+            "/opt/eggs",
+        ])
+        .unwrap();
+        let cfg = config(&a).unwrap();
+        assert_eq!(cfg.dir, Path::new("/tmp/x"));
+        assert_eq!(cfg.shuckle_port, 0);
+        assert_eq!(cfg.shard_processes, 4);
+        assert_eq!(cfg.bin_dir, Path::new("/opt/eggs"));
+        assert!(Args::try_parse_from(["eggsrun", "--shard-processes", "0"]).is_err());
+        assert!(Args::try_parse_from(["eggsrun", "--shard-processes", "257"]).is_err());
+        assert!(Args::try_parse_from(["eggsrun", "--shuckle-port", "x"]).is_err());
+    }
+}

@@ -86,10 +86,12 @@ impl RocksKv {
     }
 
     fn dedup_cf(&self) -> Result<&rocksdb::ColumnFamily, ShardError> {
-        self.db.cf_handle(DEDUP_CF).ok_or_else(|| ShardError::Corrupt {
-            key: DEDUP_CF.as_bytes().to_vec(),
-            why: "column family missing".into(),
-        })
+        self.db
+            .cf_handle(DEDUP_CF)
+            .ok_or_else(|| ShardError::Corrupt {
+                key: DEDUP_CF.as_bytes().to_vec(),
+                why: "column family missing".into(),
+            })
     }
 }
 

@@ -59,12 +59,7 @@ impl ShardServer {
     /// Opens RocksDB, binds the socket and starts serving.
     pub fn start(cfg: ShardServerConfig) -> Result<ShardServer, ShardError> {
         let kv = RocksKv::open(&cfg.dir, &cfg.db, DEDUP_BYTES)?;
-        let core = ShardCore::open(
-            kv,
-            &cfg.shards,
-            cfg.options.clone(),
-            EggsTime::now(),
-        )?;
+        let core = ShardCore::open(kv, &cfg.shards, cfg.options.clone(), EggsTime::now())?;
         let socket = bind(cfg.bind)?;
         let local_addr = socket
             .local_addr()

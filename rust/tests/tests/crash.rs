@@ -24,7 +24,10 @@ async fn kill9_during_cross_directory_renames_loses_nothing() {
     for w in 0..WORKERS {
         for k in 0..FILES_PER_WORKER {
             let n = Name::new(format!("f{w}-{k}")).unwrap();
-            let id = c.write_small_file_in(dirs[0], &n, n.as_bytes()).await.unwrap();
+            let id = c
+                .write_small_file_in(dirs[0], &n, n.as_bytes())
+                .await
+                .unwrap();
             files.push((w, n, id));
         }
     }
@@ -55,13 +58,14 @@ async fn kill9_during_cross_directory_renames_loses_nothing() {
                     }
                     // A retry across a crash may find the rename already done or the edge
                     // still locked by the resuming transaction: both are fine, we re-locate.
-                    Err(e) if matches!(
-                        e.eggs(),
-                        Some(EggsError::MismatchingCreationTime)
-                            | Some(EggsError::NameNotFound)
-                            | Some(EggsError::EdgeLocked)
-                            | Some(EggsError::MismatchingTarget)
-                    ) => {}
+                    Err(e)
+                        if matches!(
+                            e.eggs(),
+                            Some(EggsError::MismatchingCreationTime)
+                                | Some(EggsError::NameNotFound)
+                                | Some(EggsError::EdgeLocked)
+                                | Some(EggsError::MismatchingTarget)
+                        ) => {}
                     Err(e) => panic!("rename {n}: {e}"),
                 }
             }
@@ -77,7 +81,10 @@ async fn kill9_during_cross_directory_renames_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
         cluster.restart(v).await.unwrap();
     }
-    cluster.wait_registered(Duration::from_secs(60)).await.unwrap();
+    cluster
+        .wait_registered(Duration::from_secs(60))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -120,7 +127,11 @@ async fn kill9_during_cross_directory_renames_loses_nothing() {
 }
 
 /// Finds the directory currently holding `name`, and its edge's creation time.
-async fn locate(c: &eggs_client::Client, dirs: &[InodeId], name: &Name) -> Option<(InodeId, EggsTime)> {
+async fn locate(
+    c: &eggs_client::Client,
+    dirs: &[InodeId],
+    name: &Name,
+) -> Option<(InodeId, EggsTime)> {
     // The name may be mid-move (briefly in both, locked in one): look until it settles.
     for _ in 0..100 {
         let mut found = Vec::new();

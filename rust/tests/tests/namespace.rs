@@ -10,7 +10,9 @@ use std::sync::Arc;
 fn err(r: eggs_client::Result<impl std::fmt::Debug>) -> EggsError {
     match r {
         Ok(v) => panic!("expected an error, got {v:?}"),
-        Err(e) => e.eggs().unwrap_or_else(|| panic!("expected a server error, got {e}")),
+        Err(e) => e
+            .eggs()
+            .unwrap_or_else(|| panic!("expected a server error, got {e}")),
     }
 }
 
@@ -34,7 +36,9 @@ async fn namespace_operations_end_to_end() {
     c.mkdir("/x").await.unwrap();
     assert_eq!(err(c.mkdir("/x").await), EggsError::NameExists);
     c.write_small_file("/a/f1", b"hello").await.unwrap();
-    c.write_small_file("/a/b/f2", &vec![7u8; 20_000]).await.unwrap();
+    c.write_small_file("/a/b/f2", &vec![7u8; 20_000])
+        .await
+        .unwrap();
     assert_eq!(names(&c, "/").await, ["a", "x"]);
     assert_eq!(names(&c, "/a").await, ["b", "f1"]);
 
@@ -59,7 +63,10 @@ async fn namespace_operations_end_to_end() {
         err(c.rename("/x", "/x/b/c/x").await),
         EggsError::LoopInDirectoryRename
     );
-    assert_eq!(err(c.rename("/x/b", "/x/b/c/b").await), EggsError::LoopInDirectoryRename);
+    assert_eq!(
+        err(c.rename("/x/b", "/x/b/c/b").await),
+        EggsError::LoopInDirectoryRename
+    );
 
     // rmdir only when empty; rm only files.
     assert_eq!(err(c.rmdir("/x/b").await), EggsError::DirectoryNotEmpty);
@@ -73,13 +80,20 @@ async fn namespace_operations_end_to_end() {
     // Deleted and renamed names stay as snapshot edges.
     let x = c.resolve("/x").await.unwrap();
     let edges = c.full_readdir(x).await.unwrap();
-    assert!(edges.iter().any(|e| e.name.to_string() == "b" && !e.current));
-    assert!(edges.iter().any(|e| e.name.to_string() == "g1" && e.current));
+    assert!(edges
+        .iter()
+        .any(|e| e.name.to_string() == "b" && !e.current));
+    assert!(edges
+        .iter()
+        .any(|e| e.name.to_string() == "g1" && e.current));
 
     // Overwriting a name keeps the old file as a snapshot.
     c.write_small_file("/x/g1", b"second").await.unwrap();
     let edges = c.full_readdir(x).await.unwrap();
-    let g1: Vec<_> = edges.iter().filter(|e| e.name.to_string() == "g1").collect();
+    let g1: Vec<_> = edges
+        .iter()
+        .filter(|e| e.name.to_string() == "g1")
+        .collect();
     assert_eq!(g1.len(), 2);
     assert!(!g1[0].current && g1[1].current && g1[0].target_id == f);
 
@@ -104,7 +118,9 @@ async fn namespace_operations_end_to_end() {
 async fn state_survives_a_full_restart() {
     let (cluster, c) = start_cluster("restart", 1).await;
     c.mkdir_p("/keep/me").await.unwrap();
-    c.write_small_file("/keep/me/file", b"durable").await.unwrap();
+    c.write_small_file("/keep/me/file", b"durable")
+        .await
+        .unwrap();
     c.rename("/keep/me/file", "/keep/file").await.unwrap();
     let cfg = cluster.config().clone();
     cluster.stop().await.unwrap();
@@ -255,9 +271,15 @@ async fn eggscli_commands() {
     assert!(snaps.contains("hello.txt"), "{snaps}");
     let tree = ok(run(&["tree", "/"], None));
     assert!(tree.contains("hello.txt"), "{tree}");
-    ok(run(&["policy", "set", "/p", "--snapshot-delete-after", "1d"], None));
+    ok(run(
+        &["policy", "set", "/p", "--snapshot-delete-after", "1d"],
+        None,
+    ));
     let pol = ok(run(&["policy", "get", "/p/q"], None));
-    assert!(pol.contains("86400") || pol.contains("1d") || pol.contains("24h"), "{pol}");
+    assert!(
+        pol.contains("86400") || pol.contains("1d") || pol.contains("24h"),
+        "{pol}"
+    );
     let status = ok(run(&["status"], None));
     assert!(status.contains("256") || status.contains("255"), "{status}");
     // Errors: one line on stderr and exit code 1.

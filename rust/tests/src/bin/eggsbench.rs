@@ -79,15 +79,22 @@ async fn run(args: Args) {
         .await;
     }
     if want("readdir") {
-        bench("readdir (100 entries)", &ctx, c.min(32), secs, |ctx, _, _| async move {
-            ctx.client.readdir(ctx.lookup_dir).await.map(|_| ())
-        })
+        bench(
+            "readdir (100 entries)",
+            &ctx,
+            c.min(32),
+            secs,
+            |ctx, _, _| async move { ctx.client.readdir(ctx.lookup_dir).await.map(|_| ()) },
+        )
         .await;
     }
     if want("mkdir") {
         bench("mkdir", &ctx, c, secs, |ctx, w, _| async move {
             let u = ctx.unique.fetch_add(1, Ordering::Relaxed);
-            ctx.client.mkdir_in(ctx.dirs[w].0, &name(&format!("d{u}"))).await.map(|_| ())
+            ctx.client
+                .mkdir_in(ctx.dirs[w].0, &name(&format!("d{u}")))
+                .await
+                .map(|_| ())
         })
         .await;
     }
@@ -130,8 +137,14 @@ async fn setup(client: Client, workers: usize) -> Ctx {
     }
     let mut dirs = Vec::new();
     for w in 0..workers {
-        let a = client.mkdir_in(root, &name(&format!("w{w}a"))).await.expect("dir");
-        let b = client.mkdir_in(root, &name(&format!("w{w}b"))).await.expect("dir");
+        let a = client
+            .mkdir_in(root, &name(&format!("w{w}a")))
+            .await
+            .expect("dir");
+        let b = client
+            .mkdir_in(root, &name(&format!("w{w}b")))
+            .await
+            .expect("dir");
         dirs.push((a, b));
     }
     Ctx {
@@ -210,43 +223,58 @@ where
 
 /// Each worker renames its own file back and forth within its directory.
 async fn same_dir_renames(ctx: &Arc<Ctx>, workers: usize, secs: u64) {
-    bench_workers("same-directory rename", ctx, workers, secs, |ctx, w, stop| async move {
-        let dir = ctx.dirs[w].0;
-        let names = [name("ping"), name("pong")];
-        let id = ctx.client.write_small_file_in(dir, &names[0], b"x").await?;
-        let mut ctime = ctx.client.lookup(dir, &names[0]).await?.creation_time;
-        let mut lat = Latencies::default();
-        let mut i = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let t = Instant::now();
-            let (from, to) = (&names[i % 2], &names[(i + 1) % 2]);
-            ctime = ctx.client.rename_edge(id, dir, from, ctime, dir, to).await?;
-            lat.push(t.elapsed());
-            i += 1;
-        }
-        Ok(lat)
-    })
+    bench_workers(
+        "same-directory rename",
+        ctx,
+        workers,
+        secs,
+        |ctx, w, stop| async move {
+            let dir = ctx.dirs[w].0;
+            let names = [name("ping"), name("pong")];
+            let id = ctx.client.write_small_file_in(dir, &names[0], b"x").await?;
+            let mut ctime = ctx.client.lookup(dir, &names[0]).await?.creation_time;
+            let mut lat = Latencies::default();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let (from, to) = (&names[i % 2], &names[(i + 1) % 2]);
+                ctime = ctx
+                    .client
+                    .rename_edge(id, dir, from, ctime, dir, to)
+                    .await?;
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            Ok(lat)
+        },
+    )
     .await;
 }
 
 /// Each worker moves its own file between its two directories.
 async fn cross_dir_renames(ctx: &Arc<Ctx>, workers: usize, secs: u64) {
-    bench_workers("cross-directory rename", ctx, workers, secs, |ctx, w, stop| async move {
-        let dirs = [ctx.dirs[w].0, ctx.dirs[w].1];
-        let n = name("mover");
-        let id = ctx.client.write_small_file_in(dirs[0], &n, b"x").await?;
-        let mut ctime = ctx.client.lookup(dirs[0], &n).await?.creation_time;
-        let mut lat = Latencies::default();
-        let mut i = 0;
-        while !stop.load(Ordering::Relaxed) {
-            let t = Instant::now();
-            let (from, to) = (dirs[i % 2], dirs[(i + 1) % 2]);
-            ctime = ctx.client.rename_edge(id, from, &n, ctime, to, &n).await?;
-            lat.push(t.elapsed());
-            i += 1;
-        }
-        Ok(lat)
-    })
+    bench_workers(
+        "cross-directory rename",
+        ctx,
+        workers,
+        secs,
+        |ctx, w, stop| async move {
+            let dirs = [ctx.dirs[w].0, ctx.dirs[w].1];
+            let n = name("mover");
+            let id = ctx.client.write_small_file_in(dirs[0], &n, b"x").await?;
+            let mut ctime = ctx.client.lookup(dirs[0], &n).await?.creation_time;
+            let mut lat = Latencies::default();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let (from, to) = (dirs[i % 2], dirs[(i + 1) % 2]);
+                ctime = ctx.client.rename_edge(id, from, &n, ctime, to, &n).await?;
+                lat.push(t.elapsed());
+                i += 1;
+            }
+            Ok(lat)
+        },
+    )
     .await;
 }
 

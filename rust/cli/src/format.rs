@@ -1,0 +1,344 @@
+//! Showing things to people: sizes, durations, times, tables and policies.
+
+use eggs_protocol::policy::{DirectoryInfo, StorageClass};
+use eggs_protocol::{EggsTime, InodeId, InodeType};
+
+const UNITS: &[(&str, u32)] = &[("T", 40), ("G", 30), ("M", 20), ("K", 10)];
+
+/// Exact size in the largest unit that divides it: `65536` -> `64K`, `1000` -> `1000`.
+/// The output parses back with [`crate::parse::parse_size`].
+pub fn size_exact(bytes: u64) -> String {
+    for (unit, shift) in UNITS {
+        if bytes != 0 && bytes % (1u64 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// Approximate size for reading: `1.5G`, `12K`, `512`.
+pub fn size_human(bytes: u64) -> String {
+    for (unit, shift) in UNITS {
+        let base = 1u64 << shift;
+        if bytes >= base {
+            let v = bytes as f64 / base as f64;
+            return if v < 10.0 {
+                format!("{v:.1}{unit}")
+            } else {
+                format!("{v:.0}{unit}")
+            };
+        }
+    }
+    bytes.to_string()
+}
+
+/// Weeks are accepted on input but not shown: `7d` reads better than `1w`.
+const NS_UNITS: &[(&str, u64)] = &[
+    ("d", 86_400_000_000_000),
+    ("h", 3_600_000_000_000),
+    ("m", 60_000_000_000),
+    ("s", 1_000_000_000),
+    ("ms", 1_000_000),
+];
+
+/// Exact duration in the largest unit that divides it (`30d`, `36h`); parses back with
+/// [`crate::parse::parse_duration`].
+pub fn duration_exact(ns: u64) -> String {
+    if ns == 0 {
+        return "0".into();
+    }
+    for (unit, per) in NS_UNITS {
+        if ns % per == 0 {
+            return format!("{}{unit}", ns / per);
+        }
+    }
+    format!("{ns}ns")
+}
+
+/// How long ago `t` was, roughly: `0.4s`, `12m`, `3d`, or `never` for the zero time.
+pub fn age(now: EggsTime, t: EggsTime) -> String {
+    if t.0 == 0 {
+        return "never".into();
+    }
+    let ns = now.0.saturating_sub(t.0);
+    let secs = ns as f64 / 1e9;
+    if secs < 60.0 {
+        format!("{secs:.1}s ago")
+    } else if secs < 3600.0 {
+        format!("{:.0}m ago", secs / 60.0)
+    } else if secs < 86400.0 {
+        format!("{:.0}h ago", secs / 3600.0)
+    } else {
+        format!("{:.0}d ago", secs / 86400.0)
+    }
+}
+
+/// `2024-05-01 10:00:00` (UTC), for listings.
+pub fn time_short(t: EggsTime) -> String {
+    time_prefix(t, 19)
+}
+
+/// `2024-05-01 10:00:00.123` (UTC), where the order of close events matters.
+pub fn time_ms(t: EggsTime) -> String {
+    time_prefix(t, 23)
+}
+
+fn time_prefix(t: EggsTime, len: usize) -> String {
+    let full = t.to_string();
+    full.get(..len).map(|s| s.replace('T', " ")).unwrap_or(full)
+}
+
+pub fn type_name(id: InodeId) -> &'static str {
+    match id.typ() {
+        Some(InodeType::Directory) => "dir",
+        Some(InodeType::File) => "file",
+        Some(InodeType::Symlink) => "link",
+        None => "?",
+    }
+}
+
+pub fn storage_class(c: StorageClass) -> &'static str {
+    match c {
+        StorageClass::Inline => "inline",
+        StorageClass::Flash => "flash",
+        StorageClass::Hdd => "hdd",
+    }
+}
+
+/// Lines of columns, padded to line up; `right[i]` right-aligns column `i`. The last column
+/// is never padded.
+pub fn table(rows: &[Vec<String>], right: &[bool]) -> Vec<String> {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| {
+                    let w = widths[c];
+                    if c + 1 == row.len() {
+                        cell.clone()
+                    } else if right.get(c).copied().unwrap_or(false) {
+                        format!("{cell:>w$}")
+                    } else {
+                        format!("{cell:<w$}")
+                    }
+                })
+                .collect();
+            cells.join("  ")
+        })
+        .collect()
+}
+
+/// The four policies, one line each, marking which are set on the directory itself.
+pub fn policies(own: &DirectoryInfo, effective: &DirectoryInfo) -> Vec<String> {
+    let origin = |set: bool| if set { "(set here)" } else { "(inherited)" };
+    let mut rows = Vec::new();
+    let mut row = |name: &str, value: Option<String>, set: bool| {
+        let value = value.unwrap_or_else(|| "unset".into());
+        rows.push(vec![name.to_string(), value, origin(set).to_string()]);
+    };
+    row(
+        "snapshot",
+        effective.snapshot.as_ref().map(|s| {
+            let after = match s.delete_after_ns {
+                0 => "never".to_string(),
+                ns => duration_exact(ns),
+            };
+            let keep = match s.delete_after_versions {
+                0 => "all".to_string(),
+                n => n.to_string(),
+            };
+            format!("delete-after={after} keep-versions={keep}")
+        }),
+        own.snapshot.is_some(),
+    );
+    row(
+        "span",
+        effective.span.as_ref().map(|s| {
+            let items: Vec<String> = s
+                .entries
+                .iter()
+                .map(|e| {
+                    let size = size_exact(e.max_span_size.into());
+                    format!("{size}:{}+{}", e.parity.data, e.parity.parity)
+                })
+                .collect();
+            items.join(",")
+        }),
+        own.span.is_some(),
+    );
+    row(
+        "block",
+        effective.block.as_ref().map(|b| {
+            let items: Vec<String> = b
+                .entries
+                .iter()
+                .map(|e| {
+                    let size = size_exact(e.min_size.into());
+                    format!("{size}:{}", storage_class(e.storage_class))
+                })
+                .collect();
+            items.join(",")
+        }),
+        own.block.is_some(),
+    );
+    row(
+        "stripe",
+        effective
+            .stripe
+            .as_ref()
+            .map(|s| size_exact(s.target_stripe_size.into())),
+        own.stripe.is_some(),
+    );
+    table(&rows, &[])
+}
+
+/// Block-service flag names, `-` when none is set.
+pub fn block_service_flags(flags: u8) -> String {
+    use eggs_protocol::shuckle::flags as f;
+    let names = [
+        (f::NO_WRITE, "no-write"),
+        (f::NO_READ, "no-read"),
+        (f::DECOMMISSIONED, "decommissioned"),
+        (f::STALE, "stale"),
+        (f::READ_ONLY, "read-only"),
+    ];
+    let mut set: Vec<String> = names
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, n)| n.to_string())
+        .collect();
+    let known = names.iter().fold(0, |acc, (bit, _)| acc | bit);
+    if flags & !known != 0 {
+        set.push(format!("0x{:02x}", flags & !known));
+    }
+    if set.is_empty() {
+        "-".into()
+    } else {
+        set.join(",")
+    }
+}
+
+/// `[0,1,2,5,7,8]` -> `0..=2,5,7..=8`.
+pub fn compact_ranges(ids: &[u8]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && u16::from(ids[j + 1]) == u16::from(ids[j]) + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            ids[i].to_string()
+        } else {
+            format!("{}..={}", ids[i], ids[j])
+        });
+        i = j + 1;
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{parse_duration, parse_size};
+
+    #[test]
+    fn sizes() {
+        assert_eq!(size_exact(0), "0");
+        assert_eq!(size_exact(1000), "1000");
+        assert_eq!(size_exact(65536), "64K");
+        assert_eq!(size_exact(10 << 20), "10M");
+        assert_eq!(size_exact(3 << 30), "3G");
+        assert_eq!(size_exact(1536), "1536");
+        for n in [0, 1, 1536, 4096, 65536, 10 << 20, 1 << 40, 12345678] {
+            assert_eq!(parse_size(&size_exact(n)), Ok(n));
+        }
+        assert_eq!(size_human(512), "512");
+        assert_eq!(size_human(1536), "1.5K");
+        assert_eq!(size_human(100 << 20), "100M");
+        assert_eq!(size_human(3 << 40), "3.0T");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_exact(0), "0");
+        assert_eq!(duration_exact(30 * 86_400_000_000_000), "30d");
+        assert_eq!(duration_exact(36 * 3_600_000_000_000), "36h");
+        assert_eq!(duration_exact(14 * 86_400_000_000_000), "14d");
+        assert_eq!(duration_exact(1_500_000_000), "1500ms");
+        assert_eq!(duration_exact(7), "7ns");
+        for s in ["90s", "30d", "12h", "250ms", "7d"] {
+            assert_eq!(duration_exact(parse_duration(s).unwrap()), s);
+        }
+    }
+
+    #[test]
+    fn ages_and_times() {
+        let now = EggsTime(1_000 * 1_000_000_000);
+        assert_eq!(age(now, EggsTime(0)), "never");
+        assert_eq!(age(now, EggsTime(now.0 - 400_000_000)), "0.4s ago");
+        assert_eq!(age(now, EggsTime(now.0 - 600 * 1_000_000_000)), "10m ago");
+        assert_eq!(
+            time_short(EggsTime(1_700_000_000_123_456_789)),
+            "2023-11-14 22:13:20"
+        );
+        assert_eq!(
+            time_ms(EggsTime(1_700_000_000_123_456_789)),
+            "2023-11-14 22:13:20.123"
+        );
+    }
+
+    #[test]
+    fn tables() {
+        let rows = vec![
+            vec!["dir".to_string(), "-".into(), "a".into()],
+            vec!["file".to_string(), "12345".into(), "bb".into()],
+        ];
+        assert_eq!(
+            table(&rows, &[false, true]),
+            ["dir       -  a", "file  12345  bb"]
+        );
+        assert!(table(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn root_policies() {
+        let root = DirectoryInfo::root_default();
+        let lines = policies(&root, &root);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[0],
+            "snapshot  delete-after=30d keep-versions=all  (set here)"
+        );
+        assert!(lines[1].starts_with("span      64K:1+2,10M:4+4,100M:10+4"));
+        assert!(lines[2].starts_with("block     0:flash,2M:hdd"));
+        assert!(lines[3].starts_with("stripe    1M"));
+        let lines = policies(&DirectoryInfo::default(), &root);
+        assert!(lines.iter().all(|l| l.ends_with("(inherited)")));
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(compact_ranges(&[]), "");
+        assert_eq!(compact_ranges(&[0, 1, 2, 5, 7, 8]), "0..=2,5,7..=8");
+        assert_eq!(compact_ranges(&[254, 255]), "254..=255");
+    }
+
+    #[test]
+    fn flags() {
+        assert_eq!(block_service_flags(0), "-");
+        assert_eq!(block_service_flags(1 | 8), "no-write,stale");
+        assert_eq!(block_service_flags(0x80), "0x80");
+    }
+}

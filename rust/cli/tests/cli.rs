@@ -1,0 +1,164 @@
+//! `eggscli` as a user runs it, against a real local cluster (the server binaries must be
+//! built first; `cargo xtask test` does that).
+
+use eggs_run::{Cluster, ClusterConfig};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+struct Cli {
+    shuckle: SocketAddr,
+}
+
+impl Cli {
+    fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_eggscli"))
+            .arg("--shuckle")
+            .arg(self.shuckle.to_string())
+            .args(args)
+            .env_remove("EGGS_SHUCKLE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running eggscli");
+        let mut stdin = child.stdin.take().unwrap();
+        // A command that does not read stdin may exit before we finish writing.
+        let _ = stdin.write_all(input);
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with_input(args, b"")
+    }
+
+    fn ok_with_input(&self, args: &[&str], input: &[u8]) -> String {
+        let out = self.run_with_input(args, input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "eggscli {args:?} failed: {stderr}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs a command that must fail with exit code 1; returns its one-line error.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run_with_input(args, b"");
+        assert_eq!(out.status.code(), Some(1), "eggscli {args:?}: {out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        stderr.trim_end().to_string()
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn commands_against_a_cluster() {
+    let dir = TempDir(std::env::temp_dir().join(format!("eggs-cli-it-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let cluster = Cluster::start(ClusterConfig::new(&dir.0)).await.unwrap();
+    cluster
+        .wait_registered(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let cli = Cli {
+        shuckle: cluster.shuckle_addr(),
+    };
+    namespace(&cli);
+    files(&cli);
+    policies(&cli);
+    errors(&cli);
+    let status = cli.ok(&["status"]);
+    assert!(status.contains("shards: 256 of 256 registered"), "{status}");
+    assert!(
+        status.contains("block services: none registered"),
+        "{status}"
+    );
+    cluster.stop().await.unwrap();
+}
+
+fn namespace(cli: &Cli) {
+    cli.ok(&["mkdir", "-p", "/x/y/z"]);
+    cli.ok(&["mkdir", "-p", "/x/y"]);
+    cli.ok(&["mkdir", "/x/w"]);
+    assert_eq!(cli.ok(&["ls", "/x"]), "w\ny\n");
+    cli.ok(&["mv", "/x/w", "/x/y"]);
+    assert_eq!(cli.ok(&["ls", "/x/y"]), "w\nz\n");
+    cli.ok(&["mv", "/x/y/w", "/x/v"]);
+    cli.ok(&["rmdir", "/x/v"]);
+    let tree = cli.ok(&["tree", "/x"]);
+    assert_eq!(tree, "/x\n└── y/\n    └── z/\n\n2 directories, 0 files\n");
+    let stat = cli.ok(&["stat", "/x/y"]);
+    assert!(stat.contains("type:   dir"), "{stat}");
+    assert!(stat.contains("(inherited)"), "{stat}");
+}
+
+fn files(cli: &Cli) {
+    cli.ok_with_input(&["write", "/x/f"], b"one");
+    cli.ok_with_input(&["write", "/x/f"], b"two!");
+    assert_eq!(cli.ok(&["cat", "/x/f"]), "two!");
+    let long = cli.ok(&["ls", "-l", "/x/f"]);
+    assert!(long.starts_with("file  4  "), "{long}");
+    cli.ok(&["rm", "/x/f"]);
+    let versions = cli.ok(&["ls", "--snapshots", "/x"]);
+    let states: Vec<&str> = versions
+        .lines()
+        .filter(|l| l.ends_with(" f"))
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(states, ["snapshot", "snapshot", "deleted"], "{versions}");
+    let big = vec![b'x'; 300_000];
+    let out = cli.run_with_input(&["write", "/x/big"], &big);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+fn policies(cli: &Cli) {
+    let out = cli.ok(&[
+        "policy",
+        "set",
+        "/x",
+        "--snapshot-delete-after",
+        "12h",
+        "--stripe-size",
+        "64K",
+    ]);
+    assert!(
+        out.contains("delete-after=12h keep-versions=all  (set here)"),
+        "{out}"
+    );
+    let out = cli.ok(&["policy", "get", "/x/y"]);
+    assert!(out.contains("stripe    64K"), "{out}");
+    cli.ok(&["policy", "set", "/x", "--inherit", "stripe"]);
+    let out = cli.ok(&["policy", "get", "/x"]);
+    assert!(out.contains("stripe    1M"), "{out}");
+}
+
+fn errors(cli: &Cli) {
+    assert_eq!(
+        cli.fails(&["ls", "/nope"]),
+        "eggscli: ls /nope: no such name"
+    );
+    assert_eq!(
+        cli.fails(&["rmdir", "/x"]),
+        "eggscli: rmdir /x: directory not empty"
+    );
+    assert_eq!(cli.fails(&["cat", "/x"]), "eggscli: cat /x: is a directory");
+    assert_eq!(cli.fails(&["rm", "/x"]), "eggscli: rm /x: is a directory");
+    assert_eq!(
+        cli.fails(&["mkdir", "/x"]),
+        "eggscli: mkdir /x: name already exists"
+    );
+    let usage = cli.run_with_input(&["mkdir"], b"");
+    assert_eq!(usage.status.code(), Some(2));
+}

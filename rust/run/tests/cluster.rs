@@ -1,0 +1,159 @@
+//! The cluster library against the real server binaries, which must be built first
+//! (`cargo xtask test` does: `cargo build --workspace --bins`).
+
+use eggs_run::{ChildEvent, Cluster, ClusterConfig, RunError};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const REGISTER: Duration = Duration::from_secs(30);
+
+/// A fresh data directory, removed when the test passes.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("eggs-run-it-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        TempDir(d)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn start(dir: &TempDir, shard_processes: usize) -> Cluster {
+    let mut cfg = ClusterConfig::new(&dir.0);
+    cfg.shard_processes = shard_processes;
+    let cluster = Cluster::start(cfg).await.expect("starting the cluster");
+    cluster
+        .wait_registered(REGISTER)
+        .await
+        .expect("waiting for registration");
+    cluster
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has a /proc entry; its state letter is Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn start_use_restart_and_stop() {
+    let dir = TempDir::new("basic");
+    let mut cluster = start(&dir, 2).await;
+    let names: Vec<String> = cluster.processes().into_iter().map(|p| p.0).collect();
+    assert_eq!(names, ["shuckle", "shard-0", "shard-1", "cdc"]);
+    assert!(cluster.log_path("shard-1").is_file());
+
+    let client = cluster.client().await.unwrap();
+    client.mkdir_p("/a/b").await.unwrap();
+    client.write_small_file("/a/b/f", b"hello").await.unwrap();
+
+    for name in ["shard-0", "cdc", "shuckle"] {
+        let (_, old_pid) = cluster
+            .processes()
+            .into_iter()
+            .find(|p| p.0 == name)
+            .unwrap();
+        cluster.kill(name, libc::SIGKILL).unwrap();
+        cluster.restart(name).await.unwrap();
+        let (_, new_pid) = cluster
+            .processes()
+            .into_iter()
+            .find(|p| p.0 == name)
+            .unwrap();
+        assert_ne!(old_pid, new_pid);
+        cluster.wait_registered(REGISTER).await.unwrap();
+    }
+    let client = cluster.client().await.unwrap();
+    let id = client.resolve("/a/b/f").await.unwrap();
+    assert_eq!(client.read_file(id).await.unwrap(), b"hello");
+    client.mkdir("/a/c").await.unwrap();
+
+    let pids: Vec<u32> = cluster.processes().into_iter().map(|p| p.1).collect();
+    cluster
+        .stop()
+        .await
+        .expect("every server stops cleanly on SIGTERM");
+    assert!(pids.iter().all(|&p| !alive(p)));
+}
+
+#[tokio::test]
+async fn data_survives_a_second_start() {
+    let dir = TempDir::new("persist");
+    let cluster = start(&dir, 1).await;
+    let client = cluster.client().await.unwrap();
+    client.mkdir_p("/kept/here").await.unwrap();
+    drop(client);
+    cluster.stop().await.unwrap();
+
+    let cluster = start(&dir, 1).await;
+    let client = cluster.client().await.unwrap();
+    assert!(client.resolve("/kept/here").await.unwrap().is_dir());
+    drop(client);
+    // Another split of the shards over processes would lose track of their data.
+    let mut cfg = ClusterConfig::new(&dir.0);
+    cfg.shard_processes = 3;
+    cluster.stop().await.unwrap();
+    assert!(matches!(
+        Cluster::start(cfg).await,
+        Err(RunError::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn supervise_restarts_a_dead_child() {
+    let dir = TempDir::new("supervise");
+    let mut cluster = start(&dir, 1).await;
+    cluster.kill("shard-0", libc::SIGKILL).unwrap();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !events
+        .iter()
+        .any(|e| matches!(e, ChildEvent::Restarted { .. }))
+    {
+        assert!(Instant::now() < deadline, "no restart: {events:?}");
+        events.extend(cluster.supervise());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(matches!(&events[0], ChildEvent::Exited { name, .. } if name == "shard-0"));
+    cluster.wait_registered(REGISTER).await.unwrap();
+    let client = cluster.client().await.unwrap();
+    client.mkdir("/after-restart").await.unwrap();
+    drop(client);
+    cluster.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn drop_kills_children_and_the_lock_is_exclusive() {
+    let dir = TempDir::new("drop");
+    let cluster = start(&dir, 1).await;
+    assert!(matches!(
+        Cluster::start(ClusterConfig::new(&dir.0)).await,
+        Err(RunError::DirInUse { .. })
+    ));
+    let pids: Vec<u32> = cluster.processes().into_iter().map(|p| p.1).collect();
+    drop(cluster);
+    assert!(pids.iter().all(|&p| !alive(p)));
+}
+
+#[tokio::test]
+async fn a_dead_child_fails_wait_registered_with_its_log() {
+    let dir = TempDir::new("dead");
+    let mut cluster = Cluster::start(ClusterConfig::new(&dir.0)).await.unwrap();
+    cluster.kill("cdc", libc::SIGKILL).unwrap();
+    match cluster.wait_registered(REGISTER).await {
+        Err(RunError::ChildExited { name, status, .. }) => {
+            assert_eq!(name, "cdc");
+            assert_eq!(status, "killed by SIGKILL");
+        }
+        other => panic!("expected ChildExited, got {other:?}"),
+    }
+}
