@@ -31,6 +31,14 @@ pub async fn start_cluster(name: &str, shard_processes: usize) -> (Cluster, Arc<
     (cluster, Arc::new(client))
 }
 
+/// Stops the cluster cleanly (failing the test if a process had to be killed) and removes its
+/// data directory.
+pub async fn finish(cluster: Cluster) {
+    let dir = cluster.dir().to_path_buf();
+    cluster.stop().await.expect("cluster stops cleanly");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Latency samples in microseconds.
 #[derive(Default, Clone)]
 pub struct Latencies {

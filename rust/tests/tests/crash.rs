@@ -123,7 +123,7 @@ async fn kill9_during_cross_directory_renames_loses_nothing() {
             }
         }
     }
-    cluster.stop().await.unwrap();
+    eggs_tests::finish(cluster).await;
 }
 
 /// Finds the directory currently holding `name`, and its edge's creation time.

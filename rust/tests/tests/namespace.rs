@@ -111,7 +111,7 @@ async fn namespace_operations_end_to_end() {
     let eff = c.effective_directory_info(deep).await.unwrap();
     assert_eq!(eff.stripe.unwrap().target_stripe_size, 65536);
     assert_eq!(eff.snapshot, DirectoryInfo::root_default().snapshot);
-    cluster.stop().await.unwrap();
+    eggs_tests::finish(cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +140,7 @@ async fn state_survives_a_full_restart() {
     // New directories after a restart get fresh ids.
     let d = c.mkdir("/keep/new").await.unwrap();
     assert_ne!(d, c.resolve("/keep/me").await.unwrap());
-    cluster.stop().await.unwrap();
+    eggs_tests::finish(cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +187,7 @@ async fn concurrent_renames_keep_every_file_exactly_once() {
     for (n, id, at, _) in expected {
         assert_eq!(seen[&n.to_string()], (at, id));
     }
-    cluster.stop().await.unwrap();
+    eggs_tests::finish(cluster).await;
 }
 
 async fn futures_dirs(c: &Arc<Client>, n: usize) -> Vec<InodeId> {
@@ -229,7 +229,7 @@ async fn garbage_datagrams_and_frames_do_not_disturb_servers() {
     c.mkdir("/after").await.unwrap();
     c.rename("/before", "/after/before").await.unwrap();
     assert_eq!(names(&c, "/").await, ["after"]);
-    cluster.stop().await.unwrap();
+    eggs_tests::finish(cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -291,5 +291,5 @@ async fn eggscli_commands() {
     assert!(stderr.contains("no such name"), "{stderr}");
     ok(run(&["rm", "/p/hello.txt"], None));
     ok(run(&["rmdir", "/p/q"], None));
-    cluster.stop().await.unwrap();
+    eggs_tests::finish(cluster).await;
 }
