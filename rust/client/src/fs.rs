@@ -596,7 +596,12 @@ impl Client {
                 )
                 .await?;
             for span in r.spans {
-                let shard::SpanBody::Inline(data) = span.body;
+                let shard::SpanBody::Inline(data) = span.body else {
+                    return Err(ClientError::BadResponse {
+                        what: format!("reading {file_id}"),
+                        why: "block spans are read by the data path, not read_file".into(),
+                    });
+                };
                 if span.byte_offset != out.len() as u64 || crc32c::crc32c(&data) != span.crc {
                     return Err(ClientError::BadResponse {
                         what: format!("reading {file_id}"),

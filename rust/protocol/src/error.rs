@@ -69,6 +69,7 @@ eggs_errors! {
     BlockServiceReadOnly = 54: "block service does not accept writes",
     NotEnoughBlockServices = 55: "not enough block services in distinct failure domains",
     BlockIoError = 56: "block service I/O error",
+    SpanNotCertified = 57: "the file has a span whose blocks are not certified yet",
 }
 
 impl Encode for EggsError {

@@ -2,8 +2,11 @@
 //! "CDC only", which implement the steps of cross-directory transactions.
 
 use crate::codec::{messages, Message};
-use crate::policy::DirectoryInfo;
-use crate::{EggsError, EggsTime, InodeId, InodeType, Name, RequestHeader, ShardId};
+use crate::policy::{DirectoryInfo, Parity, StorageClass};
+use crate::{
+    Addr, BlockId, BlockServiceId, EggsError, EggsTime, InodeId, InodeType, Name, RequestHeader,
+    ShardId,
+};
 use bincode::{Decode, Encode};
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode)]
@@ -48,6 +51,9 @@ messages! { ShardReq, ShardResp;
     SetDirectoryOwner(SetDirectoryOwnerReq) -> SetDirectoryOwnerResp,
     RemoveDirectoryOwner(RemoveDirectoryOwnerReq) -> RemoveDirectoryOwnerResp,
     RemoveDirectoryInode(RemoveDirectoryInodeReq) -> RemoveDirectoryInodeResp,
+    AddSpanInitiate(AddSpanInitiateReq) -> AddSpanInitiateResp,
+    AddSpanCertify(AddSpanCertifyReq) -> AddSpanCertifyResp,
+    RemoveSpan(RemoveSpanReq) -> RemoveSpanResp,
 }
 
 impl ShardReq {
@@ -258,6 +264,32 @@ pub struct FileSpansReq {
 #[derive(Clone, PartialEq, Debug, Encode, Decode)]
 pub enum SpanBody {
     Inline(Vec<u8>),
+    Blocks(BlocksSpan),
+}
+
+/// A span stored as `parity.data` data blocks plus `parity.parity` parity blocks. Each block
+/// is `stripes * cell_size` bytes: stripe `s` of the span is cell `s` of every block, and the
+/// parity cells of a stripe are the Reed-Solomon code of its data cells (copies when
+/// `parity.data == 1`). The span's logical bytes are the data cells in stripe order, cut at
+/// `FetchedSpan::size` (the rest is zero padding).
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct BlocksSpan {
+    pub parity: Parity,
+    pub storage_class: StorageClass,
+    pub stripes: u8,
+    pub cell_size: u32,
+    /// Data blocks first, then parity blocks.
+    pub blocks: Vec<FetchedBlock>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct FetchedBlock {
+    pub block_service_id: BlockServiceId,
+    /// Where the block service was last registered.
+    pub addr: Addr,
+    pub block_id: BlockId,
+    /// CRC32C of the whole block.
+    pub crc: u32,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode)]
@@ -369,3 +401,67 @@ pub struct RemoveDirectoryInodeReq {
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode)]
 pub struct RemoveDirectoryInodeResp {}
+
+/// Starts a span stored in blocks at the end of a transient file: the shard picks
+/// `parity.data + parity.parity` block services of `storage_class` in distinct failure domains
+/// (avoiding `blacklist`) and returns a write certificate for each block.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct AddSpanInitiateReq {
+    pub file_id: InodeId,
+    pub cookie: u64,
+    pub byte_offset: u64,
+    /// Logical bytes in the span.
+    pub size: u32,
+    /// CRC32C of the span's logical bytes.
+    pub crc: u32,
+    pub storage_class: StorageClass,
+    pub parity: Parity,
+    pub stripes: u8,
+    pub cell_size: u32,
+    /// CRC32C of each block, data blocks first.
+    pub block_crcs: Vec<u32>,
+    /// Block services not to use (e.g. ones that just failed for this client).
+    pub blacklist: Vec<BlockServiceId>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct BlockWriteTarget {
+    pub block_service_id: BlockServiceId,
+    pub addr: Addr,
+    pub block_id: BlockId,
+    pub certificate: [u8; 8],
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct AddSpanInitiateResp {
+    /// One per block, in the request's block order.
+    pub blocks: Vec<BlockWriteTarget>,
+}
+
+/// Completes the span started at `byte_offset` with the block services' write proofs.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct AddSpanCertifyReq {
+    pub file_id: InodeId,
+    pub cookie: u64,
+    pub byte_offset: u64,
+    /// One per block, in block order.
+    pub proofs: Vec<[u8; 8]>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct AddSpanCertifyResp {}
+
+/// Removes the last span of a transient file (to undo a span whose blocks could not be
+/// written). Returns the blocks it had, each with an erase certificate, so that they can be
+/// erased right away (GC erases whatever is left).
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveSpanReq {
+    pub file_id: InodeId,
+    pub cookie: u64,
+    pub byte_offset: u64,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveSpanResp {
+    pub blocks: Vec<BlockWriteTarget>,
+}

@@ -33,6 +33,7 @@ messages! { ShuckleReq, ShuckleResp;
     Cdc(CdcReq) -> CdcResp,
     BlockServices(BlockServicesReq) -> BlockServicesResp,
     SetBlockServiceFlags(SetBlockServiceFlagsReq) -> SetBlockServiceFlagsResp,
+    ShardBlockServices(ShardBlockServicesReq) -> ShardBlockServicesResp,
 }
 
 /// Registers (or refreshes, as a heartbeat) the address serving `shards`.
@@ -145,3 +146,20 @@ pub struct SetBlockServiceFlagsReq {
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode)]
 pub struct SetBlockServiceFlagsResp {}
+
+/// For shards only: every block service with its secret key, which shards need to sign block
+/// writes and erasures and to check proofs. (Like TernFS, this trusts the network the cluster
+/// runs on; it is not for clients.)
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ShardBlockServicesReq {}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct BlockServiceWithKey {
+    pub info: BlockServiceInfo,
+    pub secret_key: [u8; 16],
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ShardBlockServicesResp {
+    pub services: Vec<BlockServiceWithKey>,
+}

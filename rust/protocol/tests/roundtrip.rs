@@ -203,15 +203,96 @@ fn edge() -> impl Strategy<Value = Edge> {
     )
 }
 
+fn fetched_block() -> impl Strategy<Value = FetchedBlock> {
+    (block_service_id(), addr(), block_id(), any::<u32>()).prop_map(
+        |(block_service_id, addr, block_id, crc)| FetchedBlock {
+            block_service_id,
+            addr,
+            block_id,
+            crc,
+        },
+    )
+}
+
+fn blocks_span() -> impl Strategy<Value = BlocksSpan> {
+    (
+        parity(),
+        storage_class(),
+        any::<u8>(),
+        any::<u32>(),
+        vec(fetched_block(), 0..6),
+    )
+        .prop_map(
+            |(parity, storage_class, stripes, cell_size, blocks)| BlocksSpan {
+                parity,
+                storage_class,
+                stripes,
+                cell_size,
+                blocks,
+            },
+        )
+}
+
+fn span_body() -> impl Strategy<Value = SpanBody> {
+    prop_oneof![
+        bytes(64).prop_map(SpanBody::Inline),
+        blocks_span().prop_map(SpanBody::Blocks),
+    ]
+}
+
 fn fetched_span() -> impl Strategy<Value = FetchedSpan> {
-    (any::<u64>(), any::<u32>(), any::<u32>(), bytes(64)).prop_map(
-        |(byte_offset, size, crc, data)| FetchedSpan {
+    (any::<u64>(), any::<u32>(), any::<u32>(), span_body()).prop_map(
+        |(byte_offset, size, crc, body)| FetchedSpan {
             byte_offset,
             size,
             crc,
-            body: SpanBody::Inline(data),
+            body,
         },
     )
+}
+
+fn block_write_target() -> impl Strategy<Value = BlockWriteTarget> {
+    (block_service_id(), addr(), block_id(), any::<[u8; 8]>()).prop_map(
+        |(block_service_id, addr, block_id, certificate)| BlockWriteTarget {
+            block_service_id,
+            addr,
+            block_id,
+            certificate,
+        },
+    )
+}
+
+fn add_span_initiate_req() -> impl Strategy<Value = AddSpanInitiateReq> {
+    (
+        (
+            inode_id(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>(),
+        ),
+        (storage_class(), parity(), any::<u8>(), any::<u32>()),
+        (vec(any::<u32>(), 0..20), vec(block_service_id(), 0..4)),
+    )
+        .prop_map(
+            |(
+                (file_id, cookie, byte_offset, size, crc),
+                (storage_class, parity, stripes, cell_size),
+                (block_crcs, blacklist),
+            )| AddSpanInitiateReq {
+                file_id,
+                cookie,
+                byte_offset,
+                size,
+                crc,
+                storage_class,
+                parity,
+                stripes,
+                cell_size,
+                block_crcs,
+                blacklist,
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,6 +410,28 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
         (inode_id(), inode_id()).prop_map(|(id, owner_id)| {
             ShardReq::RemoveDirectoryInode(RemoveDirectoryInodeReq { id, owner_id })
         }),
+        add_span_initiate_req().prop_map(ShardReq::AddSpanInitiate),
+        (
+            inode_id(),
+            any::<u64>(),
+            any::<u64>(),
+            vec(any::<[u8; 8]>(), 0..20)
+        )
+            .prop_map(|(file_id, cookie, byte_offset, proofs)| {
+                ShardReq::AddSpanCertify(AddSpanCertifyReq {
+                    file_id,
+                    cookie,
+                    byte_offset,
+                    proofs,
+                })
+            }),
+        (inode_id(), any::<u64>(), any::<u64>()).prop_map(|(file_id, cookie, byte_offset)| {
+            ShardReq::RemoveSpan(RemoveSpanReq {
+                file_id,
+                cookie,
+                byte_offset,
+            })
+        }),
     ]
 }
 
@@ -389,6 +492,11 @@ fn shard_resp() -> impl Strategy<Value = ShardResp> {
         Just(ShardResp::SetDirectoryOwner(SetDirectoryOwnerResp {})),
         Just(ShardResp::RemoveDirectoryOwner(RemoveDirectoryOwnerResp {})),
         Just(ShardResp::RemoveDirectoryInode(RemoveDirectoryInodeResp {})),
+        vec(block_write_target(), 0..20)
+            .prop_map(|blocks| ShardResp::AddSpanInitiate(AddSpanInitiateResp { blocks })),
+        Just(ShardResp::AddSpanCertify(AddSpanCertifyResp {})),
+        vec(block_write_target(), 0..20)
+            .prop_map(|blocks| ShardResp::RemoveSpan(RemoveSpanResp { blocks })),
     ]
 }
 
@@ -597,6 +705,7 @@ fn shuckle_req() -> impl Strategy<Value = shuckle::ShuckleReq> {
         (block_service_id(), any::<u8>(), any::<u8>()).prop_map(|(id, flags, mask)| {
             ShuckleReq::SetBlockServiceFlags(SetBlockServiceFlagsReq { id, flags, mask })
         }),
+        Just(ShuckleReq::ShardBlockServices(ShardBlockServicesReq {})),
     ]
 }
 
@@ -621,6 +730,14 @@ fn shuckle_resp() -> impl Strategy<Value = shuckle::ShuckleResp> {
         Just(ShuckleResp::SetBlockServiceFlags(
             SetBlockServiceFlagsResp {}
         )),
+        vec(
+            (block_service_info(), any::<[u8; 16]>())
+                .prop_map(|(info, secret_key)| BlockServiceWithKey { info, secret_key }),
+            0..4
+        )
+        .prop_map(|services| {
+            ShuckleResp::ShardBlockServices(ShardBlockServicesResp { services })
+        }),
     ]
 }
 
@@ -742,7 +859,10 @@ mod exhaustive {
             | UnlockCurrentEdge(_)
             | SetDirectoryOwner(_)
             | RemoveDirectoryOwner(_)
-            | RemoveDirectoryInode(_) => r.kind(),
+            | RemoveDirectoryInode(_)
+            | AddSpanInitiate(_)
+            | AddSpanCertify(_)
+            | RemoveSpan(_) => r.kind(),
         }
     }
 
@@ -762,7 +882,8 @@ mod exhaustive {
             | Shards(_)
             | Cdc(_)
             | BlockServices(_)
-            | SetBlockServiceFlags(_) => r.kind(),
+            | SetBlockServiceFlags(_)
+            | ShardBlockServices(_) => r.kind(),
         }
     }
 

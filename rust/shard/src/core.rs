@@ -4,11 +4,12 @@ use crate::error::ShardError;
 use crate::keys;
 use crate::kv::{Changes, Kv};
 use crate::values::{
-    self, CurrentEdgeBody, DedupBody, DirectoryBody, FileBody, SnapshotEdgeBody, SpanValue,
-    TransientFileBody,
+    self, CurrentEdgeBody, DedupBody, DirectoryBody, FileBody, SnapshotEdgeBody, SpanStorage,
+    SpanValue, TransientFileBody,
 };
 use eggs_protocol::policy::DirectoryInfo;
 use eggs_protocol::shard::*;
+use eggs_protocol::shuckle::BlockServiceWithKey;
 use eggs_protocol::{codec, EggsError, EggsTime, InodeId, InodeType, Name, ShardId};
 use eggs_protocol::{MAX_INLINE_SPAN, MAX_UDP_MTU, NUM_SHARDS};
 
@@ -18,6 +19,9 @@ pub struct ShardOptions {
     pub transient_deadline_ns: u64,
     /// How long applied requests are remembered for deduplicating retries.
     pub dedup_keep_ns: u64,
+    /// Seeds the random choices (cookies, block placement); `None` uses entropy. Fixed in
+    /// simulations so that a run can be replayed.
+    pub seed: Option<u64>,
 }
 
 impl Default for ShardOptions {
@@ -25,6 +29,7 @@ impl Default for ShardOptions {
         ShardOptions {
             transient_deadline_ns: 3600 * 1_000_000_000,
             dedup_keep_ns: 10 * 60 * 1_000_000_000,
+            seed: None,
         }
     }
 }
@@ -63,9 +68,13 @@ impl Tx {
 
 pub struct ShardCore<K: Kv> {
     kv: K,
+    /// Block services as last heard from shuckle, with their keys.
+    block_services: std::collections::HashMap<eggs_protocol::BlockServiceId, BlockServiceWithKey>,
+    rng: rand::rngs::StdRng,
     served: [bool; NUM_SHARDS],
     last_time: Vec<u64>,
     next_file_counter: Vec<u64>,
+    next_block_counter: Vec<u64>,
     opts: ShardOptions,
 }
 
@@ -79,9 +88,15 @@ impl<K: Kv> ShardCore<K> {
     ) -> Result<ShardCore<K>, ShardError> {
         let mut core = ShardCore {
             kv,
+            block_services: Default::default(),
+            rng: match opts.seed {
+                Some(seed) => rand::SeedableRng::seed_from_u64(seed),
+                None => rand::SeedableRng::from_entropy(),
+            },
             served: [false; NUM_SHARDS],
             last_time: vec![0; NUM_SHARDS],
             next_file_counter: vec![1; NUM_SHARDS],
+            next_block_counter: vec![1; NUM_SHARDS],
             opts,
         };
         for &s in served {
@@ -89,6 +104,8 @@ impl<K: Kv> ShardCore<K> {
             core.last_time[s.0 as usize] = core.meta(s, keys::META_LAST_TIME)?.unwrap_or(0);
             core.next_file_counter[s.0 as usize] =
                 core.meta(s, keys::META_NEXT_FILE_COUNTER)?.unwrap_or(1);
+            core.next_block_counter[s.0 as usize] =
+                core.meta(s, keys::META_NEXT_BLOCK_COUNTER)?.unwrap_or(1);
         }
         if core.served[0] && core.kv.get(&keys::dir(InodeId::ROOT))?.is_none() {
             let mut tx = core.begin(ShardId(0), now);
@@ -107,6 +124,11 @@ impl<K: Kv> ShardCore<K> {
 
     pub fn kv(&self) -> &K {
         &self.kv
+    }
+
+    /// Replaces the known block services (the server refreshes them from shuckle).
+    pub fn set_block_services(&mut self, services: Vec<BlockServiceWithKey>) {
+        self.block_services = services.into_iter().map(|s| (s.info.id, s)).collect();
     }
 
     fn meta(&self, shard: ShardId, field: u8) -> Result<Option<u64>, ShardError> {
@@ -455,7 +477,10 @@ impl<K: Kv> ShardCore<K> {
             if off + s.size as u64 <= r.byte_offset {
                 return true;
             }
-            let cost = 40 + s.inline.len();
+            let cost = match &s.storage {
+                SpanStorage::Inline(d) => 40 + d.len(),
+                SpanStorage::Blocks(b) => 60 + 26 * b.blocks.len(),
+            };
             if cost > budget && !spans.is_empty() {
                 next_offset = Some(off);
                 return false;
@@ -465,7 +490,7 @@ impl<K: Kv> ShardCore<K> {
                 byte_offset: off,
                 size: s.size,
                 crc: s.crc,
-                body: SpanBody::Inline(s.inline),
+                body: self.span_body(s.storage),
             });
             true
         })?;
@@ -473,6 +498,33 @@ impl<K: Kv> ShardCore<K> {
             return Err(corrupt(k, "bad span").into());
         }
         Ok(FileSpansResp { next_offset, spans })
+    }
+
+    /// What readers need of a stored span: for blocks, where each block service is.
+    fn span_body(&self, storage: SpanStorage) -> SpanBody {
+        match storage {
+            SpanStorage::Inline(d) => SpanBody::Inline(d),
+            SpanStorage::Blocks(b) => SpanBody::Blocks(BlocksSpan {
+                parity: b.parity,
+                storage_class: b.storage_class,
+                stripes: b.stripes,
+                cell_size: b.cell_size,
+                blocks: b
+                    .blocks
+                    .iter()
+                    .map(|blk| FetchedBlock {
+                        block_service_id: blk.block_service_id,
+                        addr: self
+                            .block_services
+                            .get(&blk.block_service_id)
+                            .map(|s| s.info.addr)
+                            .unwrap_or_default(),
+                        block_id: blk.block_id,
+                        crc: blk.crc,
+                    })
+                    .collect(),
+            }),
+        }
     }
 
     fn get_transient(&self, id: InodeId) -> R<TransientFileBody> {
@@ -535,6 +587,7 @@ fn decode_edge(prefix: &[u8], current: bool, k: &[u8], v: &[u8]) -> Option<Edge>
     }
 }
 
+mod spans;
 mod writes;
 
 #[cfg(test)]

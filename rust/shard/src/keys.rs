@@ -4,7 +4,7 @@
 //!
 //! | key                                              | value               |
 //! |--------------------------------------------------|---------------------|
-//! | shard, META, field                               | u64                 |
+//! | shard, META, field (1 file counter, 2 last time, 3 block counter) | u64 |
 //! | shard, DIR, dir id                               | `DirectoryBody`     |
 //! | shard, CURRENT, dir id, name hash, name, 0       | `CurrentEdgeBody`   |
 //! | shard, SNAPSHOT, dir id, name hash, name, 0, ctime | `SnapshotEdgeBody` |
@@ -29,6 +29,7 @@ pub const DEDUP: u8 = 7;
 
 pub const META_NEXT_FILE_COUNTER: u8 = 1;
 pub const META_LAST_TIME: u8 = 2;
+pub const META_NEXT_BLOCK_COUNTER: u8 = 3;
 
 pub fn meta(shard: ShardId, field: u8) -> Vec<u8> {
     vec![shard.0, META, field]

@@ -13,7 +13,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendErro
 use eggs_client::ShuckleClient;
 use eggs_common::db::DbConfig;
 use eggs_protocol::shard::{ShardRequest, ShardResponse};
-use eggs_protocol::shuckle::RegisterShardsReq;
+use eggs_protocol::shuckle::{BlockServiceWithKey, RegisterShardsReq, ShardBlockServicesReq};
 use eggs_protocol::{codec, Addr, EggsError, EggsTime, ShardId, MAX_UDP_MTU};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -43,9 +43,14 @@ const DEDUP_BYTES: u64 = 256 << 20;
 /// How often deduplication entries are expired.
 const DEDUP_EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
 
-struct Incoming {
-    from: SocketAddr,
-    req: ShardRequest,
+/// What the core thread works on, in arrival order.
+enum Work {
+    Request {
+        from: SocketAddr,
+        req: ShardRequest,
+    },
+    /// A fresh list of block services (with keys) from shuckle.
+    BlockServices(Vec<BlockServiceWithKey>),
 }
 
 pub struct ShardServer {
@@ -53,6 +58,7 @@ pub struct ShardServer {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    work: Sender<Work>,
 }
 
 impl ShardServer {
@@ -66,6 +72,7 @@ impl ShardServer {
             .map_err(|e| io("reading local address", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = bounded(QUEUE_LEN);
+        let work = tx.clone();
         let recv_socket = socket.try_clone().map_err(|e| io("cloning socket", e))?;
         let recv_stop = stop.clone();
         let receiver = std::thread::Builder::new()
@@ -87,6 +94,7 @@ impl ShardServer {
             local_addr,
             stop,
             threads: vec![receiver, worker],
+            work,
         })
     }
 
@@ -119,8 +127,10 @@ impl ShardServer {
                 tokio::time::sleep(Duration::from_millis(self.cfg.heartbeat_ms)).await;
             }
         };
+        let refresh = refresh_block_services(&shuckle, &self.work, self.cfg.heartbeat_ms);
         tokio::select! {
             _ = heartbeat => {}
+            _ = refresh => {}
             _ = shutdown => {}
         }
         self.shutdown();
@@ -163,7 +173,24 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket, ShardError> {
     Ok(s.into())
 }
 
-fn receive_loop(socket: UdpSocket, tx: Sender<Incoming>, stop: Arc<AtomicBool>) {
+/// Keeps the core's list of block services current (placement and certificates need it).
+async fn refresh_block_services(shuckle: &ShuckleClient, work: &Sender<Work>, interval_ms: u64) {
+    loop {
+        match shuckle.request(ShardBlockServicesReq {}).await {
+            // Blocking send: the list must not be lost to a full queue, and the queue drains
+            // quickly. It runs on the current-thread runtime that only does this and heartbeats.
+            Ok(r) => {
+                if work.send(Work::BlockServices(r.services)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!("fetching block services from shuckle: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+    }
+}
+
+fn receive_loop(socket: UdpSocket, tx: Sender<Work>, stop: Arc<AtomicBool>) {
     let mut buf = vec![0u8; MAX_UDP_MTU as usize + 1];
     while !stop.load(Ordering::Relaxed) {
         let (n, from) = match socket.recv_from(&mut buf) {
@@ -189,7 +216,7 @@ fn receive_loop(socket: UdpSocket, tx: Sender<Incoming>, stop: Arc<AtomicBool>) 
                 continue;
             }
         };
-        match tx.try_send(Incoming { from, req }) {
+        match tx.try_send(Work::Request { from, req }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => tracing::debug!("queue full, dropping request"),
             Err(TrySendError::Disconnected(_)) => return,
@@ -216,7 +243,7 @@ fn reject_malformed(socket: &UdpSocket, bytes: &[u8], from: SocketAddr) {
 fn worker_loop(
     mut core: ShardCore<RocksKv>,
     socket: UdpSocket,
-    rx: Receiver<Incoming>,
+    rx: Receiver<Work>,
     stop: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -259,18 +286,25 @@ fn worker_loop(
 
 fn handle_batch(
     core: &mut ShardCore<RocksKv>,
-    batch: &mut Vec<Incoming>,
+    batch: &mut Vec<Work>,
     replies: &mut Vec<(SocketAddr, Vec<u8>)>,
 ) -> Result<(), ShardError> {
     let mut wrote = false;
     for m in batch.drain(..) {
+        let (from, req) = match m {
+            Work::Request { from, req } => (from, req),
+            Work::BlockServices(list) => {
+                core.set_block_services(list);
+                continue;
+            }
+        };
         let now = EggsTime::now();
-        wrote |= m.req.body.is_write();
-        let resp = core.handle(&m.req, now)?;
+        wrote |= req.body.is_write();
+        let resp = core.handle(&req, now)?;
         if let Err(e) = &resp.result {
-            tracing::debug!("{} failed: {e}", m.req.body.kind());
+            tracing::debug!("{} failed: {e}", req.body.kind());
         }
-        replies.push((m.from, codec::encode(&resp)));
+        replies.push((from, codec::encode(&resp)));
     }
     // Reads in this batch may have seen this batch's writes: they wait for the sync too.
     if wrote {

@@ -2,8 +2,8 @@
 
 use crate::error::ShardError;
 use bincode::{Decode, Encode};
-use eggs_protocol::policy::DirectoryInfo;
-use eggs_protocol::{EggsTime, InodeId};
+use eggs_protocol::policy::{DirectoryInfo, Parity, StorageClass};
+use eggs_protocol::{BlockId, BlockServiceId, EggsTime, InodeId};
 
 fn cfg() -> impl bincode::config::Config {
     bincode::config::standard()
@@ -68,13 +68,39 @@ pub struct TransientFileBody {
     pub mtime: EggsTime,
     pub deadline: EggsTime,
     pub cookie: u64,
+    /// Offset of the last span while its blocks are not certified: nothing may follow it,
+    /// and the file cannot be linked.
+    pub uncertified_span: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct SpanValue {
     pub size: u32,
     pub crc: u32,
-    pub inline: Vec<u8>,
+    pub storage: SpanStorage,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub enum SpanStorage {
+    Inline(Vec<u8>),
+    Blocks(BlocksValue),
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct BlocksValue {
+    pub parity: Parity,
+    pub storage_class: StorageClass,
+    pub stripes: u8,
+    pub cell_size: u32,
+    pub blocks: Vec<BlockValue>,
+    pub certified: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct BlockValue {
+    pub block_service_id: BlockServiceId,
+    pub block_id: BlockId,
+    pub crc: u32,
 }
 
 /// The encoded response to a request already applied, replayed to retries.

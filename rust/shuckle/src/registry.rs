@@ -9,10 +9,10 @@
 use bincode::{Decode, Encode};
 use eggs_protocol::policy::StorageClass;
 use eggs_protocol::shuckle::{
-    flags, BlockServiceInfo, BlockServiceRegistration, BlockServicesResp, CdcResp,
-    RegisterBlockServicesReq, RegisterBlockServicesResp, RegisterCdcReq, RegisterCdcResp,
+    flags, BlockServiceInfo, BlockServiceRegistration, BlockServiceWithKey, BlockServicesResp,
+    CdcResp, RegisterBlockServicesReq, RegisterBlockServicesResp, RegisterCdcReq, RegisterCdcResp,
     RegisterShardsReq, RegisterShardsResp, SetBlockServiceFlagsReq, SetBlockServiceFlagsResp,
-    ShardInfo, ShardsResp, ShuckleReq, ShuckleResp,
+    ShardBlockServicesResp, ShardInfo, ShardsResp, ShuckleReq, ShuckleResp,
 };
 use eggs_protocol::{Addr, BlockServiceId, EggsError, EggsTime, ShardId, NUM_SHARDS};
 use std::collections::BTreeMap;
@@ -158,6 +158,7 @@ impl Registry {
             ShuckleReq::Cdc(_) => self.cdc(),
             ShuckleReq::BlockServices(_) => self.block_services(now),
             ShuckleReq::SetBlockServiceFlags(r) => self.set_flags(r),
+            ShuckleReq::ShardBlockServices(_) => self.shard_block_services(now),
         }
     }
 
@@ -264,6 +265,21 @@ impl Registry {
             .map(|r| r.info(self.is_stale(r.last_seen, now)))
             .collect();
         Outcome::answer(ShuckleResp::BlockServices(BlockServicesResp { services }))
+    }
+
+    /// The same list with secret keys, which shards need to sign certificates.
+    fn shard_block_services(&self, now: EggsTime) -> Outcome {
+        let services = self
+            .block_services
+            .values()
+            .map(|r| BlockServiceWithKey {
+                info: r.info(self.is_stale(r.last_seen, now)),
+                secret_key: r.secret_key.0,
+            })
+            .collect();
+        Outcome::answer(ShuckleResp::ShardBlockServices(ShardBlockServicesResp {
+            services,
+        }))
     }
 
     /// Stale when silent for strictly longer than the configured time. A `last_seen` in the

@@ -221,7 +221,9 @@ fn small_file_round_trip() {
             )
             .unwrap();
         for s in r.spans {
-            let SpanBody::Inline(d) = s.body;
+            let SpanBody::Inline(d) = s.body else {
+                panic!("inline span")
+            };
             assert_eq!(s.byte_offset as usize, read.len());
             read.extend(d);
         }
@@ -644,4 +646,236 @@ fn policies() {
         t.req(S0, SetDirectoryInfoReq { id: ROOT, info }),
         Err(EggsError::BadPolicy)
     );
+}
+
+mod spans {
+    use super::*;
+    use eggs_common::crypto;
+    use eggs_protocol::policy::{Parity, StorageClass};
+    use eggs_protocol::shuckle::{flags, BlockServiceInfo, BlockServiceWithKey};
+    use eggs_protocol::{Addr, BlockServiceId};
+
+    fn services(n: u64, domains: u64, flags_of: impl Fn(u64) -> u8) -> Vec<BlockServiceWithKey> {
+        (0..n)
+            .map(|i| BlockServiceWithKey {
+                info: BlockServiceInfo {
+                    id: BlockServiceId(100 + i),
+                    addr: Addr {
+                        ip: [127, 0, 0, 1],
+                        port: 2000 + i as u16,
+                    },
+                    storage_class: StorageClass::Flash,
+                    failure_domain: [(i % domains) as u8; 16],
+                    flags: flags_of(i),
+                    capacity_bytes: 1 << 30,
+                    available_bytes: 1 << 29,
+                    blocks: 0,
+                    path: String::new(),
+                    last_seen: EggsTime(1),
+                },
+                secret_key: [i as u8; 16],
+            })
+            .collect()
+    }
+
+    fn initiate(file: &ConstructFileResp, offset: u64) -> AddSpanInitiateReq {
+        AddSpanInitiateReq {
+            file_id: file.id,
+            cookie: file.cookie,
+            byte_offset: offset,
+            size: 5 * 4096,
+            crc: 1234,
+            storage_class: StorageClass::Flash,
+            parity: Parity { data: 4, parity: 2 },
+            stripes: 2,
+            cell_size: 4096,
+            block_crcs: vec![1, 2, 3, 4, 5, 6],
+            blacklist: vec![],
+        }
+    }
+
+    fn key_of(svcs: &[BlockServiceWithKey], id: BlockServiceId) -> [u8; 16] {
+        svcs.iter().find(|s| s.info.id == id).unwrap().secret_key
+    }
+
+    #[test]
+    fn span_lifecycle_with_certificates_and_proofs() {
+        let mut t = T::new();
+        let svcs = services(8, 8, |i| if i == 0 { flags::NO_WRITE } else { 0 });
+        t.core.set_block_services(svcs.clone());
+        let f = t
+            .req(
+                S0,
+                ConstructFileReq {
+                    typ: InodeType::File,
+                },
+            )
+            .unwrap();
+        let r = t.req(S0, initiate(&f, 0)).unwrap();
+        assert_eq!(r.blocks.len(), 6);
+        let mut domains: Vec<_> = r.blocks.iter().map(|b| b.block_service_id.0 % 8).collect();
+        domains.sort();
+        domains.dedup();
+        assert_eq!(domains.len(), 6, "distinct failure domains");
+        assert!(
+            r.blocks
+                .iter()
+                .all(|b| b.block_service_id != BlockServiceId(100)),
+            "NO_WRITE skipped"
+        );
+        for (i, b) in r.blocks.iter().enumerate() {
+            let key = key_of(&svcs, b.block_service_id);
+            let cert =
+                crypto::write_certificate(&key, b.block_service_id, b.block_id, i as u32 + 1, 8192);
+            assert_eq!(cert, b.certificate);
+        }
+        // Nothing may follow or link an uncertified span.
+        assert_eq!(
+            t.req(S0, initiate(&f, 5 * 4096)),
+            Err(EggsError::SpanNotCertified)
+        );
+        let link = LinkFileReq {
+            file_id: f.id,
+            cookie: f.cookie,
+            owner_id: ROOT,
+            name: n("big"),
+        };
+        assert_eq!(t.req(S0, link.clone()), Err(EggsError::SpanNotCertified));
+        let mut proofs: Vec<[u8; 8]> = r
+            .blocks
+            .iter()
+            .map(|b| {
+                crypto::write_proof(
+                    &key_of(&svcs, b.block_service_id),
+                    b.block_service_id,
+                    b.block_id,
+                )
+            })
+            .collect();
+        proofs[3][0] ^= 1;
+        let certify = |proofs: Vec<[u8; 8]>| AddSpanCertifyReq {
+            file_id: f.id,
+            cookie: f.cookie,
+            byte_offset: 0,
+            proofs,
+        };
+        assert_eq!(
+            t.req(S0, certify(proofs.clone())),
+            Err(EggsError::BadCertificate)
+        );
+        proofs[3][0] ^= 1;
+        t.req(S0, certify(proofs)).unwrap();
+        t.req(S0, link).unwrap();
+        assert_eq!(t.req(S0, StatFileReq { id: f.id }).unwrap().size, 5 * 4096);
+        let spans = t
+            .req(
+                S0,
+                FileSpansReq {
+                    file_id: f.id,
+                    byte_offset: 0,
+                    mtu: 1472,
+                },
+            )
+            .unwrap();
+        let SpanBody::Blocks(b) = &spans.spans[0].body else {
+            panic!("block span")
+        };
+        assert_eq!(b.blocks.len(), 6);
+        assert!(b.blocks.iter().all(|x| x.addr.port >= 2000));
+        assert_eq!(
+            b.blocks.iter().map(|x| x.crc).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
+    }
+
+    #[test]
+    fn placement_needs_enough_failure_domains() {
+        let mut t = T::new();
+        t.core.set_block_services(services(10, 5, |_| 0));
+        let f = t
+            .req(
+                S0,
+                ConstructFileReq {
+                    typ: InodeType::File,
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            t.req(S0, initiate(&f, 0)),
+            Err(EggsError::NotEnoughBlockServices)
+        );
+        let mut req = initiate(&f, 0);
+        req.parity = Parity { data: 3, parity: 2 };
+        req.block_crcs.pop();
+        req.size = 4 * 4096;
+        t.req(S0, req).unwrap();
+    }
+
+    #[test]
+    fn malformed_span_shapes_are_refused() {
+        let mut t = T::new();
+        t.core.set_block_services(services(8, 8, |_| 0));
+        let f = t
+            .req(
+                S0,
+                ConstructFileReq {
+                    typ: InodeType::File,
+                },
+            )
+            .unwrap();
+        let bad: Vec<Box<dyn Fn(&mut AddSpanInitiateReq)>> = vec![
+            Box::new(|r| r.block_crcs.pop().map(|_| ()).unwrap_or(())),
+            Box::new(|r| r.cell_size = 1000),
+            Box::new(|r| r.size = 9 * 4096),
+            Box::new(|r| r.size = 4096),
+            Box::new(|r| r.stripes = 0),
+            Box::new(|r| r.storage_class = StorageClass::Inline),
+        ];
+        for mutate in bad {
+            let mut r = initiate(&f, 0);
+            mutate(&mut r);
+            assert_eq!(t.req(S0, r), Err(EggsError::MalformedRequest));
+        }
+    }
+
+    #[test]
+    fn removing_the_last_span_returns_erase_certificates() {
+        let mut t = T::new();
+        let svcs = services(6, 6, |_| 0);
+        t.core.set_block_services(svcs.clone());
+        let f = t
+            .req(
+                S0,
+                ConstructFileReq {
+                    typ: InodeType::File,
+                },
+            )
+            .unwrap();
+        let r = t.req(S0, initiate(&f, 0)).unwrap();
+        let removed = t
+            .req(
+                S0,
+                RemoveSpanReq {
+                    file_id: f.id,
+                    cookie: f.cookie,
+                    byte_offset: 0,
+                },
+            )
+            .unwrap();
+        assert_eq!(removed.blocks.len(), 6);
+        for (a, b) in r.blocks.iter().zip(&removed.blocks) {
+            assert_eq!(a.block_id, b.block_id);
+            let key = key_of(&svcs, b.block_service_id);
+            assert_eq!(
+                b.certificate,
+                crypto::erase_certificate(&key, b.block_service_id, b.block_id)
+            );
+        }
+        assert_eq!(
+            t.req(S0, StatTransientFileReq { id: f.id }).unwrap().size,
+            0
+        );
+        // The file can be written again from the start.
+        t.req(S0, initiate(&f, 0)).unwrap();
+    }
 }

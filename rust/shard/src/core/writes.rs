@@ -5,7 +5,8 @@ use super::{Fail, ShardCore, Tx, R};
 use crate::keys;
 use crate::kv::Kv;
 use crate::values::{
-    CurrentEdgeBody, DirectoryBody, FileBody, SnapshotEdgeBody, SpanValue, TransientFileBody,
+    CurrentEdgeBody, DirectoryBody, FileBody, SnapshotEdgeBody, SpanStorage, SpanValue,
+    TransientFileBody,
 };
 use eggs_protocol::shard::*;
 use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, Name, ShardId, MAX_INLINE_SPAN};
@@ -50,6 +51,13 @@ impl<K: Kv> ShardCore<K> {
             ShardReq::RemoveDirectoryInode(r) => {
                 ShardResp::RemoveDirectoryInode(self.remove_dir_inode(shard, tx, r)?)
             }
+            ShardReq::AddSpanInitiate(r) => {
+                ShardResp::AddSpanInitiate(self.add_span_initiate(shard, tx, r)?)
+            }
+            ShardReq::AddSpanCertify(r) => {
+                ShardResp::AddSpanCertify(self.add_span_certify(shard, tx, r)?)
+            }
+            ShardReq::RemoveSpan(r) => ShardResp::RemoveSpan(self.remove_span(shard, tx, r)?),
             _ => return Err(EggsError::InternalError.into()),
         })
     }
@@ -240,12 +248,13 @@ impl<K: Kv> ShardCore<K> {
             mtime: tx.now,
             deadline: EggsTime(tx.now.0 + self.opts.transient_deadline_ns),
             cookie,
+            uncertified_span: None,
         };
         tx.put(keys::transient(id), &body);
         Ok(ConstructFileResp { id, cookie })
     }
 
-    fn transient_for_write(
+    pub(super) fn transient_for_write(
         &self,
         shard: ShardId,
         id: InodeId,
@@ -275,10 +284,13 @@ impl<K: Kv> ShardCore<K> {
         if r.byte_offset != t.size {
             return Err(EggsError::BadSpanOffset.into());
         }
+        if t.uncertified_span.is_some() {
+            return Err(EggsError::SpanNotCertified.into());
+        }
         let span = SpanValue {
             size: r.data.len() as u32,
             crc: r.crc,
-            inline: r.data.clone(),
+            storage: SpanStorage::Inline(r.data.clone()),
         };
         tx.put(keys::span(r.file_id, r.byte_offset), &span);
         t.size += r.data.len() as u64;
@@ -290,6 +302,9 @@ impl<K: Kv> ShardCore<K> {
 
     fn link_file(&mut self, shard: ShardId, tx: &mut Tx, r: &LinkFileReq) -> R<LinkFileResp> {
         let t = self.transient_for_write(shard, r.file_id, r.cookie)?;
+        if t.uncertified_span.is_some() {
+            return Err(EggsError::SpanNotCertified.into());
+        }
         let dir = self.get_live_dir(shard, r.owner_id)?;
         self.clear_for_new_edge(tx, r.owner_id, &r.name, r.file_id)?;
         tx.changes.delete(keys::transient(r.file_id));

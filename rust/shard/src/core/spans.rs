@@ -1,0 +1,250 @@
+//! Spans stored in blocks: placement on block services, certificates and proofs.
+
+use super::{ShardCore, Tx, R};
+use crate::keys;
+use crate::kv::Kv;
+use crate::values::{self, BlockValue, BlocksValue, SpanStorage, SpanValue, TransientFileBody};
+use eggs_common::crypto;
+use eggs_protocol::policy::{Parity, StorageClass};
+use eggs_protocol::shard::*;
+use eggs_protocol::shuckle::{flags, BlockServiceWithKey};
+use eggs_protocol::{BlockId, BlockServiceId, EggsError, EggsTime, InodeId, ShardId};
+use rand::Rng;
+
+/// Flags that keep a block service from getting new blocks.
+const NO_NEW_BLOCKS: u8 =
+    flags::NO_WRITE | flags::READ_ONLY | flags::DECOMMISSIONED | flags::STALE | flags::NO_READ;
+
+impl<K: Kv> ShardCore<K> {
+    pub(super) fn add_span_initiate(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &AddSpanInitiateReq,
+    ) -> R<AddSpanInitiateResp> {
+        let mut t = self.transient_for_write(shard, r.file_id, r.cookie)?;
+        if t.uncertified_span.is_some() {
+            return Err(EggsError::SpanNotCertified.into());
+        }
+        if r.byte_offset != t.size {
+            return Err(EggsError::BadSpanOffset.into());
+        }
+        let block_size = check_span_shape(r)?;
+        let chosen = self.place_blocks(r.storage_class, r.parity, &r.blacklist)?;
+        let mut targets = Vec::with_capacity(chosen.len());
+        let mut blocks = Vec::with_capacity(chosen.len());
+        for (service, &crc) in chosen.iter().zip(&r.block_crcs) {
+            let block_id = self.new_block_id(shard, tx);
+            let certificate = crypto::write_certificate(
+                &service.secret_key,
+                service.info.id,
+                block_id,
+                crc,
+                block_size,
+            );
+            targets.push(BlockWriteTarget {
+                block_service_id: service.info.id,
+                addr: service.info.addr,
+                block_id,
+                certificate,
+            });
+            blocks.push(BlockValue {
+                block_service_id: service.info.id,
+                block_id,
+                crc,
+            });
+        }
+        let span = SpanValue {
+            size: r.size,
+            crc: r.crc,
+            storage: SpanStorage::Blocks(BlocksValue {
+                parity: r.parity,
+                storage_class: r.storage_class,
+                stripes: r.stripes,
+                cell_size: r.cell_size,
+                blocks,
+                certified: false,
+            }),
+        };
+        tx.put(keys::span(r.file_id, r.byte_offset), &span);
+        t.size += r.size as u64;
+        t.uncertified_span = Some(r.byte_offset);
+        self.touch_transient(tx, r.file_id, t);
+        Ok(AddSpanInitiateResp { blocks: targets })
+    }
+
+    pub(super) fn add_span_certify(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &AddSpanCertifyReq,
+    ) -> R<AddSpanCertifyResp> {
+        let mut t = self.transient_for_write(shard, r.file_id, r.cookie)?;
+        let (key, mut span) = self.get_span(r.file_id, r.byte_offset)?;
+        let SpanStorage::Blocks(b) = &mut span.storage else {
+            return Err(EggsError::BadSpanOffset.into());
+        };
+        if b.certified {
+            return Ok(AddSpanCertifyResp {});
+        }
+        if r.proofs.len() != b.blocks.len() {
+            return Err(EggsError::BadCertificate.into());
+        }
+        for (blk, proof) in b.blocks.iter().zip(&r.proofs) {
+            let service = self.service(blk.block_service_id)?;
+            let expected =
+                crypto::write_proof(&service.secret_key, blk.block_service_id, blk.block_id);
+            if !crypto::verify(&expected, proof) {
+                return Err(EggsError::BadCertificate.into());
+            }
+        }
+        b.certified = true;
+        tx.put(key, &span);
+        t.uncertified_span = None;
+        self.touch_transient(tx, r.file_id, t);
+        Ok(AddSpanCertifyResp {})
+    }
+
+    pub(super) fn remove_span(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &RemoveSpanReq,
+    ) -> R<RemoveSpanResp> {
+        let mut t = self.transient_for_write(shard, r.file_id, r.cookie)?;
+        let (key, span) = self.get_span(r.file_id, r.byte_offset)?;
+        // Only the last span can go: files never have holes.
+        if r.byte_offset + span.size as u64 != t.size {
+            return Err(EggsError::BadSpanOffset.into());
+        }
+        let mut blocks = Vec::new();
+        if let SpanStorage::Blocks(b) = &span.storage {
+            for blk in &b.blocks {
+                // A service we no longer know cannot be asked to erase; GC will retry.
+                let Ok(service) = self.service(blk.block_service_id) else {
+                    continue;
+                };
+                blocks.push(BlockWriteTarget {
+                    block_service_id: blk.block_service_id,
+                    addr: service.info.addr,
+                    block_id: blk.block_id,
+                    certificate: crypto::erase_certificate(
+                        &service.secret_key,
+                        blk.block_service_id,
+                        blk.block_id,
+                    ),
+                });
+            }
+        }
+        tx.changes.delete(key);
+        t.size -= span.size as u64;
+        t.uncertified_span = None;
+        self.touch_transient(tx, r.file_id, t);
+        Ok(RemoveSpanResp { blocks })
+    }
+
+    fn touch_transient(&self, tx: &mut Tx, id: InodeId, mut t: TransientFileBody) {
+        t.mtime = tx.now;
+        t.deadline = EggsTime(tx.now.0 + self.opts.transient_deadline_ns);
+        tx.put(keys::transient(id), &t);
+    }
+
+    fn get_span(&self, file: InodeId, offset: u64) -> R<(Vec<u8>, SpanValue)> {
+        let key = keys::span(file, offset);
+        match self.kv.get(&key)? {
+            Some(v) => {
+                let span = values::decode(&key, &v)?;
+                Ok((key, span))
+            }
+            None => Err(EggsError::BadSpanOffset.into()),
+        }
+    }
+
+    fn service(&self, id: BlockServiceId) -> R<&BlockServiceWithKey> {
+        self.block_services
+            .get(&id)
+            .ok_or(EggsError::BlockServiceNotFound.into())
+    }
+
+    /// Block ids are unique across shards: a per-shard counter with the shard in the low byte.
+    fn new_block_id(&mut self, shard: ShardId, tx: &mut Tx) -> BlockId {
+        let counter = &mut self.next_block_counter[shard.0 as usize];
+        let id = BlockId((*counter << 8) | shard.0 as u64);
+        *counter += 1;
+        tx.changes.put(
+            keys::meta(shard, keys::META_NEXT_BLOCK_COUNTER),
+            counter.to_be_bytes().to_vec(),
+        );
+        id
+    }
+
+    /// Picks `data + parity` usable services of `class`, each in a different failure domain,
+    /// at random weighted by free space so that disks fill evenly.
+    fn place_blocks(
+        &mut self,
+        class: StorageClass,
+        parity: Parity,
+        blacklist: &[BlockServiceId],
+    ) -> R<Vec<BlockServiceWithKey>> {
+        let want = (parity.data + parity.parity) as usize;
+        let mut candidates: Vec<&BlockServiceWithKey> = self
+            .block_services
+            .values()
+            .filter(|s| {
+                s.info.storage_class == class
+                    && s.info.flags & NO_NEW_BLOCKS == 0
+                    && !blacklist.contains(&s.info.id)
+            })
+            .collect();
+        // Deterministic order before random choices, so a seeded run replays exactly.
+        candidates.sort_by_key(|s| s.info.id);
+        let mut chosen: Vec<BlockServiceWithKey> = Vec::with_capacity(want);
+        while chosen.len() < want {
+            candidates.retain(|c| {
+                !chosen
+                    .iter()
+                    .any(|s| s.info.failure_domain == c.info.failure_domain)
+            });
+            if candidates.is_empty() {
+                return Err(EggsError::NotEnoughBlockServices.into());
+            }
+            let weights: Vec<u64> = candidates
+                .iter()
+                .map(|c| c.info.available_bytes / 4096 + 1)
+                .collect();
+            let total: u64 = weights.iter().sum();
+            let mut pick = self.rng.gen_range(0..total);
+            let mut i = 0;
+            while pick >= weights[i] {
+                pick -= weights[i];
+                i += 1;
+            }
+            chosen.push(candidates[i].clone());
+        }
+        Ok(chosen)
+    }
+}
+
+/// Checks that the span's shape is consistent; returns the size of each block.
+fn check_span_shape(r: &AddSpanInitiateReq) -> R<u32> {
+    let bad = || EggsError::MalformedRequest.into();
+    if !r.parity.is_valid() || r.storage_class == StorageClass::Inline {
+        return Err(bad());
+    }
+    if r.block_crcs.len() != (r.parity.data + r.parity.parity) as usize {
+        return Err(bad());
+    }
+    if r.cell_size == 0 || r.cell_size % 4096 != 0 || r.stripes == 0 || r.size == 0 {
+        return Err(bad());
+    }
+    let block_size = (r.stripes as u64) * (r.cell_size as u64);
+    let capacity = block_size * r.parity.data as u64;
+    if block_size > u32::MAX as u64 || (r.size as u64) > capacity {
+        return Err(bad());
+    }
+    // The last stripe must hold data: no block is pure padding.
+    if (r.size as u64) <= capacity - (r.cell_size as u64) * (r.parity.data as u64) {
+        return Err(bad());
+    }
+    Ok(block_size as u32)
+}
