@@ -308,7 +308,13 @@ fn handle_batch(
     }
     // Reads in this batch may have seen this batch's writes: they wait for the sync too.
     if wrote {
+        let started = Instant::now();
         core.kv().sync()?;
+        tracing::trace!(
+            "batch of {} replies, WAL sync {} µs",
+            replies.len(),
+            started.elapsed().as_micros()
+        );
     }
     Ok(())
 }
