@@ -33,6 +33,8 @@ pub struct ShardServerConfig {
     pub heartbeat_ms: u64,
 }
 
+/// Most datagrams taken from the kernel per system call.
+const RECV_BATCH: usize = 64;
 /// Most requests handled between two WAL syncs.
 const MAX_BATCH: usize = 1024;
 /// Requests waiting for the worker; beyond this, datagrams are dropped and clients retry.
@@ -191,35 +193,33 @@ async fn refresh_block_services(shuckle: &ShuckleClient, work: &Sender<Work>, in
 }
 
 fn receive_loop(socket: UdpSocket, tx: Sender<Work>, stop: Arc<AtomicBool>) {
-    let mut buf = vec![0u8; MAX_UDP_MTU as usize + 1];
+    // One byte more than the largest valid datagram, so that oversized ones are noticed.
+    let mut bufs = vec![vec![0u8; MAX_UDP_MTU as usize + 1]; RECV_BATCH];
+    let mut got = Vec::with_capacity(RECV_BATCH);
     while !stop.load(Ordering::Relaxed) {
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(x) => x,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => {
+        if let Err(e) = eggs_common::udp::recv_batch(&socket, &mut bufs, &mut got) {
+            if !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) {
                 tracing::debug!("receive: {e}");
-                continue;
             }
-        };
-        let bytes = &buf[..n];
-        let req = match codec::decode::<ShardRequest>(bytes) {
-            Ok(req) if n <= MAX_UDP_MTU as usize => req,
-            Ok(_) | Err(_) => {
-                reject_malformed(&socket, bytes, from);
-                continue;
+            continue;
+        }
+        for (&(n, from), buf) in got.iter().zip(&bufs) {
+            let bytes = &buf[..n.min(buf.len())];
+            let req = match codec::decode::<ShardRequest>(bytes) {
+                Ok(req) if n <= MAX_UDP_MTU as usize => req,
+                Ok(_) | Err(_) => {
+                    reject_malformed(&socket, bytes, from);
+                    continue;
+                }
+            };
+            match tx.try_send(Work::Request { from, req }) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => tracing::debug!("queue full, dropping request"),
+                Err(TrySendError::Disconnected(_)) => return,
             }
-        };
-        match tx.try_send(Work::Request { from, req }) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => tracing::debug!("queue full, dropping request"),
-            Err(TrySendError::Disconnected(_)) => return,
         }
     }
 }
@@ -268,11 +268,8 @@ fn worker_loop(
             replies.clear();
             std::thread::sleep(Duration::from_millis(100));
         }
-        for (to, bytes) in replies.drain(..) {
-            if let Err(e) = socket.send_to(&bytes, to) {
-                tracing::debug!("reply to {to}: {e}");
-            }
-        }
+        eggs_common::udp::send_batch(&socket, &replies);
+        replies.clear();
         if last_expiry.elapsed() > DEDUP_EXPIRY_INTERVAL {
             last_expiry = Instant::now();
             match core.expire_dedup(EggsTime::now()) {
