@@ -168,21 +168,35 @@ fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<V
 }
 
 async fn receive_loop(socket: Arc<UdpSocket>, waiters: Waiters) {
-    let mut buf = vec![0u8; 65536];
+    // Replies come in bursts (servers send them in batches): take many per system call.
+    let mut bufs = vec![vec![0u8; MAX_UDP_MTU as usize + 1]; 32];
+    let mut got = Vec::with_capacity(bufs.len());
     loop {
-        let n = match socket.recv_from(&mut buf).await {
-            Ok((n, _)) => n,
-            Err(e) => {
-                // ICMP port-unreachable surfaces here on Linux; the retry loop handles it.
-                tracing::trace!("client UDP receive: {e}");
-                continue;
-            }
-        };
-        let Some(id) = peek_request_id(&buf[..n]) else {
+        if socket.readable().await.is_err() {
             continue;
-        };
-        if let Some(tx) = lock(&waiters).remove(&id) {
-            let _ = tx.send(buf[..n].to_vec());
+        }
+        let r = socket.try_io(tokio::io::Interest::READABLE, || {
+            eggs_common::udp::recv_batch(&*socket, &mut bufs, &mut got)
+        });
+        if let Err(e) = r {
+            // WouldBlock: spurious wake-up. Others (ICMP port unreachable surfaces here on
+            // Linux) are handled by the retry loop.
+            if e.kind() != std::io::ErrorKind::WouldBlock {
+                tracing::trace!("client UDP receive: {e}");
+            }
+            continue;
+        }
+        let mut waiters = lock(&waiters);
+        for (&(n, _), buf) in got.iter().zip(&bufs) {
+            let Some(bytes) = buf.get(..n) else {
+                continue; // longer than any valid response
+            };
+            let Some(id) = peek_request_id(bytes) else {
+                continue;
+            };
+            if let Some(tx) = waiters.remove(&id) {
+                let _ = tx.send(bytes.to_vec());
+            }
         }
     }
 }

@@ -4,14 +4,14 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 
 /// Receives up to `bufs.len()` datagrams, blocking (up to the socket's read timeout) only for
 /// the first. Fills `got` with `(length, sender)` for `bufs[0..got.len()]`. A datagram longer
 /// than its buffer is reported with its full length so that the caller can reject it.
 pub fn recv_batch(
-    sock: &UdpSocket,
+    sock: &impl AsRawFd,
     bufs: &mut [Vec<u8>],
     got: &mut Vec<(usize, SocketAddr)>,
 ) -> io::Result<()> {
@@ -66,7 +66,7 @@ pub fn recv_batch(
 /// Sends every `(address, bytes)` pair, as few system calls as possible. Datagrams that the
 /// kernel refuses (a full buffer, an unreachable address) are dropped: clients retry.
 /// Returns how many were handed to the kernel.
-pub fn send_batch(sock: &UdpSocket, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
+pub fn send_batch(sock: &impl AsRawFd, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
     let mut sent = 0;
     for chunk in msgs.chunks(MAX_BATCH) {
         sent += send_chunk(sock, chunk);
@@ -76,7 +76,7 @@ pub fn send_batch(sock: &UdpSocket, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
 
 const MAX_BATCH: usize = 256;
 
-fn send_chunk(sock: &UdpSocket, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
+fn send_chunk(sock: &impl AsRawFd, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
     let mut addrs: Vec<libc::sockaddr_in> = msgs.iter().map(|(a, _)| to_sockaddr(a)).collect();
     let mut iovs: Vec<libc::iovec> = msgs
         .iter()
@@ -142,6 +142,7 @@ fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::UdpSocket;
 
     #[test]
     fn batches_round_trip_over_loopback() {
