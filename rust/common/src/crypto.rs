@@ -65,7 +65,10 @@ pub fn erase_certificate(
     block_service_id: BlockServiceId,
     block_id: BlockId,
 ) -> [u8; 8] {
-    mac(key, &ids_message(ERASE_CERTIFICATE, block_service_id, block_id))
+    mac(
+        key,
+        &ids_message(ERASE_CERTIFICATE, block_service_id, block_id),
+    )
 }
 
 /// What a block service answers once the block is durably gone.
