@@ -1,5 +1,6 @@
 //! Path-level operations over shards and the CDC.
 
+use crate::blocks::{BlockClientOptions, BlockPool};
 use crate::error::{ClientError, Result};
 use crate::rpc::{RetryPolicy, UdpRpc};
 use crate::shuckle::ShuckleClient;
@@ -13,7 +14,7 @@ use eggs_protocol::{
     NUM_SHARDS,
 };
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -69,6 +70,8 @@ pub struct Client {
     opts: ClientOptions,
     addrs: Mutex<Addresses>,
     refresh: tokio::sync::Mutex<()>,
+    /// Connections to block services, for the data path (`write.rs`, `read.rs`).
+    blocks: Arc<BlockPool>,
 }
 
 /// Addresses are refreshed from shuckle at most this often when requests time out.
@@ -83,6 +86,7 @@ impl Client {
             opts,
             addrs: Mutex::new(Addresses::default()),
             refresh: tokio::sync::Mutex::new(()),
+            blocks: Arc::new(BlockPool::new(BlockClientOptions::default())),
         };
         client.refresh_addresses(true).await?;
         Ok(client)
@@ -90,6 +94,15 @@ impl Client {
 
     pub fn shuckle(&self) -> &ShuckleClient {
         &self.shuckle
+    }
+
+    pub fn options(&self) -> &ClientOptions {
+        &self.opts
+    }
+
+    /// The block-service connections of this client.
+    pub fn block_pool(&self) -> &Arc<BlockPool> {
+        &self.blocks
     }
 
     fn addrs(&self) -> std::sync::MutexGuard<'_, Addresses> {
@@ -521,8 +534,9 @@ impl Client {
         }
     }
 
-    /// Writes a small file whose contents are stored inline in the metadata, and links it at
-    /// `path` (replacing an existing file there). Larger files need block services.
+    /// Writes a file from memory and links it at `path` (replacing an existing file there).
+    /// Up to [`Client::MAX_SMALL_FILE`] bytes it is stored inline in the metadata (no block
+    /// services needed); larger files go through [`Client::write_file`].
     pub async fn write_small_file(&self, path: &str, data: &[u8]) -> Result<InodeId> {
         let (owner_id, name) = self.resolve_parent(path).await?;
         self.write_small_file_in(owner_id, &name, data)
@@ -530,7 +544,7 @@ impl Client {
             .map_err(|e| e.with_context(&format!("writing {path}")))
     }
 
-    /// Largest file [`Client::write_small_file`] accepts.
+    /// Largest file [`Client::write_small_file`] stores inline.
     pub const MAX_SMALL_FILE: usize = 64 * MAX_INLINE_SPAN;
 
     pub async fn write_small_file_in(
@@ -540,10 +554,7 @@ impl Client {
         data: &[u8],
     ) -> Result<InodeId> {
         if data.len() > Self::MAX_SMALL_FILE {
-            return Err(ClientError::Eggs {
-                what: format!("{} bytes is more than inline storage takes", data.len()),
-                err: EggsError::TooLarge,
-            });
+            return self.write_file_in(owner_id, name, data).await;
         }
         let shard = owner_id.shard();
         let f = self
@@ -580,41 +591,11 @@ impl Client {
         Ok(f.id)
     }
 
-    /// Reads a whole file, checking every span's CRC.
+    /// Reads a whole file, checking every span's CRC (see [`Client::read_file_to`]).
     pub async fn read_file(&self, file_id: InodeId) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        let mut offset = 0u64;
-        loop {
-            let r = self
-                .shard_request(
-                    file_id.shard(),
-                    shard::FileSpansReq {
-                        file_id,
-                        byte_offset: offset,
-                        mtu: self.opts.mtu,
-                    },
-                )
-                .await?;
-            for span in r.spans {
-                let shard::SpanBody::Inline(data) = span.body else {
-                    return Err(ClientError::BadResponse {
-                        what: format!("reading {file_id}"),
-                        why: "block spans are read by the data path, not read_file".into(),
-                    });
-                };
-                if span.byte_offset != out.len() as u64 || crc32c::crc32c(&data) != span.crc {
-                    return Err(ClientError::BadResponse {
-                        what: format!("reading {file_id}"),
-                        why: format!("span at {} is corrupt or misplaced", span.byte_offset),
-                    });
-                }
-                out.extend_from_slice(&data);
-            }
-            match r.next_offset {
-                Some(o) => offset = o,
-                None => return Ok(out),
-            }
-        }
+        self.read_file_to(file_id, &mut out).await?;
+        Ok(out)
     }
 }
 

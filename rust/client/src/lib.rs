@@ -4,11 +4,17 @@
 //! the inode it concerns, retries on time-outs with backoff (servers deduplicate retries), and
 //! offers path-level operations on top.
 
+pub mod blocks;
 mod error;
 mod fs;
+mod read;
 mod rpc;
+pub mod rs;
 mod shuckle;
+pub mod span;
+mod write;
 
+pub use blocks::{BlockClientOptions, BlockPool};
 pub use error::{ClientError, Result};
 pub use fs::{Client, ClientOptions, DirEntry, Stat};
 pub use rpc::{RetryPolicy, UdpRpc};

@@ -4,7 +4,7 @@ use crate::error::RunError;
 use crate::layout::{self, DirLock};
 use crate::proc::{describe_status, log_tail, Proc, Spec};
 use eggs_client::{Client, ClientOptions, ShuckleClient};
-use eggs_protocol::shuckle::{CdcReq, ShardsReq};
+use eggs_protocol::shuckle::{BlockServicesReq, CdcReq, ShardsReq};
 use eggs_protocol::{Addr, EggsTime};
 use std::ffi::OsString;
 use std::fmt;
@@ -25,6 +25,46 @@ pub struct ClusterConfig {
     pub shuckle_port: u16,
     /// How many `eggsshard` processes share the 256 shards (1..=256).
     pub shard_processes: usize,
+    /// Block services to run (none by default).
+    pub block_services: BlockServicesLayout,
+}
+
+/// Block services: `flash` and `hdd` services (one storage directory each) spread round-robin
+/// over `failure_domains` `eggsblocks` processes, one process per failure domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockServicesLayout {
+    pub failure_domains: usize,
+    pub flash: usize,
+    pub hdd: usize,
+}
+
+impl BlockServicesLayout {
+    /// Enough for the default policies: RS(10,4) needs 14 failure domains, on flash and hdd.
+    pub const RS_10_4: BlockServicesLayout = BlockServicesLayout {
+        failure_domains: 14,
+        flash: 14,
+        hdd: 14,
+    };
+
+    pub fn total(&self) -> usize {
+        if self.failure_domains == 0 {
+            0
+        } else {
+            self.flash + self.hdd
+        }
+    }
+
+    /// The storage directories of failure domain `fd`: `(name, class)` pairs.
+    pub fn services_of(&self, fd: usize) -> Vec<(String, &'static str)> {
+        let n = self.failure_domains.max(1);
+        let flash = (0..self.flash)
+            .filter(|i| i % n == fd)
+            .map(|i| (format!("flash-{i}"), "flash"));
+        let hdd = (0..self.hdd)
+            .filter(|i| i % n == fd)
+            .map(|i| (format!("hdd-{i}"), "hdd"));
+        flash.chain(hdd).collect()
+    }
 }
 
 impl ClusterConfig {
@@ -35,6 +75,7 @@ impl ClusterConfig {
             bin_dir: layout::default_bin_dir(),
             shuckle_port: 0,
             shard_processes: 1,
+            block_services: BlockServicesLayout::default(),
         }
     }
 }
@@ -113,7 +154,11 @@ impl Cluster {
     /// Does not wait for them to register: see [`Cluster::wait_registered`].
     pub async fn start(cfg: ClusterConfig) -> Result<Cluster, RunError> {
         let shard_ranges = layout::split_shards(cfg.shard_processes)?;
-        for bin in ["eggsshuckle", "eggsshard", "eggscdc"] {
+        let mut bins = vec!["eggsshuckle", "eggsshard", "eggscdc"];
+        if cfg.block_services.total() > 0 {
+            bins.push("eggsblocks");
+        }
+        for bin in bins {
             let path = cfg.bin_dir.join(bin);
             if !path.is_file() {
                 return Err(RunError::MissingBinary(path));
@@ -293,6 +338,10 @@ impl Cluster {
         if !is_fresh(cdc.addr, cdc.last_seen, cdc_start, now) {
             missing.push("cdc".to_string());
         }
+        let blocks = self.missing_block_services(shuckle).await?;
+        if blocks > 0 {
+            missing.push(format!("{blocks} block services"));
+        }
         Ok(missing.join(", "))
     }
 
@@ -303,7 +352,34 @@ impl Cluster {
             .iter()
             .map(|p| p.started_at)
             .collect();
-        (shards, procs[procs.len() - 1].started_at)
+        let cdc = procs
+            .iter()
+            .find(|p| p.name() == "cdc")
+            .map_or(EggsTime(0), |p| p.started_at);
+        (shards, cdc)
+    }
+
+    /// How many block services have not registered since the latest start of a block
+    /// process (they all heartbeat every second).
+    async fn missing_block_services(&self, shuckle: &ShuckleClient) -> Result<usize, RunError> {
+        let want = self.cfg.block_services.total();
+        if want == 0 {
+            return Ok(0);
+        }
+        let since = self
+            .procs()
+            .iter()
+            .filter(|p| p.name().starts_with("blocks-"))
+            .map(|p| p.started_at)
+            .max()
+            .unwrap_or(EggsTime(0));
+        let now = EggsTime::now();
+        let services = shuckle.request(BlockServicesReq {}).await?.services;
+        let fresh = services
+            .iter()
+            .filter(|s| is_fresh(s.addr, s.last_seen, since, now))
+            .count();
+        Ok(want.saturating_sub(fresh))
     }
 
     fn with_proc<T>(
@@ -477,7 +553,46 @@ fn specs(
         "127.0.0.1:0".into(),
     ];
     out.push(spec("cdc", "eggscdc", "cdc", cdc_args)?);
+    for fd in 0..cfg.block_services.failure_domains {
+        if let Some(s) = blocks_spec(cfg, &shuckle_addr.to_string(), fd)? {
+            out.push(s);
+        }
+    }
     Ok(out)
+}
+
+/// One `eggsblocks` process for failure domain `fd`, serving its share of the directories.
+fn blocks_spec(cfg: &ClusterConfig, shuckle: &str, fd: usize) -> Result<Option<Spec>, RunError> {
+    let services = cfg.block_services.services_of(fd);
+    if services.is_empty() {
+        return Ok(None);
+    }
+    let name = format!("blocks-{fd}");
+    let mut args: Vec<OsString> = Vec::new();
+    for (dir, class) in services {
+        let path = cfg.dir.join(&name).join(dir);
+        create_dir(&path)?;
+        let mut arg = path.into_os_string();
+        arg.push(format!(":{class}"));
+        args.push("--dir".into());
+        args.push(arg);
+    }
+    for a in [
+        "--failure-domain",
+        &format!("fd{fd}"),
+        "--shuckle",
+        shuckle,
+        "--bind",
+        "127.0.0.1:0",
+    ] {
+        args.push(a.into());
+    }
+    Ok(Some(Spec {
+        program: cfg.bin_dir.join("eggsblocks"),
+        args,
+        log: cfg.dir.join("logs").join(format!("{name}.log")),
+        name,
+    }))
 }
 
 /// Whether a registration comes from the process started at `since` and is still heartbeating.
@@ -544,12 +659,45 @@ mod tests {
             bin_dir: "/bin".into(),
             shuckle_port: 10001,
             shard_processes: 2,
+            block_services: BlockServicesLayout {
+                failure_domains: 3,
+                flash: 4,
+                hdd: 2,
+            },
         };
         let ranges = layout::split_shards(2).unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], 10001));
         let s = specs(&cfg, addr, &ranges).unwrap();
         let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["shuckle", "shard-0", "shard-1", "cdc"]);
+        assert_eq!(
+            names,
+            ["shuckle", "shard-0", "shard-1", "cdc", "blocks-0", "blocks-1", "blocks-2"]
+        );
+        // Round-robin: fd0 gets flash-0, flash-3 and hdd-0; fd2 gets flash-2 only.
+        let blocks0: Vec<String> = s[4]
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let d0 = cfg.dir.join("blocks-0");
+        assert_eq!(
+            blocks0,
+            [
+                "--dir".to_string(),
+                format!("{}/flash-0:flash", d0.display()),
+                "--dir".into(),
+                format!("{}/flash-3:flash", d0.display()),
+                "--dir".into(),
+                format!("{}/hdd-0:hdd", d0.display()),
+                "--failure-domain".into(),
+                "fd0".into(),
+                "--shuckle".into(),
+                "127.0.0.1:10001".into(),
+                "--bind".into(),
+                "127.0.0.1:0".into(),
+            ]
+        );
+        assert_eq!(s[6].args.iter().filter(|a| *a == "--dir").count(), 1);
         let args = |i: usize| -> Vec<String> {
             s[i].args
                 .iter()

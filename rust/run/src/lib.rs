@@ -29,7 +29,7 @@ mod error;
 mod layout;
 mod proc;
 
-pub use cluster::{ChildEvent, Cluster, ClusterConfig};
+pub use cluster::{BlockServicesLayout, ChildEvent, Cluster, ClusterConfig};
 pub use error::RunError;
 pub use layout::{default_bin_dir, free_port, recorded_shard_processes, shards_arg, split_shards};
 pub use proc::{log_tail, rss_bytes};

@@ -25,6 +25,15 @@ struct Args {
     /// Where eggsshuckle, eggsshard and eggscdc are [default: next to eggsrun].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Block-service processes, one per failure domain (0 runs no block services).
+    #[arg(long, default_value_t = 14)]
+    failure_domains: usize,
+    /// Flash block services (storage directories), spread over the failure domains.
+    #[arg(long, default_value_t = 14)]
+    flash_block_services: usize,
+    /// Hard-disk block services, spread over the failure domains.
+    #[arg(long, default_value_t = 14)]
+    hdd_block_services: usize,
     /// Give up if the cluster has not registered with shuckle after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
@@ -55,6 +64,11 @@ fn config(args: &Args) -> Result<ClusterConfig, RunError> {
             .unwrap_or_else(eggs_run::default_bin_dir),
         shuckle_port: args.shuckle_port,
         shard_processes,
+        block_services: eggs_run::BlockServicesLayout {
+            failure_domains: args.failure_domains,
+            flash: args.flash_block_services,
+            hdd: args.hdd_block_services,
+        },
     })
 }
 
