@@ -16,6 +16,7 @@ const RUN_PACKAGES: &[&str] = &[
     "eggs-shuckle",
     "eggs-shard",
     "eggs-cdc",
+    "eggs-blocks",
     "eggs-run",
     "eggs-cli",
 ];
