@@ -234,7 +234,7 @@ fn check_span_shape(r: &AddSpanInitiateReq) -> R<u32> {
     if r.block_crcs.len() != (r.parity.data + r.parity.parity) as usize {
         return Err(bad());
     }
-    if r.cell_size == 0 || r.cell_size % 4096 != 0 || r.stripes == 0 || r.size == 0 {
+    if r.cell_size == 0 || !r.cell_size.is_multiple_of(4096) || r.stripes == 0 || r.size == 0 {
         return Err(bad());
     }
     let block_size = (r.stripes as u64) * (r.cell_size as u64);

@@ -613,10 +613,12 @@ fn creation_times_increase_even_if_clock_steps_back() {
 fn policies() {
     let mut t = T::new();
     let d = t.mkdir(ROOT, "d", 1, 2);
-    let mut info = DirectoryInfo::default();
-    info.stripe = Some(eggs_protocol::policy::StripePolicy {
-        target_stripe_size: 123,
-    });
+    let mut info = DirectoryInfo {
+        stripe: Some(eggs_protocol::policy::StripePolicy {
+            target_stripe_size: 123,
+        }),
+        ..Default::default()
+    };
     assert_eq!(
         t.req(
             ShardId(2),
@@ -823,13 +825,16 @@ mod spans {
                 },
             )
             .unwrap();
-        let bad: Vec<Box<dyn Fn(&mut AddSpanInitiateReq)>> = vec![
-            Box::new(|r| r.block_crcs.pop().map(|_| ()).unwrap_or(())),
-            Box::new(|r| r.cell_size = 1000),
-            Box::new(|r| r.size = 9 * 4096),
-            Box::new(|r| r.size = 4096),
-            Box::new(|r| r.stripes = 0),
-            Box::new(|r| r.storage_class = StorageClass::Inline),
+        type Mutation = fn(&mut AddSpanInitiateReq);
+        let bad: [Mutation; 6] = [
+            |r| {
+                r.block_crcs.pop();
+            },
+            |r| r.cell_size = 1000,
+            |r| r.size = 9 * 4096,
+            |r| r.size = 4096,
+            |r| r.stripes = 0,
+            |r| r.storage_class = StorageClass::Inline,
         ];
         for mutate in bad {
             let mut r = initiate(&f, 0);
