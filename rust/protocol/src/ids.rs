@@ -20,6 +20,29 @@ impl fmt::Display for ShardId {
     }
 }
 
+/// Shard ids as compact ranges in the syntax `--shards` takes: `[9, 3, 7, 8, 255]` ->
+/// `"3,7..=9,255"` (sorted, duplicates dropped), so a 256-shard process is one short string.
+pub fn compact_shard_ranges(ids: &[u8]) -> String {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let start = ids[i];
+        while i + 1 < ids.len() && u16::from(ids[i + 1]) == u16::from(ids[i]) + 1 {
+            i += 1;
+        }
+        parts.push(if start == ids[i] {
+            start.to_string()
+        } else {
+            format!("{start}..={}", ids[i])
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
 /// The kind of object an inode id names; stored in the id's top two bits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Encode, Decode)]
 pub enum InodeType {
@@ -298,6 +321,15 @@ mod tests {
         assert_eq!(InodeId::ROOT.typ(), Some(InodeType::Directory));
         assert_eq!(InodeId::ROOT.shard(), ShardId(0));
         assert_eq!(InodeId::NULL.typ(), None);
+    }
+
+    #[test]
+    fn shard_ranges() {
+        let all: Vec<u8> = (0..=255).collect();
+        assert_eq!(compact_shard_ranges(&all), "0..=255");
+        assert_eq!(compact_shard_ranges(&[9, 3, 7, 8, 255, 3]), "3,7..=9,255");
+        assert_eq!(compact_shard_ranges(&[4]), "4");
+        assert_eq!(compact_shard_ranges(&[]), "");
     }
 
     #[test]

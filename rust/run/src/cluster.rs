@@ -331,7 +331,7 @@ impl Cluster {
                 let n = stale.len();
                 missing.push(format!(
                     "shard-{i}: {n} of its shards ({})",
-                    compact_ranges(&stale)
+                    eggs_protocol::ids::compact_shard_ranges(&stale)
                 ));
             }
         }
@@ -602,25 +602,6 @@ fn is_fresh(addr: Addr, seen: EggsTime, since: EggsTime, now: EggsTime) -> bool 
         && now.0.saturating_sub(seen.0) <= MAX_REGISTRATION_AGE.as_nanos() as u64
 }
 
-/// `[0,1,2,5,7,8]` -> `"0..=2,5,7..=8"`.
-pub(crate) fn compact_ranges(ids: &[u8]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < ids.len() {
-        let mut j = i;
-        while j + 1 < ids.len() && ids[j + 1] as u16 == ids[j] as u16 + 1 {
-            j += 1;
-        }
-        parts.push(if i == j {
-            ids[i].to_string()
-        } else {
-            format!("{}..={}", ids[i], ids[j])
-        });
-        i = j + 1;
-    }
-    parts.join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -642,14 +623,6 @@ mod tests {
             "from before the restart"
         );
         assert!(!is_fresh(a, s(101), s(100), s(120)), "stopped heartbeating");
-    }
-
-    #[test]
-    fn compact() {
-        assert_eq!(compact_ranges(&[]), "");
-        assert_eq!(compact_ranges(&[3]), "3");
-        assert_eq!(compact_ranges(&[0, 1, 2, 5, 7, 8]), "0..=2,5,7..=8");
-        assert_eq!(compact_ranges(&[254, 255]), "254..=255");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! tests control it.
 
 use bincode::{Decode, Encode};
+use eggs_protocol::ids::compact_shard_ranges;
 use eggs_protocol::policy::StorageClass;
 use eggs_protocol::shuckle::{
     flags, BlockServiceInfo, BlockServiceRegistration, BlockServiceWithKey, BlockServicesResp,
@@ -333,10 +334,13 @@ impl Registry {
             }
         }
         for (addr, ids) in moved {
-            tracing::info!("shards {} registered at {addr}", ShardRanges(&ids));
+            tracing::info!("shards {} registered at {addr}", compact_shard_ranges(&ids));
         }
         for (addr, ids) in heartbeats {
-            tracing::debug!("heartbeat from shards {} at {addr}", ShardRanges(&ids));
+            tracing::debug!(
+                "heartbeat from shards {} at {addr}",
+                compact_shard_ranges(&ids)
+            );
         }
     }
 
@@ -362,33 +366,6 @@ impl Registry {
             ),
             Some(_) => tracing::debug!("heartbeat from block service {id} at {}", new.addr),
         }
-    }
-}
-
-/// Shard ids as compact ranges ("0-255", "3,7-9"): one log line for a 256-shard process.
-struct ShardRanges<'a>(&'a [u8]);
-
-impl fmt::Display for ShardRanges<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids = self.0.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut i = 0;
-        let mut sep = "";
-        while i < ids.len() {
-            let start = ids[i];
-            while i + 1 < ids.len() && u16::from(ids[i + 1]) == u16::from(ids[i]) + 1 {
-                i += 1;
-            }
-            if start == ids[i] {
-                write!(f, "{sep}{start}")?;
-            } else {
-                write!(f, "{sep}{start}-{}", ids[i])?;
-            }
-            sep = ",";
-            i += 1;
-        }
-        Ok(())
     }
 }
 
@@ -647,14 +624,5 @@ mod tests {
             !format!("{reg:?}").contains("171"),
             "0xAB printed as a key byte"
         );
-    }
-
-    #[test]
-    fn shard_ranges_display() {
-        let all: Vec<u8> = (0..=255).collect();
-        assert_eq!(ShardRanges(&all).to_string(), "0-255");
-        assert_eq!(ShardRanges(&[9, 3, 7, 8, 255]).to_string(), "3,7-9,255");
-        assert_eq!(ShardRanges(&[4]).to_string(), "4");
-        assert_eq!(ShardRanges(&[]).to_string(), "");
     }
 }
