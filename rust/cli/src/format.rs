@@ -229,23 +229,19 @@ pub fn block_service_flags(flags: u8) -> String {
     }
 }
 
-/// `[0,1,2,5,7,8]` -> `0..=2,5,7..=8`.
-pub fn compact_ranges(ids: &[u8]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < ids.len() {
-        let mut j = i;
-        while j + 1 < ids.len() && u16::from(ids[j + 1]) == u16::from(ids[j]) + 1 {
-            j += 1;
-        }
-        parts.push(if i == j {
-            ids[i].to_string()
-        } else {
-            format!("{}..={}", ids[i], ids[j])
-        });
-        i = j + 1;
+/// A span's redundancy: `RS(10,4)`, or `mirrored 1+2` for copies (one data block).
+pub fn parity(p: eggs_protocol::policy::Parity) -> String {
+    if p.data == 1 {
+        format!("mirrored 1+{}", p.parity)
+    } else {
+        format!("RS({},{})", p.data, p.parity)
     }
-    parts.join(",")
+}
+
+/// Failure domains are names padded with NULs.
+pub fn failure_domain(fd: &[u8; 16]) -> String {
+    let end = fd.iter().position(|&b| b == 0).unwrap_or(fd.len());
+    String::from_utf8_lossy(&fd[..end]).into_owned()
 }
 
 #[cfg(test)]
@@ -329,10 +325,20 @@ mod tests {
     }
 
     #[test]
-    fn ranges() {
-        assert_eq!(compact_ranges(&[]), "");
-        assert_eq!(compact_ranges(&[0, 1, 2, 5, 7, 8]), "0..=2,5,7..=8");
-        assert_eq!(compact_ranges(&[254, 255]), "254..=255");
+    fn parities_and_domains() {
+        use eggs_protocol::policy::Parity;
+        assert_eq!(
+            parity(Parity {
+                data: 10,
+                parity: 4
+            }),
+            "RS(10,4)"
+        );
+        assert_eq!(parity(Parity { data: 1, parity: 2 }), "mirrored 1+2");
+        let mut fd = [0u8; 16];
+        fd[..4].copy_from_slice(b"rack");
+        assert_eq!(failure_domain(&fd), "rack");
+        assert_eq!(failure_domain(&[b'x'; 16]), "x".repeat(16));
     }
 
     #[test]

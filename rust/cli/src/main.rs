@@ -1,6 +1,8 @@
 //! `eggscli`: direct access to an EggsFS cluster. Only flag parsing lives here.
 
 use clap::{ArgGroup, Parser, Subcommand};
+use eggs_cli::commands::blockservice::{self, Flag};
+use eggs_cli::commands::cp::{CpOptions, Location};
 use eggs_cli::commands::{self, ls::LsOptions, policy::PolicyChanges, policy::PolicyKind};
 use eggs_cli::parse::{
     parse_addr, parse_block_policy, parse_duration, parse_size_u32, parse_span_policy,
@@ -8,6 +10,7 @@ use eggs_cli::parse::{
 use eggs_cli::{CliError, Result};
 use eggs_client::ShuckleClient;
 use eggs_protocol::policy::{BlockPolicy, SpanPolicy};
+use eggs_protocol::BlockServiceId;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -49,7 +52,8 @@ enum Cmd {
         #[arg(default_value = "/")]
         path: String,
     },
-    /// Show what an inode is; for directories also their policies.
+    /// Show what an inode is: for directories also their policies, for files their spans and
+    /// where their blocks are.
     Stat { path: String },
     /// Rename, or move into an existing directory.
     Mv { src: String, dst: String },
@@ -67,10 +71,46 @@ enum Cmd {
     Policy(PolicyCmd),
     /// Show what shuckle knows: shards, the CDC and block services.
     Status,
-    /// Write stdin to a small file (stored inline in the metadata).
+    /// Write stdin to a file (replacing a file there).
     Write { path: String },
     /// Print a file.
     Cat { path: String },
+    /// Copy files between here and EggsFS: paths starting with `eggs:` are in EggsFS
+    /// (`eggs:/a/b`), others are local. Into DST when it is an existing directory.
+    Cp {
+        /// Copy directories and everything below them.
+        #[arg(short, long)]
+        recursive: bool,
+        /// Print how many files and bytes were copied, and how fast.
+        #[arg(short, long)]
+        verbose: bool,
+        #[arg(value_parser = Location::parse)]
+        src: Location,
+        #[arg(value_parser = Location::parse)]
+        dst: Location,
+    },
+    /// List block services, or set their flags.
+    #[command(subcommand)]
+    Blockservice(BlockServiceCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum BlockServiceCmd {
+    /// Every block service: id, address, class, flags, space, blocks, failure domain, path.
+    List,
+    /// Set or clear flags of a block service.
+    #[command(group(ArgGroup::new("change").required(true).multiple(true)))]
+    Flag {
+        /// The service's id, in hex as `list` prints it.
+        #[arg(value_parser = blockservice::parse_id)]
+        id: BlockServiceId,
+        /// Turn a flag on (repeatable).
+        #[arg(long, group = "change", value_name = "FLAG", value_enum)]
+        set: Vec<Flag>,
+        /// Turn a flag off (repeatable).
+        #[arg(long, group = "change", value_name = "FLAG", value_enum)]
+        clear: Vec<Flag>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,6 +168,11 @@ impl Cmd {
             Cmd::Status => "status".into(),
             Cmd::Write { path } => format!("write {path}"),
             Cmd::Cat { path } => format!("cat {path}"),
+            Cmd::Cp { src, dst, .. } => format!("cp {src} {dst}"),
+            Cmd::Blockservice(BlockServiceCmd::List) => "blockservice list".into(),
+            Cmd::Blockservice(BlockServiceCmd::Flag { id, .. }) => {
+                format!("blockservice flag {:016x}", id.0)
+            }
         }
     }
 }
@@ -166,9 +211,21 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    if let Cmd::Status = args.cmd {
-        commands::status::status(&ShuckleClient::new(args.shuckle), &mut out).await?;
-        return Ok(out.flush()?);
+    let shuckle = ShuckleClient::new(args.shuckle);
+    match &args.cmd {
+        Cmd::Status => {
+            commands::status::status(&shuckle, &mut out).await?;
+            return Ok(out.flush()?);
+        }
+        Cmd::Blockservice(BlockServiceCmd::List) => {
+            blockservice::list(&shuckle, &mut out).await?;
+            return Ok(out.flush()?);
+        }
+        Cmd::Blockservice(BlockServiceCmd::Flag { id, set, clear }) => {
+            blockservice::flag(&shuckle, *id, set, clear, &mut out).await?;
+            return Ok(out.flush()?);
+        }
+        _ => {}
     }
     let c = Arc::new(commands::connect(args.shuckle, args.timeout).await?);
     let out: &mut dyn Write = &mut out;
@@ -191,7 +248,16 @@ async fn run(args: Args) -> Result<()> {
         }
         Cmd::Write { path } => commands::io::write(&c, &path, &mut std::io::stdin().lock()).await?,
         Cmd::Cat { path } => commands::io::cat(&c, &path, out).await?,
-        Cmd::Status => {}
+        Cmd::Cp {
+            recursive,
+            verbose,
+            src,
+            dst,
+        } => {
+            let opts = CpOptions { recursive, verbose };
+            commands::cp::cp(&c, &src, &dst, opts, out).await?
+        }
+        Cmd::Status | Cmd::Blockservice(_) => {}
     }
     Ok(out.flush()?)
 }
@@ -244,6 +310,66 @@ mod tests {
         assert_eq!(parse(&["rmdir", "/x"]).unwrap().cmd.describe(), "rmdir /x");
         let e = parse(&["nope"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn cp_flags() {
+        let a = parse(&["cp", "-rv", "./d", "eggs:/x"]).unwrap();
+        let Cmd::Cp {
+            recursive,
+            verbose,
+            src,
+            dst,
+        } = a.cmd
+        else {
+            panic!("not cp")
+        };
+        assert!(recursive && verbose);
+        assert_eq!(src, Location::Local("./d".into()));
+        assert_eq!(dst, Location::Eggs("/x".into()));
+        let a = parse(&["cp", "eggs:/f", "/tmp/f"]).unwrap();
+        assert!(matches!(
+            a.cmd,
+            Cmd::Cp {
+                recursive: false,
+                verbose: false,
+                ..
+            }
+        ));
+        assert!(parse(&["cp", "eggs:rel", "/tmp"]).is_err());
+        assert!(parse(&["cp", "eggs:/f"]).is_err());
+    }
+
+    #[test]
+    fn blockservice_flags() {
+        let a = parse(&[
+            "blockservice",
+            "flag",
+            "00000000000000ab",
+            "--set",
+            "no-write",
+            "--set",
+            "read-only",
+            "--clear",
+            "decommissioned",
+        ])
+        .unwrap();
+        let Cmd::Blockservice(BlockServiceCmd::Flag { id, set, clear }) = a.cmd else {
+            panic!("not blockservice flag")
+        };
+        assert_eq!(id, BlockServiceId(0xab));
+        assert_eq!(set, [Flag::NoWrite, Flag::ReadOnly]);
+        assert_eq!(clear, [Flag::Decommissioned]);
+        assert!(
+            parse(&["blockservice", "flag", "ab"]).is_err(),
+            "a change is required"
+        );
+        assert!(parse(&["blockservice", "flag", "ab", "--set", "stale"]).is_err());
+        assert!(parse(&["blockservice", "flag", "zz", "--set", "no-read"]).is_err());
+        assert!(matches!(
+            parse(&["blockservice", "list"]).unwrap().cmd,
+            Cmd::Blockservice(BlockServiceCmd::List)
+        ));
     }
 
     #[test]

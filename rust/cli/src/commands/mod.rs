@@ -1,5 +1,7 @@
 //! One module per group of commands. Each command writes its output to `out`.
 
+pub mod blockservice;
+pub mod cp;
 pub mod fs;
 pub mod io;
 pub mod ls;

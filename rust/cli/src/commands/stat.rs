@@ -1,9 +1,13 @@
 //! `stat` and `policy get`: what an inode is, and a directory's policies.
 
-use crate::error::Result;
-use crate::format::{policies, table, type_name};
+use crate::error::{CliError, Result};
+use crate::format::{
+    failure_domain, parity, policies, size_exact, storage_class, table, type_name,
+};
 use eggs_client::{Client, Stat};
 use eggs_protocol::policy::DirectoryInfo;
+use eggs_protocol::shard::{FetchedSpan, FileSpansReq, SpanBody};
+use eggs_protocol::shuckle::{BlockServiceInfo, BlockServicesReq};
 use eggs_protocol::InodeId;
 use std::io::Write;
 
@@ -32,10 +36,88 @@ pub async fn stat(c: &Client, path: &str, out: &mut dyn Write) -> Result<()> {
     for l in table(&rows, &[]) {
         writeln!(out, "{l}")?;
     }
-    if let Stat::Directory { info, .. } = st {
-        write_policies(c, id, &info, out).await?;
+    match st {
+        Stat::Directory { info, .. } => write_policies(c, id, &info, out).await?,
+        Stat::File { .. } => write_spans(c, id, out).await?,
     }
     Ok(())
+}
+
+/// Every span of a file, and for spans stored in blocks where each block is.
+async fn write_spans(c: &Client, id: InodeId, out: &mut dyn Write) -> Result<()> {
+    let mut spans = Vec::new();
+    let mut offset = Some(0);
+    while let Some(byte_offset) = offset {
+        let r = c
+            .shard_request(
+                id.shard(),
+                FileSpansReq {
+                    file_id: id,
+                    byte_offset,
+                    mtu: c.options().mtu,
+                },
+            )
+            .await?;
+        if r.next_offset.is_some_and(|n| n <= byte_offset) {
+            return Err(CliError::Invalid(format!(
+                "the shard's span listing of {id} goes backwards at {byte_offset}"
+            )));
+        }
+        spans.extend(r.spans);
+        offset = r.next_offset;
+    }
+    let services = if spans.iter().any(|s| matches!(s.body, SpanBody::Blocks(_))) {
+        c.shuckle().request(BlockServicesReq {}).await?.services
+    } else {
+        Vec::new()
+    };
+    for l in span_lines(&spans, &services) {
+        writeln!(out, "{l}")?;
+    }
+    Ok(())
+}
+
+pub(crate) fn span_lines(spans: &[FetchedSpan], services: &[BlockServiceInfo]) -> Vec<String> {
+    let mut lines = vec![format!("spans: {}", spans.len())];
+    for s in spans {
+        let head = format!("  at {} size {} crc {:08x}", s.byte_offset, s.size, s.crc);
+        match &s.body {
+            SpanBody::Inline(_) => lines.push(format!("{head}: inline")),
+            SpanBody::Blocks(b) => {
+                lines.push(format!(
+                    "{head}: {} {}, {} stripes x {} cells",
+                    parity(b.parity),
+                    storage_class(b.storage_class),
+                    b.stripes,
+                    size_exact(b.cell_size.into()),
+                ));
+                let mut rows = vec![["    BLOCK", "SERVICE", "ADDR", "DOMAIN", "ID", "CRC"]
+                    .map(String::from)
+                    .to_vec()];
+                for (i, fb) in b.blocks.iter().enumerate() {
+                    let kind = if i < usize::from(b.parity.data) {
+                        "d"
+                    } else {
+                        "p"
+                    };
+                    let domain = services
+                        .iter()
+                        .find(|bs| bs.id == fb.block_service_id)
+                        .map_or_else(|| "?".into(), |bs| failure_domain(&bs.failure_domain));
+                    rows.push(vec![
+                        format!("    {i} ({kind})"),
+                        format!("{:016x}", fb.block_service_id.0),
+                        fb.addr.to_string(),
+                        domain,
+                        format!("{:016x}", fb.block_id.0),
+                        format!("{:08x}", fb.crc),
+                    ]);
+                }
+                lines.extend(table(&rows, &[]));
+            }
+        }
+    }
+    lines
 }
 
 /// The directory's effective policies, each marked as set here or inherited.
@@ -63,12 +145,10 @@ async fn write_policies(
 pub(crate) async fn own_info(c: &Client, path: &str, id: InodeId) -> Result<DirectoryInfo> {
     match c.stat(id).await? {
         Stat::Directory { info, .. } => Ok(info),
-        Stat::File { .. } => Err(crate::error::CliError::Client(
-            eggs_client::ClientError::Eggs {
-                what: format!("policies of {path}"),
-                err: eggs_protocol::EggsError::NotADirectory,
-            },
-        )),
+        Stat::File { .. } => Err(CliError::Client(eggs_client::ClientError::Eggs {
+            what: format!("policies of {path}"),
+            err: eggs_protocol::EggsError::NotADirectory,
+        })),
     }
 }
 
@@ -87,6 +167,79 @@ fn owner(id: InodeId, owner: InodeId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eggs_protocol::policy::{Parity, StorageClass};
+    use eggs_protocol::shard::{BlocksSpan, FetchedBlock};
+    use eggs_protocol::{Addr, BlockId, BlockServiceId, EggsTime};
+
+    #[test]
+    fn spans() {
+        let mut fd = [0u8; 16];
+        fd[..3].copy_from_slice(b"fd1");
+        let svc = BlockServiceInfo {
+            id: BlockServiceId(0xab),
+            addr: Addr {
+                ip: [127, 0, 0, 1],
+                port: 7000,
+            },
+            storage_class: StorageClass::Flash,
+            failure_domain: fd,
+            flags: 0,
+            capacity_bytes: 0,
+            available_bytes: 0,
+            blocks: 0,
+            path: "/x".into(),
+            last_seen: EggsTime(0),
+        };
+        let block = |svc: u64, id: u64| FetchedBlock {
+            block_service_id: BlockServiceId(svc),
+            addr: Addr {
+                ip: [127, 0, 0, 1],
+                port: 7000,
+            },
+            block_id: BlockId(id),
+            crc: 0xdeadbeef,
+        };
+        let spans = [
+            FetchedSpan {
+                byte_offset: 0,
+                size: 10,
+                crc: 1,
+                body: SpanBody::Inline(vec![0; 10]),
+            },
+            FetchedSpan {
+                byte_offset: 10,
+                size: 5000,
+                crc: 2,
+                body: SpanBody::Blocks(BlocksSpan {
+                    parity: Parity { data: 1, parity: 1 },
+                    storage_class: StorageClass::Flash,
+                    stripes: 1,
+                    cell_size: 8192,
+                    blocks: vec![block(0xab, 5), block(0xcd, 6)],
+                }),
+            },
+        ];
+        let lines = span_lines(&spans, &[svc]);
+        assert_eq!(lines[0], "spans: 2");
+        assert_eq!(lines[1], "  at 0 size 10 crc 00000001: inline");
+        assert_eq!(
+            lines[2],
+            "  at 10 size 5000 crc 00000002: mirrored 1+1 flash, 1 stripes x 8K cells"
+        );
+        assert!(lines[3].starts_with("    BLOCK"), "{}", lines[3]);
+        assert!(
+            lines[4].contains("00000000000000ab  127.0.0.1:7000  fd1"),
+            "{}",
+            lines[4]
+        );
+        assert!(
+            lines[4].ends_with("0000000000000005  deadbeef"),
+            "{}",
+            lines[4]
+        );
+        assert!(lines[5].starts_with("    1 (p)"), "{}", lines[5]);
+        assert!(lines[5].contains("  ?  "), "{}", lines[5]);
+    }
 
     #[test]
     fn owners() {

@@ -1,7 +1,7 @@
 //! `status`: what shuckle knows about shards, the CDC and block services.
 
 use crate::error::Result;
-use crate::format::{age, block_service_flags, compact_ranges, size_human, storage_class, table};
+use crate::format::{age, block_service_flags, failure_domain, size_human, storage_class, table};
 use eggs_client::ShuckleClient;
 use eggs_protocol::shuckle::{BlockServiceInfo, BlockServicesReq, CdcReq, ShardInfo, ShardsReq};
 use eggs_protocol::{Addr, EggsTime};
@@ -62,14 +62,17 @@ pub(crate) fn shard_lines(shards: &[ShardInfo], now: EggsTime) -> Vec<String> {
             vec![
                 format!("  {addr}"),
                 format!("{} shards", ids.len()),
-                compact_ranges(ids),
+                eggs_protocol::ids::compact_shard_ranges(ids),
                 format!("last seen {}", age(now, *seen)),
             ]
         })
         .collect();
     lines.extend(table(&rows, &[false, true, false]));
     if !missing.is_empty() {
-        lines.push(format!("  not registered: {}", compact_ranges(&missing)));
+        lines.push(format!(
+            "  not registered: {}",
+            eggs_protocol::ids::compact_shard_ranges(&missing)
+        ));
     }
     lines
 }
@@ -101,12 +104,6 @@ pub(crate) fn block_service_lines(services: &[BlockServiceInfo], now: EggsTime) 
     let right = [false, false, false, false, true, true, true];
     lines.extend(table(&rows, &right));
     lines
-}
-
-/// Failure domains are names padded with NULs.
-fn failure_domain(fd: &[u8; 16]) -> String {
-    let end = fd.iter().position(|&b| b == 0).unwrap_or(fd.len());
-    String::from_utf8_lossy(&fd[..end]).into_owned()
 }
 
 #[cfg(test)]
