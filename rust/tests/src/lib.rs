@@ -1,11 +1,16 @@
 //! Shared helpers for the integration tests and the benchmark: a throw-away cluster of real
-//! processes on loopback, and latency statistics.
+//! processes on loopback, latency statistics, and a seeded data stream with a hashing sink
+//! (so that large files are checked without holding them in memory).
 
 use eggs_client::Client;
-use eggs_run::{Cluster, ClusterConfig};
+use eggs_run::{BlockServicesLayout, Cluster, ClusterConfig, RunError};
+use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A fresh directory for one test's cluster, removed first if a previous run left it.
 pub fn test_dir(name: &str) -> PathBuf {
@@ -16,10 +21,21 @@ pub fn test_dir(name: &str) -> PathBuf {
 
 /// Starts a cluster of real processes (binaries from `target/<profile>`) on free ports.
 pub async fn start_cluster(name: &str, shard_processes: usize) -> (Cluster, Arc<Client>) {
+    start_cluster_with_blocks(name, shard_processes, BlockServicesLayout::default()).await
+}
+
+/// Like [`start_cluster`], with block services started by eggs-run (`eggsblocks` processes
+/// named `blocks-<failure domain>`); returns once they have all registered too.
+pub async fn start_cluster_with_blocks(
+    name: &str,
+    shard_processes: usize,
+    blocks: BlockServicesLayout,
+) -> (Cluster, Arc<Client>) {
     eggs_common::logging::init("warn");
     let mut cfg = ClusterConfig::new(test_dir(name));
     cfg.shuckle_port = 0;
     cfg.shard_processes = shard_processes;
+    cfg.block_services = blocks;
     let cluster = Cluster::start(cfg).await.expect("cluster starts");
     cluster
         .wait_registered(Duration::from_secs(60))
@@ -37,6 +53,141 @@ pub async fn finish(cluster: Cluster) {
     let dir = cluster.dir().to_path_buf();
     cluster.stop().await.expect("cluster stops cleanly");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Like [`finish`] for a cluster some of whose children the test killed on purpose: those
+/// (`killed`, by name) may be reported as not stopped cleanly, the others may not.
+pub async fn finish_after_kills(cluster: Cluster, killed: &[String]) {
+    let dir = cluster.dir().to_path_buf();
+    match cluster.stop().await {
+        Ok(()) => {}
+        Err(RunError::Unclean(list)) => {
+            let unexpected: Vec<&String> = list
+                .iter()
+                .filter(|u| !killed.iter().any(|k| u.starts_with(&format!("{k} "))))
+                .collect();
+            assert!(unexpected.is_empty(), "not stopped cleanly: {unexpected:?}");
+        }
+        Err(e) => panic!("stopping the cluster: {e}"),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A fast, seeded pseudo-random generator (wyrand): benchmarks and tests stream gigabytes
+/// of it, and the data only has to be incompressible-looking and reproducible, not secure.
+#[derive(Clone, Debug)]
+pub struct FastRng(u64);
+
+impl FastRng {
+    pub fn new(seed: u64) -> FastRng {
+        FastRng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let t = (self.0 as u128).wrapping_mul((self.0 ^ 0xe703_7ed1_a0b4_28db) as u128);
+        ((t >> 64) as u64) ^ (t as u64)
+    }
+
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        let mut chunks = buf.chunks_exact_mut(8);
+        for c in &mut chunks {
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
+        }
+        let rest = chunks.into_remainder();
+        if !rest.is_empty() {
+            let v = self.next_u64().to_le_bytes();
+            rest.copy_from_slice(&v[..rest.len()]);
+        }
+    }
+}
+
+/// `len` bytes of [`FastRng`] output as an `AsyncRead`, with the CRC-32C of what it has
+/// yielded so far. Each read yields whole 8-byte words (except at the very end), so the
+/// stream does not depend on how callers size their reads.
+pub struct PrngReader {
+    rng: FastRng,
+    left: u64,
+    crc: u32,
+    /// Bytes of the last generated word not handed out yet.
+    pending: Vec<u8>,
+}
+
+impl PrngReader {
+    pub fn new(seed: u64, len: u64) -> PrngReader {
+        PrngReader {
+            rng: FastRng::new(seed),
+            left: len,
+            crc: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// CRC-32C of every byte read so far.
+    pub fn crc(&self) -> u32 {
+        self.crc
+    }
+
+    fn read_into(&mut self, out: &mut [u8]) -> usize {
+        let n = (out.len() as u64).min(self.left) as usize;
+        let out = &mut out[..n];
+        let from_pending = self.pending.len().min(n);
+        out[..from_pending].copy_from_slice(&self.pending[..from_pending]);
+        self.pending.drain(..from_pending);
+        let rest = &mut out[from_pending..];
+        let whole = rest.len() / 8 * 8;
+        self.rng.fill(&mut rest[..whole]);
+        let tail = &mut rest[whole..];
+        if !tail.is_empty() {
+            let word = self.rng.next_u64().to_le_bytes();
+            tail.copy_from_slice(&word[..tail.len()]);
+            self.pending.extend_from_slice(&word[tail.len()..]);
+        }
+        self.crc = crc32c::crc32c_append(self.crc, out);
+        self.left -= n as u64;
+        n
+    }
+}
+
+impl AsyncRead for PrngReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let n = this.read_into(buf.initialize_unfilled());
+        buf.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// An `AsyncWrite` that keeps only the length and CRC-32C of what is written to it.
+#[derive(Default, Debug)]
+pub struct HashSink {
+    pub len: u64,
+    pub crc: u32,
+}
+
+impl AsyncWrite for HashSink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.crc = crc32c::crc32c_append(this.crc, buf);
+        this.len += buf.len() as u64;
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 /// Latency samples in microseconds.
@@ -60,5 +211,38 @@ impl Latencies {
         self.micros.sort_unstable();
         let i = ((p / 100.0) * (self.micros.len() - 1) as f64).round() as usize;
         self.micros[i.min(self.micros.len() - 1)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// The stream is the same whatever the read sizes, so a writer reading in its own chunks
+    /// and a test generating it again see the same bytes.
+    #[tokio::test]
+    async fn prng_stream_does_not_depend_on_read_sizes() {
+        let mut whole = Vec::new();
+        PrngReader::new(9, 1001)
+            .read_to_end(&mut whole)
+            .await
+            .unwrap();
+        assert_eq!(whole.len(), 1001);
+        let mut r = PrngReader::new(9, 1001);
+        let mut pieces = Vec::new();
+        for n in [1usize, 3, 8, 13, 500, 1000].iter().cycle() {
+            let mut b = vec![0; *n];
+            let got = r.read(&mut b).await.unwrap();
+            if got == 0 {
+                break;
+            }
+            pieces.extend_from_slice(&b[..got]);
+        }
+        assert_eq!(pieces, whole);
+        assert_eq!(r.crc(), crc32c::crc32c(&whole));
+        let mut sink = HashSink::default();
+        tokio::io::copy(&mut &whole[..], &mut sink).await.unwrap();
+        assert_eq!((sink.len, sink.crc), (1001, r.crc()));
     }
 }

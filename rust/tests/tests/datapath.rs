@@ -1,6 +1,6 @@
 //! End-to-end data path: files written to and read from real block services (`eggsblocks`
-//! processes, each in its own failure domain) through a real shard, including reads with dead
-//! services and corrupt blocks.
+//! processes started by eggs-run, one per failure domain) through a real shard, including
+//! reads with dead services and corrupt blocks.
 //!
 //! The test directory uses RS(4,2) spans of at most 1 MiB with 64 KiB stripes (16 KiB cells)
 //! and mirroring (1+2) up to 64 KiB, so that multi-span files stay small.
@@ -13,12 +13,11 @@ use eggs_protocol::policy::{
 use eggs_protocol::shard::{FileSpansReq, SpanBody};
 use eggs_protocol::shuckle::{flags, BlockServicesReq};
 use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId, MAX_UDP_MTU};
-use eggs_tests::start_cluster;
+use eggs_run::BlockServicesLayout;
+use eggs_tests::{start_cluster_with_blocks, HashSink, PrngReader};
 use rand::{RngCore, SeedableRng};
 use std::collections::{HashMap, HashSet};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const SPAN: usize = 1 << 20;
@@ -52,92 +51,48 @@ fn test_policy() -> DirectoryInfo {
     }
 }
 
-/// `eggsblocks` processes, one block service and failure domain each; killed when dropped.
-struct BlockProcs {
-    bin: PathBuf,
-    shuckle: std::net::SocketAddr,
-    root: PathBuf,
-    /// Storage classes of each process's services (one directory each).
-    classes: &'static [&'static str],
-    procs: Vec<Option<Child>>,
+/// The block services eggs-run started: where each stores its blocks and which process
+/// (`blocks-<failure domain>`) serves it.
+struct Services {
+    by_id: HashMap<BlockServiceId, (PathBuf, String)>,
 }
 
-impl BlockProcs {
-    /// The directory of process `i`'s first service.
-    fn dir(&self, i: usize) -> PathBuf {
-        self.class_dir(i, self.classes[0])
-    }
-
-    fn class_dir(&self, i: usize, class: &str) -> PathBuf {
-        self.root.join(format!("blocks-{i}-{class}"))
-    }
-
-    fn start(&mut self, i: usize) {
-        let log = std::fs::File::create(self.root.join("logs").join(format!("blocks-{i}.log")))
-            .expect("log file");
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--shuckle")
-            .arg(self.shuckle.to_string())
-            .args(self.classes.iter().flat_map(|class| {
-                let dir = format!("{}:{class}", self.class_dir(i, class).display());
-                ["--dir".to_string(), dir]
-            }))
-            .arg("--failure-domain")
-            .arg(format!("fd{i}"))
-            .arg("--register-interval-ms")
-            .arg("200")
-            .env("EGGS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe; it makes the child die with the test process.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        self.procs[i] = Some(cmd.spawn().expect("eggsblocks starts"));
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.procs[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for BlockProcs {
-    fn drop(&mut self) {
-        for i in 0..self.procs.len() {
-            self.kill(i);
-        }
-    }
-}
-
-/// Maps block-service ids to the index of the process serving them, once all registered.
-async fn wait_services(c: &Client, procs: &BlockProcs, n: usize) -> HashMap<BlockServiceId, usize> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+impl Services {
+    async fn load(c: &Client) -> Services {
         let services = c.shuckle().request(BlockServicesReq {}).await.unwrap();
-        let by_path: HashMap<BlockServiceId, usize> = services
+        let by_id = services
             .services
             .iter()
             .filter(|s| s.flags & flags::STALE == 0)
-            .filter_map(|s| {
-                let i = (0..n).find(|&i| {
-                    let path = Path::new(&s.path);
-                    procs.classes.iter().any(|c| path == procs.class_dir(i, c))
-                })?;
-                Some((s.id, i))
+            .map(|s| {
+                let path = PathBuf::from(&s.path);
+                // eggs-run puts service directories under `<data dir>/blocks-<fd>/`.
+                let proc = path
+                    .parent()
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| panic!("unexpected service path {}", s.path));
+                (s.id, (path, proc))
             })
             .collect();
-        if by_path.len() == n * procs.classes.len() {
-            return by_path;
-        }
-        assert!(Instant::now() < deadline, "block services did not register");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        Services { by_id }
+    }
+
+    fn process(&self, id: BlockServiceId) -> &str {
+        &self.by_id[&id].1
+    }
+
+    fn dir(&self, id: BlockServiceId) -> &Path {
+        &self.by_id[&id].0
+    }
+
+    /// Every service the named process serves.
+    fn of_process(&self, name: &str) -> HashSet<BlockServiceId> {
+        self.by_id
+            .iter()
+            .filter(|(_, (_, p))| p == name)
+            .map(|(&id, _)| id)
+            .collect()
     }
 }
 
@@ -241,40 +196,28 @@ async fn check_files(
     (good, failed)
 }
 
-/// Flips a byte in the middle of a block's data on disk (block files are a 32-byte header,
-/// the data, then page CRCs; see `rust/blocks/src/store.rs`).
+/// Flips a byte in the middle of a block's data on disk (where the block store puts it).
 fn corrupt_block(dir: &Path, block: BlockId) {
-    let path = dir
-        .join(format!("{:02x}", block.0 & 0xff))
-        .join(format!("{:016x}", block.0));
+    let path = eggs_blocks::store::block_path(dir, block);
     let mut bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let at = 32 + 5000;
+    let at = eggs_blocks::store::HEADER_BYTES as usize + 5000;
     bytes[at] ^= 0x5a;
     std::fs::write(&path, bytes).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_round_trip_through_block_services_and_survive_losses() {
-    let bin = eggs_run::default_bin_dir().join("eggsblocks");
-    if !bin.is_file() {
-        eprintln!(
-            "skipped: {} is not built (cargo build --bins)",
-            bin.display()
-        );
+    if !blocks_built() {
         return;
     }
-    let (cluster, c) = start_cluster("datapath", 1).await;
-    let mut procs = BlockProcs {
-        bin,
-        shuckle: cluster.shuckle_addr(),
-        root: cluster.dir().to_path_buf(),
-        classes: &["flash"],
-        procs: (0..SERVICES).map(|_| None).collect(),
+    let layout = BlockServicesLayout {
+        failure_domains: SERVICES,
+        flash: SERVICES,
+        hdd: 0,
     };
-    for i in 0..SERVICES {
-        procs.start(i);
-    }
-    let services = wait_services(&c, &procs, SERVICES).await;
+    let (mut cluster, c) = start_cluster_with_blocks("datapath", 1, layout).await;
+    let services = Services::load(&c).await;
+    assert_eq!(services.by_id.len(), SERVICES);
     let dir = c.mkdir("/t").await.unwrap();
     c.set_directory_info(dir, test_policy()).await.unwrap();
     wait_writable(&c, "/t/first").await;
@@ -337,12 +280,9 @@ async fn files_round_trip_through_block_services_and_survive_losses() {
     assert!(c.read_range(id, 999, 1002).await.unwrap() == data[999..2001]);
 
     // A dead service: writes go around it (the shard may still pick it, until it is stale).
-    procs.kill(0);
-    let mut dead: HashSet<BlockServiceId> = services
-        .iter()
-        .filter(|(_, &i)| i == 0)
-        .map(|(&id, _)| id)
-        .collect();
+    let mut killed = vec!["blocks-0".to_string()];
+    cluster.kill("blocks-0", libc::SIGKILL).unwrap();
+    let mut dead = services.of_process("blocks-0");
     for k in 0..3 {
         let data = random_bytes(SPAN + 1, 100 + k);
         let id = c
@@ -373,7 +313,7 @@ async fn files_round_trip_through_block_services_and_survive_losses() {
         .copied()
         .find(|b| !dead.contains(&b.0))
         .unwrap();
-    corrupt_block(&procs.dir(services[&corrupt.0]), corrupt.1);
+    corrupt_block(services.dir(corrupt.0), corrupt.1);
     let lost: HashSet<_> = [corrupt].into_iter().collect();
     let (good, failed) = check_files(&c, &files, &lost, &dead).await;
     assert_eq!((good, failed), (files.len(), 0));
@@ -386,8 +326,10 @@ async fn files_round_trip_through_block_services_and_survive_losses() {
         .map(|b| b.0)
         .collect();
     for svc in holders {
-        dead.insert(svc);
-        procs.kill(services[&svc]);
+        let proc = services.process(svc).to_string();
+        cluster.kill(&proc, libc::SIGKILL).unwrap();
+        dead.extend(services.of_process(&proc));
+        killed.push(proc);
         check_files(&c, &files, &lost, &dead).await;
         let gone = first_span
             .iter()
@@ -399,8 +341,7 @@ async fn files_round_trip_through_block_services_and_survive_losses() {
             break;
         }
     }
-    drop(procs);
-    eggs_tests::finish(cluster).await;
+    eggs_tests::finish_after_kills(cluster, &killed).await;
 }
 
 /// Ranged reads (what FUSE will use) against the whole file.
@@ -426,59 +367,60 @@ async fn check_ranges(c: &Client, f: &Written) {
 }
 
 /// The root's default policies (RS(10,4) spans of 100 MiB) on 14 failure domains with a flash
-/// and a hard-disk service each, with a file
-/// of one full span plus one byte, and its throughput.
+/// and a hard-disk service each, with a 1 GiB file streamed from a seeded generator and read
+/// back into a hashing sink, so that neither side holds the file in memory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn default_policy_large_file() {
+async fn default_policy_1gib_round_trip() {
+    if !blocks_built() {
+        return;
+    }
+    const SIZE: u64 = 1 << 30;
+    let (cluster, c) =
+        start_cluster_with_blocks("datapath-1gib", 1, BlockServicesLayout::RS_10_4).await;
+    wait_writable(&c, "/first").await;
+    let mut reader = PrngReader::new(42, SIZE);
+    let name = eggs_protocol::Name::new("large").unwrap();
+    let mut reported = 0;
+    let t = Instant::now();
+    let id = c
+        .write_file_with_progress(InodeId::ROOT, &name, &mut reader, &mut |n| reported = n)
+        .await
+        .unwrap();
+    let write = t.elapsed();
+    assert_eq!(reported, SIZE);
+    let t = Instant::now();
+    let mut sink = HashSink::default();
+    assert_eq!(c.read_file_to(id, &mut sink).await.unwrap(), SIZE);
+    let read = t.elapsed();
+    assert_eq!(sink.len, SIZE);
+    assert_eq!(sink.crc, reader.crc(), "1 GiB read back differs");
+    // 10 spans of 100 MiB and one of 24 MiB, all RS(10,4) over 14 services.
+    let map = block_map(&c, id).await;
+    assert_eq!(map.len(), 11);
+    let rs_10_4 = Parity {
+        data: 10,
+        parity: 4,
+    };
+    assert!(map.iter().all(|(p, b)| *p == rs_10_4 && b.len() == 14));
+    let mib = SIZE as f64 / (1 << 20) as f64;
+    eprintln!(
+        "1 GiB: write {:.0} MiB/s ({:.1} s), read {:.0} MiB/s ({:.1} s)",
+        mib / write.as_secs_f64(),
+        write.as_secs_f64(),
+        mib / read.as_secs_f64(),
+        read.as_secs_f64()
+    );
+    eggs_tests::finish(cluster).await;
+}
+
+/// Whether `eggsblocks` is built next to the test binaries (eggs-run starts it from there).
+fn blocks_built() -> bool {
     let bin = eggs_run::default_bin_dir().join("eggsblocks");
     if !bin.is_file() {
         eprintln!(
             "skipped: {} is not built (cargo build --bins)",
             bin.display()
         );
-        return;
     }
-    const N: usize = 14;
-    let (cluster, c) = start_cluster("datapath-large", 1).await;
-    let mut procs = BlockProcs {
-        bin,
-        shuckle: cluster.shuckle_addr(),
-        root: cluster.dir().to_path_buf(),
-        // Small blocks go to flash, large ones to disks (the root's block policy).
-        classes: &["flash", "hdd"],
-        procs: (0..N).map(|_| None).collect(),
-    };
-    for i in 0..N {
-        procs.start(i);
-    }
-    wait_services(&c, &procs, N).await;
-    wait_writable(&c, "/first").await;
-    let size = (100 << 20) + 1;
-    let data = random_bytes(size, 42);
-    let t = Instant::now();
-    let id = c.write_file("/large", &data[..]).await.unwrap();
-    let write = t.elapsed();
-    let t = Instant::now();
-    let mut back = Vec::with_capacity(size);
-    c.read_file_to(id, &mut back).await.unwrap();
-    let read = t.elapsed();
-    assert!(back == data);
-    let map = block_map(&c, id).await;
-    assert_eq!(map.len(), 2);
-    assert_eq!(
-        map[0].0,
-        Parity {
-            data: 10,
-            parity: 4
-        }
-    );
-    assert_eq!(map[1].0, Parity { data: 1, parity: 2 });
-    let mib = size as f64 / (1 << 20) as f64;
-    eprintln!(
-        "100 MiB + 1: write {:.0} MiB/s, read {:.0} MiB/s",
-        mib / write.as_secs_f64(),
-        mib / read.as_secs_f64()
-    );
-    drop(procs);
-    eggs_tests::finish(cluster).await;
+    bin.is_file()
 }

@@ -1,9 +1,16 @@
-//! Metadata benchmark through the client library against a running cluster.
+//! Benchmarks through the client library against a running cluster.
 //!
-//! `eggsbench meta --shuckle ADDR` runs each operation with many requests in flight for a
-//! fixed time and prints a Markdown table of ops/s and p50/p99 latencies.
+//! `eggsbench meta --shuckle ADDR` runs each metadata operation with many requests in flight
+//! for a fixed time and prints a Markdown table of ops/s and p50/p99 latencies.
+//!
+//! `eggsbench data --shuckle ADDR` measures the data path: erasure coding and CRC in memory,
+//! the local disk, and sequential file writes and reads through the cluster (see `data.rs`).
 
-use clap::Parser;
+// Next to this file rather than in `src/bin/`, where Cargo would take it for a binary.
+#[path = "eggsbench/data.rs"]
+mod data;
+
+use clap::{Parser, Subcommand};
 use eggs_client::Client;
 use eggs_protocol::{EggsTime, InodeId, Name};
 use eggs_tests::Latencies;
@@ -15,6 +22,20 @@ use std::time::{Duration, Instant};
 
 #[derive(Parser)]
 #[command(name = "eggsbench")]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Metadata operations: ops/s and latencies.
+    Meta(Args),
+    /// Data path: codec, local disk and cluster throughput.
+    Data(data::DataArgs),
+}
+
+#[derive(clap::Args)]
 struct Args {
     #[arg(long, env = "EGGS_SHUCKLE", default_value = eggs_client::DEFAULT_SHUCKLE_ADDR)]
     shuckle: SocketAddr,
@@ -41,13 +62,21 @@ struct Ctx {
 
 fn main() {
     eggs_common::logging::init("warn");
-    let args = Args::parse();
+    let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime");
-    rt.block_on(run(args));
+    match cli.mode {
+        Mode::Meta(args) => rt.block_on(run(args)),
+        Mode::Data(args) => {
+            if let Err(e) = rt.block_on(data::run(args)) {
+                eprintln!("eggsbench data: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
 }
 
 fn name(s: &str) -> Name {
