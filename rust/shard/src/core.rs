@@ -290,13 +290,18 @@ impl<K: Kv> ShardCore<K> {
     }
 
     fn lookup(&self, shard: ShardId, r: &LookupReq) -> R<LookupResp> {
-        self.get_dir(shard, r.dir_id)?;
+        Self::check_owned(shard, r.dir_id, Some(true))?;
+        // The hot path reads only the edge: a directory that does not exist has no edges, so
+        // the directory is read only to tell "no such name" from "no such directory".
         match self.get_current_edge(r.dir_id, &r.name)? {
             Some(e) => Ok(LookupResp {
                 target_id: e.target_id,
                 creation_time: e.creation_time,
             }),
-            None => Err(EggsError::NameNotFound.into()),
+            None => {
+                self.get_dir(shard, r.dir_id)?;
+                Err(EggsError::NameNotFound.into())
+            }
         }
     }
 

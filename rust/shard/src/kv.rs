@@ -63,6 +63,8 @@ pub trait Kv {
 pub struct RocksKv {
     db: rocksdb::DB,
     pending: std::cell::RefCell<Pending>,
+    /// Reused: `DB::get` would create and destroy a C++ ReadOptions on every call.
+    read_opts: rocksdb::ReadOptions,
 }
 
 #[derive(Default)]
@@ -96,6 +98,7 @@ impl RocksKv {
         Ok(RocksKv {
             db,
             pending: Default::default(),
+            read_opts: rocksdb::ReadOptions::default(),
         })
     }
 
@@ -114,14 +117,18 @@ impl Kv for RocksKv {
         if let Some(v) = self.pending.borrow().main.get(key) {
             return Ok(v.clone());
         }
-        Ok(self.db.get(key)?)
+        Ok(self.db.get_pinned_opt(key, &self.read_opts)?.map(|v| v.to_vec()))
     }
 
     fn get_dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
         if let Some(v) = self.pending.borrow().dedup.get(key) {
             return Ok(v.clone());
         }
-        Ok(self.db.get_cf(self.dedup_cf()?, key)?)
+        let cf = self.dedup_cf()?;
+        Ok(self
+            .db
+            .get_pinned_cf_opt(cf, key, &self.read_opts)?
+            .map(|v| v.to_vec()))
     }
 
     fn expire_dedup(&self, _expired: &dyn Fn(&[u8]) -> bool) -> Result<usize, ShardError> {
