@@ -117,7 +117,10 @@ impl Kv for RocksKv {
         if let Some(v) = self.pending.borrow().main.get(key) {
             return Ok(v.clone());
         }
-        Ok(self.db.get_pinned_opt(key, &self.read_opts)?.map(|v| v.to_vec()))
+        Ok(self
+            .db
+            .get_pinned_opt(key, &self.read_opts)?
+            .map(|v| v.to_vec()))
     }
 
     fn get_dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
