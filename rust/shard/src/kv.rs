@@ -61,7 +61,7 @@ pub trait Kv {
 /// of requests therefore costs one WAL append and one fsync, not one append per request, and
 /// only the final value of a key rewritten within the group is written.
 pub struct RocksKv {
-    db: rocksdb::DB,
+    db: std::sync::Arc<rocksdb::DB>,
     pending: std::cell::RefCell<Pending>,
     /// Reused: `DB::get` would create and destroy a C++ ReadOptions on every call.
     read_opts: rocksdb::ReadOptions,
@@ -96,10 +96,20 @@ impl RocksKv {
         ];
         let db = rocksdb::DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(RocksKv {
-            db,
+            db: std::sync::Arc::new(db),
             pending: Default::default(),
             read_opts: rocksdb::ReadOptions::default(),
         })
+    }
+
+    /// Another handle on the same database with an overlay of its own, for a core thread
+    /// serving other shards (their keys never overlap, so the overlays cannot conflict).
+    pub fn sibling(&self) -> RocksKv {
+        RocksKv {
+            db: self.db.clone(),
+            pending: Default::default(),
+            read_opts: rocksdb::ReadOptions::default(),
+        }
     }
 
     fn dedup_cf(&self) -> Result<&rocksdb::ColumnFamily, ShardError> {

@@ -24,6 +24,10 @@ struct Args {
     transient_deadline_ms: u64,
     #[arg(long, default_value_t = 1000)]
     heartbeat_ms: u64,
+    /// Threads running shard logic (each owns a subset of the shards); 0 = one per CPU, at
+    /// most 4.
+    #[arg(long, default_value_t = 0)]
+    core_threads: usize,
 }
 
 fn main() {
@@ -47,6 +51,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
         db: Default::default(),
         heartbeat_ms: args.heartbeat_ms,
+        core_threads: args.core_threads,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -31,6 +31,9 @@ pub struct ShardServerConfig {
     pub options: ShardOptions,
     pub db: DbConfig,
     pub heartbeat_ms: u64,
+    /// Threads running shard cores, each serving the shards `s` with `s % threads == i`;
+    /// 0 picks one per CPU (at most 4).
+    pub core_threads: usize,
 }
 
 /// Most datagrams taken from the kernel per system call.
@@ -60,34 +63,50 @@ pub struct ShardServer {
     local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    work: Sender<Work>,
+    /// One queue per core thread.
+    work: Vec<Sender<Work>>,
 }
 
 impl ShardServer {
     /// Opens RocksDB, binds the socket and starts serving.
     pub fn start(cfg: ShardServerConfig) -> Result<ShardServer, ShardError> {
         let kv = RocksKv::open(&cfg.dir, &cfg.db, DEDUP_BYTES)?;
-        let core = ShardCore::open(kv, &cfg.shards, cfg.options.clone(), EggsTime::now())?;
         let socket = bind(cfg.bind)?;
         let local_addr = socket
             .local_addr()
             .map_err(|e| io("reading local address", e))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = bounded(QUEUE_LEN);
-        let work = tx.clone();
-        let recv_socket = socket.try_clone().map_err(|e| io("cloning socket", e))?;
+        let n = core_threads(&cfg);
+        let mut work = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n + 1);
+        for i in 0..n {
+            let shards: Vec<ShardId> = cfg
+                .shards
+                .iter()
+                .copied()
+                .filter(|s| s.0 as usize % n == i)
+                .collect();
+            let core =
+                ShardCore::open(kv.sibling(), &shards, cfg.options.clone(), EggsTime::now())?;
+            let (tx, rx) = bounded(QUEUE_LEN);
+            work.push(tx);
+            let socket = socket.try_clone().map_err(|e| io("cloning socket", e))?;
+            let stop = stop.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("shard-core-{i}"))
+                .spawn(move || worker_loop(core, socket, rx, stop))
+                .map_err(|e| io("spawning worker", e))?;
+            threads.push(t);
+        }
+        let queues = work.clone();
         let recv_stop = stop.clone();
         let receiver = std::thread::Builder::new()
             .name("shard-recv".into())
-            .spawn(move || receive_loop(recv_socket, tx, recv_stop))
+            .spawn(move || receive_loop(socket, queues, recv_stop))
             .map_err(|e| io("spawning receiver", e))?;
-        let worker_stop = stop.clone();
-        let worker = std::thread::Builder::new()
-            .name("shard-core".into())
-            .spawn(move || worker_loop(core, socket, rx, worker_stop))
-            .map_err(|e| io("spawning worker", e))?;
+        threads.push(receiver);
         tracing::info!(
-            "serving {} shards on {local_addr} from {}",
+            "serving {} shards on {local_addr} from {} with {n} core threads",
             cfg.shards.len(),
             cfg.dir.display()
         );
@@ -95,7 +114,7 @@ impl ShardServer {
             cfg,
             local_addr,
             stop,
-            threads: vec![receiver, worker],
+            threads,
             work,
         })
     }
@@ -175,15 +194,29 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket, ShardError> {
     Ok(s.into())
 }
 
-/// Keeps the core's list of block services current (placement and certificates need it).
-async fn refresh_block_services(shuckle: &ShuckleClient, work: &Sender<Work>, interval_ms: u64) {
+/// How many core threads to run: as configured, else one per CPU (at most 4), never more
+/// than there are shards to serve.
+fn core_threads(cfg: &ShardServerConfig) -> usize {
+    let auto = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let n = if cfg.core_threads == 0 {
+        auto
+    } else {
+        cfg.core_threads
+    };
+    n.clamp(1, cfg.shards.len().max(1))
+}
+
+/// Keeps the cores' list of block services current (placement and certificates need it).
+async fn refresh_block_services(shuckle: &ShuckleClient, work: &[Sender<Work>], interval_ms: u64) {
     loop {
         match shuckle.request(ShardBlockServicesReq {}).await {
-            // Blocking send: the list must not be lost to a full queue, and the queue drains
+            // Blocking sends: the list must not be lost to a full queue, and the queues drain
             // quickly. It runs on the current-thread runtime that only does this and heartbeats.
             Ok(r) => {
-                if work.send(Work::BlockServices(r.services)).is_err() {
-                    return;
+                for w in work {
+                    if w.send(Work::BlockServices(r.services.clone())).is_err() {
+                        return;
+                    }
                 }
             }
             Err(e) => tracing::warn!("fetching block services from shuckle: {e}"),
@@ -192,7 +225,7 @@ async fn refresh_block_services(shuckle: &ShuckleClient, work: &Sender<Work>, in
     }
 }
 
-fn receive_loop(socket: UdpSocket, tx: Sender<Work>, stop: Arc<AtomicBool>) {
+fn receive_loop(socket: UdpSocket, queues: Vec<Sender<Work>>, stop: Arc<AtomicBool>) {
     // One byte more than the largest valid datagram, so that oversized ones are noticed.
     let mut bufs = vec![vec![0u8; MAX_UDP_MTU as usize + 1]; RECV_BATCH];
     let mut got = Vec::with_capacity(RECV_BATCH);
@@ -215,7 +248,9 @@ fn receive_loop(socket: UdpSocket, tx: Sender<Work>, stop: Arc<AtomicBool>) {
                     continue;
                 }
             };
-            match tx.try_send(Work::Request { from, req }) {
+            // Each shard belongs to one core thread (see `ShardServer::start`).
+            let q = &queues[req.shard.0 as usize % queues.len()];
+            match q.try_send(Work::Request { from, req }) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => tracing::debug!("queue full, dropping request"),
                 Err(TrySendError::Disconnected(_)) => return,
