@@ -37,16 +37,19 @@ impl Default for RetryPolicy {
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
 
 pub struct UdpRpc {
-    socket: Arc<UdpSocket>,
+    /// Datagrams to send, drained in batches by the sender task.
+    outbox: tokio::sync::mpsc::UnboundedSender<(SocketAddr, Vec<u8>)>,
     waiters: Waiters,
     next_request_id: AtomicU64,
     client_id: u64,
     receiver: tokio::task::JoinHandle<()>,
+    sender: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for UdpRpc {
     fn drop(&mut self) {
         self.receiver.abort();
+        self.sender.abort();
     }
 }
 
@@ -57,8 +60,11 @@ impl UdpRpc {
         let socket = Arc::new(socket);
         let waiters: Waiters = Arc::default();
         let receiver = tokio::spawn(receive_loop(socket.clone(), waiters.clone()));
+        let (outbox, queued) = tokio::sync::mpsc::unbounded_channel();
+        let sender = tokio::spawn(send_loop(socket, queued));
         Ok(UdpRpc {
-            socket,
+            outbox,
+            sender,
             waiters,
             // Random starting points keep ids of successive client processes apart.
             next_request_id: AtomicU64::new(rand::random::<u64>() >> 1),
@@ -110,8 +116,8 @@ impl UdpRpc {
         loop {
             let addr = addr_of(attempt).await?;
             attempt += 1;
-            if let Err(e) = self.socket.send_to(&bytes, addr).await {
-                tracing::debug!("{what}: send to {addr} failed: {e}");
+            if self.outbox.send((addr, bytes.clone())).is_err() {
+                tracing::debug!("{what}: the sender task has stopped");
             }
             match tokio::time::timeout(Duration::from_millis(timeout_ms), &mut rx).await {
                 Ok(Ok(resp)) => {
@@ -165,6 +171,33 @@ impl Drop for WaiterGuard<'_> {
 fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Vec<u8>>>> {
     // A panic while holding this lock cannot leave the map inconsistent.
     w.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends queued datagrams, as many per system call as are waiting: under load, requests are
+/// made in bursts (each batch of replies wakes many callers at once), and one `sendmmsg`
+/// also wakes the server's receiver once instead of once per datagram.
+async fn send_loop(
+    socket: Arc<UdpSocket>,
+    mut queued: tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, Vec<u8>)>,
+) {
+    const MAX_BATCH: usize = 64;
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queued.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queued.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        if socket.writable().await.is_ok() {
+            // Datagrams the kernel refuses are dropped: the callers' retries cover them.
+            let _ = socket.try_io(tokio::io::Interest::WRITABLE, || {
+                Ok(eggs_common::udp::send_batch(&*socket, &batch))
+            });
+        }
+        batch.clear();
+    }
 }
 
 async fn receive_loop(socket: Arc<UdpSocket>, waiters: Waiters) {
