@@ -19,14 +19,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinSet;
 
 /// How long a connection may sit between requests before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest wait for any one read or write within a request (a frame, a chunk of data).
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pause after a failed accept (e.g. out of file descriptors) so as not to spin on it.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Whether a connection can carry another request.
 #[must_use]
@@ -42,32 +39,10 @@ pub(crate) async fn run(
     services: Arc<Services>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some(ended) = conns.join_next() => {
-                if let Err(e) = ended {
-                    tracing::error!("connection task failed: {e}");
-                }
-            }
-            accepted = listener.accept(), if conns.len() < crate::MAX_CONNECTIONS => {
-                match accepted {
-                    Ok((stream, peer)) => {
-                        conns.spawn(serve_connection(stream, peer, services.clone()));
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
-                }
-            }
-        }
-    }
-    tracing::info!("shutting down, closing {} connections", conns.len());
-    conns.shutdown().await;
+    eggs_common::tcp::accept_loop(&listener, crate::MAX_CONNECTIONS, shutdown, |s, peer| {
+        serve_connection(s, peer, services.clone())
+    })
+    .await;
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, services: Arc<Services>) {

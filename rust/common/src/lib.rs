@@ -4,6 +4,7 @@ pub mod crypto;
 pub mod db;
 pub mod frame;
 pub mod logging;
+pub mod tcp;
 pub mod udp;
 
 /// Resolves when the process is asked to stop (SIGINT or SIGTERM).

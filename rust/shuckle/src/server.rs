@@ -19,12 +19,9 @@ use tokio::io::BufReader;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinSet;
 
 /// Requests waiting for the core thread; connection tasks wait when it is full.
 const QUEUE_LEN: usize = 1024;
-/// Pause after a failed accept (e.g. out of file descriptors) so as not to spin on it.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Connection limits.
 #[derive(Clone, Copy, Debug)]
@@ -134,32 +131,10 @@ async fn accept_loop(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some(ended) = conns.join_next() => {
-                if let Err(e) = ended {
-                    tracing::error!("connection task failed: {e}");
-                }
-            }
-            accepted = listener.accept(), if conns.len() < limits.max_connections => {
-                match accepted {
-                    Ok((stream, peer)) => {
-                        conns.spawn(serve_connection(stream, peer, core.clone(), limits));
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
-                }
-            }
-        }
-    }
-    tracing::info!("shutting down, closing {} connections", conns.len());
-    conns.shutdown().await;
+    eggs_common::tcp::accept_loop(listener, limits.max_connections, shutdown, |s, peer| {
+        serve_connection(s, peer, core.clone(), limits)
+    })
+    .await;
 }
 
 /// Answers requests on one connection, in order, until it closes, idles, or misbehaves.
