@@ -57,6 +57,8 @@ struct Ctx {
     /// Names that exist in the shared lookup directory.
     lookup_dir: InodeId,
     lookup_names: Vec<(Name, InodeId)>,
+    /// Names in 16 directories (so on up to 16 shards): lookups that use every core thread.
+    spread_names: Vec<(InodeId, Name)>,
     unique: AtomicU64,
 }
 
@@ -98,6 +100,19 @@ async fn run(args: Args) {
             let (n, _) = &ctx.lookup_names[(w * 7919 + i) % ctx.lookup_names.len()];
             ctx.client.lookup(ctx.lookup_dir, n).await.map(|_| ())
         })
+        .await;
+    }
+    if want("lookup") {
+        bench(
+            "lookup (16 directories)",
+            &ctx,
+            c,
+            secs,
+            |ctx, w, i| async move {
+                let (dir, n) = &ctx.spread_names[(w * 7919 + i) % ctx.spread_names.len()];
+                ctx.client.lookup(*dir, n).await.map(|_| ())
+            },
+        )
         .await;
     }
     if want("stat") {
@@ -164,6 +179,21 @@ async fn setup(client: Client, workers: usize) -> Ctx {
             .expect("file");
         lookup_names.push((n, id));
     }
+    let mut spread_names = Vec::new();
+    for d in 0..16 {
+        let dir = client
+            .mkdir_in(root, &name(&format!("spread-{d}")))
+            .await
+            .expect("dir");
+        for i in 0..10 {
+            let n = name(&format!("file-{i}"));
+            client
+                .write_small_file_in(dir, &n, b"hello")
+                .await
+                .expect("file");
+            spread_names.push((dir, n));
+        }
+    }
     let mut dirs = Vec::new();
     for w in 0..workers {
         let a = client
@@ -181,6 +211,7 @@ async fn setup(client: Client, workers: usize) -> Ctx {
         dirs,
         lookup_dir,
         lookup_names,
+        spread_names,
         unique: AtomicU64::new(0),
     }
 }
