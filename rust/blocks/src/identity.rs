@@ -159,7 +159,6 @@ fn class_from_tag(tag: u8) -> Option<StorageClass> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_util::TempDir;
 
     #[test]
     fn round_trip_and_corruption() {
@@ -176,7 +175,7 @@ mod tests {
 
     #[test]
     fn stable_across_reopen_and_class_checked() {
-        let dir = TempDir::new("identity");
+        let dir = tempfile::tempdir().expect("create temp dir");
         let first = Identity::load_or_create(dir.path(), StorageClass::Flash).expect("create");
         let again = Identity::load_or_create(dir.path(), StorageClass::Flash).expect("reopen");
         assert_eq!(first, again);
@@ -188,7 +187,7 @@ mod tests {
 
     #[test]
     fn corrupt_identity_refuses_to_start() {
-        let dir = TempDir::new("identity-corrupt");
+        let dir = tempfile::tempdir().expect("create temp dir");
         std::fs::write(dir.path().join(IDENTITY_FILE), b"garbage").expect("write");
         let err = Identity::load_or_create(dir.path(), StorageClass::Flash);
         assert!(matches!(err, Err(BlocksError::Identity { .. })));

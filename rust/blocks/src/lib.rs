@@ -36,8 +36,6 @@ mod server;
 mod service;
 pub mod store;
 mod sys;
-#[cfg(test)]
-mod test_util;
 
 use eggs_protocol::policy::StorageClass;
 use eggs_protocol::{Addr, BlockServiceId};

@@ -25,32 +25,6 @@ use tokio::task::JoinHandle;
 
 const MIB: usize = 1 << 20;
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let unique = format!(
-            "eggs-blocks-test-{name}-{}-{:016x}",
-            std::process::id(),
-            rand::random::<u64>()
-        );
-        let path = std::env::temp_dir().join(unique);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A server task running until stopped.
 struct Running<E> {
     addr: SocketAddr,
@@ -90,7 +64,7 @@ async fn start_shuckle(dir: &Path) -> Running<eggs_shuckle::ShuckleError> {
 
 /// One process serving two directories (flash and hdd) of `root`.
 struct Cluster {
-    root: TempDir,
+    root: tempfile::TempDir,
     shuckle: Running<eggs_shuckle::ShuckleError>,
     blocks: Running<BlocksError>,
     ids: Vec<BlockServiceId>,
@@ -120,9 +94,17 @@ async fn start_blocks(cfg: BlocksConfig) -> (Running<BlocksError>, Vec<BlockServ
     (running, ids)
 }
 
+/// A fresh directory named after the test, removed when dropped.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("eggs-blocks-{name}-"))
+        .tempdir()
+        .expect("create temp dir")
+}
+
 impl Cluster {
     async fn start(name: &str) -> Cluster {
-        let root = TempDir::new(name);
+        let root = temp_dir(name);
         let shuckle = start_shuckle(root.path()).await;
         let (blocks, ids) = start_blocks(config(root.path(), shuckle.addr)).await;
         Cluster {
@@ -714,11 +696,11 @@ async fn a_directory_cannot_be_served_twice() {
 
 /// A tmpfs of a few hundred KiB, unmounted on drop. Needs root (CI and dev machines run
 /// tests as root); elsewhere the test that uses it says so and passes without checking.
-struct SmallFs(TempDir);
+struct SmallFs(tempfile::TempDir);
 
 impl SmallFs {
     fn mount(name: &str, size_bytes: usize) -> Option<SmallFs> {
-        let dir = TempDir::new(name);
+        let dir = temp_dir(name);
         let status = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_bytes}")])
             .arg("tmpfs")
@@ -743,7 +725,7 @@ async fn disk_full_is_an_io_error_and_leaves_nothing() {
         eprintln!("SKIPPED disk_full test: cannot mount a tmpfs (not root?)");
         return;
     };
-    let shuckle_dir = TempDir::new("full-shuckle");
+    let shuckle_dir = tempfile::tempdir().expect("create temp dir");
     let shuckle = start_shuckle(shuckle_dir.path()).await;
     let mut cfg = config(fs.0.path(), shuckle.addr);
     cfg.dirs.truncate(1);

@@ -142,24 +142,6 @@ mod tests {
     use crate::record::{Progress, Step, TxnState};
     use eggs_protocol::cdc::{CdcReq, RemoveDirectoryReq};
     use eggs_protocol::{EggsError, EggsTime, InodeId, Name};
-    use std::path::PathBuf;
-
-    /// A fresh directory removed at the end of the test.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            let p = std::env::temp_dir().join(format!("eggs-cdc-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&p);
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn record(id: TxnId, request_id: u64, state: TxnState) -> TxnRecord {
         TxnRecord {
@@ -190,7 +172,7 @@ mod tests {
 
     #[test]
     fn persisted_records_load_back() {
-        let dir = TempDir::new("store-round-trip");
+        let dir = tempfile::tempdir().expect("create temp dir");
         let a = record(1, 10, running());
         let b = record(2, 11, running());
         let b_done = record(
@@ -206,7 +188,7 @@ mod tests {
             next_dir_counter: 17,
         };
         {
-            let store = Store::open(&dir.0).unwrap();
+            let store = Store::open(dir.path()).unwrap();
             assert!(store.load().unwrap().records.is_empty());
             let puts = [Write::Put(a.clone()), Write::Put(b)];
             store.persist(&puts, Some(counters), true).unwrap();
@@ -221,7 +203,7 @@ mod tests {
             };
             store.persist(&[delete], None, false).unwrap();
         }
-        let store = Store::open(&dir.0).unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.counters, counters);
         assert_eq!(loaded.records, [a, b_done]);
@@ -239,8 +221,8 @@ mod tests {
 
     #[test]
     fn stale_index_entries_are_dropped_and_corrupt_records_refused() {
-        let dir = TempDir::new("store-bad-values");
-        let store = Store::open(&dir.0).unwrap();
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let store = Store::open(dir.path()).unwrap();
         let stale = RequestHeader {
             request_id: 1,
             client_id: 1,

@@ -16,27 +16,9 @@ use eggs_protocol::{
 };
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
-
-/// A fresh directory removed at the end of the test.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("eggs-cdc-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -164,9 +146,9 @@ struct Running {
     task: tokio::task::JoinHandle<Result<(), CdcError>>,
 }
 
-async fn start_cdc(dir: &TempDir, shuckle: SocketAddr) -> Running {
+async fn start_cdc(dir: &tempfile::TempDir, shuckle: SocketAddr) -> Running {
     let cfg = CdcConfig {
-        dir: dir.0.clone(),
+        dir: dir.path().to_path_buf(),
         bind: "127.0.0.1:0".parse().unwrap(),
         shuckle,
     };
@@ -235,7 +217,7 @@ async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_mkdir_through_shuckle_registration() {
-    let dir = TempDir::new("driver-client");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let (shard, script) = fake_shard().await;
     let (shuckle, registry) = fake_shuckle(shard).await;
     let cdc = start_cdc(&dir, shuckle).await;
@@ -271,7 +253,7 @@ async fn client_mkdir_through_shuckle_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undecodable_datagrams_get_malformed_request_when_they_carry_an_id() {
-    let dir = TempDir::new("driver-malformed");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let (shard, _) = fake_shard().await;
     let (shuckle, _) = fake_shuckle(shard).await;
     let cdc = start_cdc(&dir, shuckle).await;
@@ -296,7 +278,7 @@ async fn undecodable_datagrams_get_malformed_request_when_they_carry_an_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_get_the_stored_result_across_restarts() {
-    let dir = TempDir::new("driver-dedup");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let (shard, script) = fake_shard().await;
     let (shuckle, _) = fake_shuckle(shard).await;
     let cdc = start_cdc(&dir, shuckle).await;
@@ -320,7 +302,7 @@ async fn retries_get_the_stored_result_across_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_transaction_resumes_after_restart() {
-    let dir = TempDir::new("driver-resume");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let (shard, script) = fake_shard().await;
     let (shuckle, _) = fake_shuckle(shard).await;
     lock(&script).mute_edges = true;
@@ -357,14 +339,14 @@ async fn an_interrupted_transaction_resumes_after_restart() {
 
 /// Starts the `eggscdc` binary and waits for it to register a new address with shuckle.
 async fn spawn_binary(
-    dir: &TempDir,
+    dir: &tempfile::TempDir,
     shuckle: SocketAddr,
     registry: &Mutex<Option<Addr>>,
 ) -> (tokio::process::Child, SocketAddr) {
     *lock(registry) = None;
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_eggscdc"))
         .arg("--dir")
-        .arg(&dir.0)
+        .arg(dir.path())
         .arg("--shuckle")
         .arg(shuckle.to_string())
         .env("EGGS_LOG", "warn")
@@ -378,7 +360,7 @@ async fn spawn_binary(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_process_resumes_its_transaction() {
-    let dir = TempDir::new("driver-kill");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let (shard, script) = fake_shard().await;
     let (shuckle, registry) = fake_shuckle(shard).await;
     lock(&script).mute_edges = true;

@@ -4,7 +4,6 @@
 use eggs_run::{Cluster, ClusterConfig};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -53,21 +52,12 @@ impl Cli {
     }
 }
 
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
 #[tokio::test]
 async fn commands_against_a_cluster() {
-    let dir = TempDir(std::env::temp_dir().join(format!("eggs-cli-it-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    let cluster = Cluster::start(ClusterConfig::new(&dir.0)).await.unwrap();
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let cluster = Cluster::start(ClusterConfig::new(dir.path()))
+        .await
+        .unwrap();
     cluster
         .wait_registered(Duration::from_secs(30))
         .await

@@ -5,7 +5,7 @@
 use eggs_run::{BlockServicesLayout, Cluster, ClusterConfig};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,16 +48,6 @@ impl Cli {
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         stderr.trim_end().to_string()
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }
 
@@ -117,9 +107,8 @@ fn list_files(dir: &Path) -> Vec<String> {
 
 #[tokio::test]
 async fn data_commands_against_a_cluster() {
-    let dir = TempDir(std::env::temp_dir().join(format!("eggs-cli-data-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    let mut cfg = ClusterConfig::new(dir.0.join("cluster"));
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let mut cfg = ClusterConfig::new(dir.path().join("cluster"));
     cfg.block_services = BlockServicesLayout {
         failure_domains: 6,
         flash: 6,
@@ -149,13 +138,13 @@ async fn data_commands_against_a_cluster() {
     wait_writable(&cli);
 
     // A tree in, and out again.
-    let src = dir.0.join("src");
+    let src = dir.path().join("src");
     make_tree(&src);
     let src_s = src.to_str().unwrap();
     let out = cli.ok(&["cp", "-r", "-v", src_s, "eggs:/t"]);
     assert!(out.starts_with("4 files, 3150730 bytes"), "{out}");
     assert_eq!(cli.ok(&["ls", "/t/src"]), "empty\none\nsmall\nsub\n");
-    let back = dir.0.join("back");
+    let back = dir.path().join("back");
     cli.ok(&["cp", "-r", "eggs:/t/src", back.to_str().unwrap()]);
     assert_eq!(list_files(&back), ["empty", "one", "small", "sub/big"]);
     for (rel, data) in tree_files() {

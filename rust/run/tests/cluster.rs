@@ -2,32 +2,12 @@
 //! (`cargo xtask test` does: `cargo build --workspace --bins`).
 
 use eggs_run::{ChildEvent, Cluster, ClusterConfig, RunError};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const REGISTER: Duration = Duration::from_secs(30);
 
-/// A fresh data directory, removed when the test passes.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("eggs-run-it-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-async fn start(dir: &TempDir, shard_processes: usize) -> Cluster {
-    let mut cfg = ClusterConfig::new(&dir.0);
+async fn start(dir: &tempfile::TempDir, shard_processes: usize) -> Cluster {
+    let mut cfg = ClusterConfig::new(dir.path());
     cfg.shard_processes = shard_processes;
     let cluster = Cluster::start(cfg).await.expect("starting the cluster");
     cluster
@@ -46,7 +26,7 @@ fn alive(pid: u32) -> bool {
 
 #[tokio::test]
 async fn start_use_restart_and_stop() {
-    let dir = TempDir::new("basic");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let mut cluster = start(&dir, 2).await;
     let names: Vec<String> = cluster.processes().into_iter().map(|p| p.0).collect();
     assert_eq!(names, ["shuckle", "shard-0", "shard-1", "cdc"]);
@@ -87,7 +67,7 @@ async fn start_use_restart_and_stop() {
 
 #[tokio::test]
 async fn data_survives_a_second_start() {
-    let dir = TempDir::new("persist");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let cluster = start(&dir, 1).await;
     let client = cluster.client().await.unwrap();
     client.mkdir_p("/kept/here").await.unwrap();
@@ -99,7 +79,7 @@ async fn data_survives_a_second_start() {
     assert!(client.resolve("/kept/here").await.unwrap().is_dir());
     drop(client);
     // Another split of the shards over processes would lose track of their data.
-    let mut cfg = ClusterConfig::new(&dir.0);
+    let mut cfg = ClusterConfig::new(dir.path());
     cfg.shard_processes = 3;
     cluster.stop().await.unwrap();
     assert!(matches!(
@@ -110,7 +90,7 @@ async fn data_survives_a_second_start() {
 
 #[tokio::test]
 async fn supervise_restarts_a_dead_child() {
-    let dir = TempDir::new("supervise");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let mut cluster = start(&dir, 1).await;
     cluster.kill("shard-0", libc::SIGKILL).unwrap();
     let mut events = Vec::new();
@@ -133,10 +113,10 @@ async fn supervise_restarts_a_dead_child() {
 
 #[tokio::test]
 async fn drop_kills_children_and_the_lock_is_exclusive() {
-    let dir = TempDir::new("drop");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let cluster = start(&dir, 1).await;
     assert!(matches!(
-        Cluster::start(ClusterConfig::new(&dir.0)).await,
+        Cluster::start(ClusterConfig::new(dir.path())).await,
         Err(RunError::DirInUse { .. })
     ));
     let pids: Vec<u32> = cluster.processes().into_iter().map(|p| p.1).collect();
@@ -146,8 +126,10 @@ async fn drop_kills_children_and_the_lock_is_exclusive() {
 
 #[tokio::test]
 async fn a_dead_child_fails_wait_registered_with_its_log() {
-    let dir = TempDir::new("dead");
-    let mut cluster = Cluster::start(ClusterConfig::new(&dir.0)).await.unwrap();
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let mut cluster = Cluster::start(ClusterConfig::new(dir.path()))
+        .await
+        .unwrap();
     cluster.kill("cdc", libc::SIGKILL).unwrap();
     match cluster.wait_registered(REGISTER).await {
         Err(RunError::ChildExited { name, status, .. }) => {

@@ -107,27 +107,6 @@ mod tests {
     use crate::registry::SecretKey;
     use eggs_protocol::policy::StorageClass;
     use eggs_protocol::{Addr, EggsTime};
-    use std::path::PathBuf;
-
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let nanos = EggsTime::now().0;
-            let dir = std::env::temp_dir().join(format!(
-                "eggs-shuckle-store-{name}-{}-{nanos}",
-                std::process::id()
-            ));
-            TempDir(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn endpoint(port: u16, t: u64) -> Endpoint {
         Endpoint {
@@ -157,15 +136,15 @@ mod tests {
 
     #[test]
     fn records_survive_reopening() {
-        let dir = TempDir::new("reopen");
+        let dir = tempfile::tempdir().expect("create temp dir");
         let mut written: Vec<Change> = (0..=255u8)
             .map(|i| Change::Shard(ShardId(i), endpoint(6000, u64::from(i))))
             .collect();
         written.push(Change::Cdc(endpoint(7000, 1)));
         written.push(Change::BlockService(block_service(u64::MAX)));
         written.push(Change::BlockService(block_service(1)));
-        Store::open(&dir.0).unwrap().write(&written).unwrap();
-        let loaded = Store::open(&dir.0).unwrap().load().unwrap();
+        Store::open(dir.path()).unwrap().write(&written).unwrap();
+        let loaded = Store::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(loaded.len(), written.len());
         for change in &written {
             assert!(loaded.contains(change), "lost {change:?}");
@@ -174,8 +153,8 @@ mod tests {
 
     #[test]
     fn corrupt_records_are_reported() {
-        let dir = TempDir::new("corrupt");
-        let store = Store::open(&dir.0).unwrap();
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let store = Store::open(dir.path()).unwrap();
         store.db.put(b"c", b"SKE\x01\x00").unwrap();
         assert!(matches!(store.load(), Err(ShuckleError::Corrupt { .. })));
         store.db.delete(b"c").unwrap();

@@ -11,32 +11,11 @@ use eggs_protocol::shuckle::{
 use eggs_protocol::{Addr, BlockServiceId, EggsError, EggsTime, ShardId, NUM_SHARDS};
 use eggs_shuckle::{Shuckle, ShuckleConfig, ShuckleError};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let unique = format!(
-            "eggs-shuckle-test-{name}-{}-{}",
-            std::process::id(),
-            EggsTime::now().0
-        );
-        TempDir(std::env::temp_dir().join(unique))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A server running in the background until stopped.
 struct Running {
@@ -66,8 +45,8 @@ impl Running {
     }
 }
 
-fn config(dir: &TempDir) -> ShuckleConfig {
-    ShuckleConfig::new("127.0.0.1:0".parse().unwrap(), dir.0.clone())
+fn config(dir: &tempfile::TempDir) -> ShuckleConfig {
+    ShuckleConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf())
 }
 
 fn addr(port: u16) -> Addr {
@@ -137,7 +116,7 @@ async fn register_everything(client: &ShuckleClient) {
 
 #[tokio::test]
 async fn registers_queries_and_survives_restart() {
-    let dir = TempDir::new("restart");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let server = Running::start(config(&dir)).await;
     let client = server.client();
     let empty = snapshot(&client).await;
@@ -180,7 +159,7 @@ async fn registers_queries_and_survives_restart() {
 
 #[tokio::test]
 async fn silent_block_services_turn_stale() {
-    let dir = TempDir::new("stale");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let mut cfg = config(&dir);
     cfg.stale_after_ms = 200;
     let server = Running::start(cfg).await;
@@ -223,7 +202,7 @@ fn frame(magic: &[u8; 4], body: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn bad_input_does_not_stop_the_server() {
-    let dir = TempDir::new("garbage");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let server = Running::start(config(&dir)).await;
     // A connection that stalls mid-frame must not hold up anyone else.
     let mut stalled = TcpStream::connect(server.addr).await.unwrap();
@@ -250,7 +229,7 @@ async fn bad_input_does_not_stop_the_server() {
 
 #[tokio::test]
 async fn one_connection_carries_many_requests() {
-    let dir = TempDir::new("pipeline");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let server = Running::start(config(&dir)).await;
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let requests = [
@@ -279,7 +258,7 @@ async fn one_connection_carries_many_requests() {
 
 #[tokio::test]
 async fn idle_connections_are_closed() {
-    let dir = TempDir::new("idle");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let mut cfg = config(&dir);
     cfg.idle_timeout_ms = 100;
     let server = Running::start(cfg).await;
@@ -289,7 +268,7 @@ async fn idle_connections_are_closed() {
 
 #[tokio::test]
 async fn extra_connections_wait_for_a_free_slot() {
-    let dir = TempDir::new("limit");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let mut cfg = config(&dir);
     cfg.max_connections = 1;
     cfg.idle_timeout_ms = 300;
@@ -309,7 +288,7 @@ async fn extra_connections_wait_for_a_free_slot() {
 
 #[tokio::test]
 async fn bad_config_is_rejected() {
-    let dir = TempDir::new("config");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let mut cfg = config(&dir);
     cfg.max_connections = 0;
     assert!(matches!(
@@ -320,7 +299,7 @@ async fn bad_config_is_rejected() {
 
 #[tokio::test]
 async fn second_server_on_the_same_dir_is_refused() {
-    let dir = TempDir::new("lock");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let server = Running::start(config(&dir)).await;
     assert!(matches!(
         Shuckle::bind(config(&dir)).await,

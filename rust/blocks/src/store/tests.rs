@@ -1,5 +1,4 @@
 use super::*;
-use crate::test_util::TempDir;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 fn data(len: usize, seed: u8) -> Vec<u8> {
@@ -79,7 +78,7 @@ fn page_arithmetic() {
 
 #[test]
 fn write_then_read_whole_and_ranges() {
-    let dir = TempDir::new("rw");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let bytes = data(WINDOW_BYTES * 3 + 12_345, 7);
     put(&store, 0xabcd, &bytes, WINDOW_BYTES).expect("put");
@@ -110,7 +109,7 @@ fn write_then_read_whole_and_ranges() {
 
 #[test]
 fn chunking_does_not_change_the_file() {
-    let dir = TempDir::new("chunks");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let bytes = data(5 * 4096 + 1, 3);
     put(&store, 1, &bytes, bytes.len()).expect("one piece");
@@ -129,7 +128,7 @@ fn chunking_does_not_change_the_file() {
 
 #[test]
 fn empty_block() {
-    let dir = TempDir::new("empty");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     put(&store, 9, &[], 1).expect("put");
     assert_eq!(get(&store, 9, 0, 0).expect("get"), Vec::<u8>::new());
@@ -138,7 +137,7 @@ fn empty_block() {
 
 #[test]
 fn crc_mismatch_leaves_nothing() {
-    let dir = TempDir::new("badcrc");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let bytes = data(10_000, 1);
     let mut w = store
@@ -156,7 +155,7 @@ fn crc_mismatch_leaves_nothing() {
 
 #[test]
 fn too_much_or_too_little_data_is_refused() {
-    let dir = TempDir::new("sizes");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let bytes = data(100, 1);
     let mut w = store
@@ -173,7 +172,7 @@ fn too_much_or_too_little_data_is_refused() {
 
 #[test]
 fn abandoned_write_is_removed() {
-    let dir = TempDir::new("abandon");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let mut w = store.begin_write(BlockId(6), 8192, 0).expect("begin");
     w.write(&[1; 4096]).expect("write");
@@ -184,7 +183,7 @@ fn abandoned_write_is_removed() {
 
 #[test]
 fn crash_leftovers_are_ignored_and_cleaned() {
-    let dir = TempDir::new("crash");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     put(&store, 0x100, &data(5000, 2), 4096).expect("put");
     // A crash mid-write: the temporary file stays (forget skips the cleanup in Drop).
@@ -212,7 +211,7 @@ fn crash_leftovers_are_ignored_and_cleaned() {
 
 #[test]
 fn idempotent_rewrite_and_count_across_reopen() {
-    let dir = TempDir::new("rewrite");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let bytes = data(70_000, 4);
     put(&store, 42, &bytes, 65536).expect("first");
@@ -227,7 +226,7 @@ fn idempotent_rewrite_and_count_across_reopen() {
 
 #[test]
 fn erase_is_idempotent() {
-    let dir = TempDir::new("erase");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     put(&store, 7, &data(10, 0), 10).expect("put");
     assert!(store.erase(BlockId(7)).expect("erase"));
@@ -246,7 +245,7 @@ fn erase_is_idempotent() {
 
 #[test]
 fn flipped_data_byte_is_detected_in_its_page_only() {
-    let dir = TempDir::new("flip");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let bytes = data(4 * 4096, 5);
     let crc = crc32c::crc32c(&bytes);
@@ -283,7 +282,7 @@ fn flipped_data_byte_is_detected_in_its_page_only() {
 
 #[test]
 fn flipped_table_or_header_byte_is_detected() {
-    let dir = TempDir::new("flip-meta");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let bytes = data(3 * 4096, 6);
     let crc = crc32c::crc32c(&bytes);
@@ -311,7 +310,7 @@ fn flipped_table_or_header_byte_is_detected() {
 
 #[test]
 fn wrong_length_or_misplaced_file_is_corrupt() {
-    let dir = TempDir::new("length");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let bytes = data(5000, 8);
     put(&store, 14, &bytes, 4096).expect("put");
@@ -345,7 +344,7 @@ fn wrong_length_or_misplaced_file_is_corrupt() {
 
 #[test]
 fn check_compares_size_and_crc() {
-    let dir = TempDir::new("check");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     let bytes = data(9000, 9);
     let crc = crc32c::crc32c(&bytes);
@@ -363,7 +362,7 @@ fn check_compares_size_and_crc() {
 
 #[test]
 fn unexpected_files_are_left_alone() {
-    let dir = TempDir::new("stray");
+    let dir = tempfile::tempdir().expect("create temp dir");
     let store = Store::open(dir.path()).expect("open");
     std::fs::write(dir.path().join("00").join("README"), b"hi").expect("write");
     drop(store);
