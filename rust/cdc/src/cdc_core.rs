@@ -10,7 +10,7 @@ use crate::locks::{normalize, LockKey, LockTable};
 use crate::record::{Counters, Progress, TxnId, TxnRecord, TxnState};
 use crate::txn::{self, Transition};
 use eggs_protocol::cdc::{CdcReq, CdcRequest, CdcResp, CdcResponse};
-use eggs_protocol::shard::{ShardReq, ShardResp};
+use eggs_protocol::shard::{ShardReq, ShardRequest, ShardResp};
 use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, RequestHeader, ShardId, NUM_SHARDS};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -43,6 +43,8 @@ impl Default for CoreConfig {
 pub struct Loaded {
     pub counters: Counters,
     pub records: Vec<TxnRecord>,
+    /// The CDC's client id towards the shards, fixed when its database was created.
+    pub client_id: u64,
 }
 
 /// A shard request to perform for step `step` of transaction `txn`. The driver retries
@@ -55,8 +57,49 @@ pub struct ShardSend {
     pub step: u32,
     pub shard: ShardId,
     pub req: ShardReq,
+    /// Send with exactly this header, on every retry too (see [`step_header`]).
+    pub header: RequestHeader,
     /// Wait this long before sending (back-off when a must-complete step failed).
     pub delay_ms: u64,
+}
+
+/// The header of a transaction step. The CDC's client id is persisted and the request id is
+/// a function of the transaction, the request itself and the attempt (how many times this
+/// must-complete step has failed so far). A step resent after a CDC restart thus carries the
+/// same header as its copy sent before the crash, and the shard answers it from its dedup
+/// table instead of applying it again after the transaction moved on (which could re-lock
+/// an edge already unlocked, or re-create an edge a client has replaced since). Each retry
+/// after a failure gets a new id, since the shard remembers failures too; after a restart
+/// the attempts start again from 0 and walk through the remembered failures.
+pub fn step_header(
+    client_id: u64,
+    txn: TxnId,
+    attempt: u32,
+    shard: ShardId,
+    req: &ShardReq,
+) -> RequestHeader {
+    // FNV-1a: stable across builds and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(&txn.to_le_bytes());
+    eat(&attempt.to_le_bytes());
+    let blank = ShardRequest {
+        header: RequestHeader {
+            client_id: 0,
+            request_id: 0,
+        },
+        shard,
+        body: req.clone(),
+    };
+    eat(&eggs_protocol::codec::encode(&blank));
+    RequestHeader {
+        client_id,
+        request_id: h,
+    }
 }
 
 /// The definite outcome of a [`ShardSend`].
@@ -158,6 +201,7 @@ struct Pending {
 pub struct CdcCore {
     cfg: CoreConfig,
     counters: Counters,
+    client_id: u64,
     live: HashMap<TxnId, LiveTxn>,
     finished: HashMap<TxnId, FinishedTxn>,
     /// Finished transactions by finish time, for expiry.
@@ -181,6 +225,7 @@ impl CdcCore {
             now,
             cfg,
             counters: loaded.counters,
+            client_id: loaded.client_id,
             live: HashMap::new(),
             finished: HashMap::new(),
             finished_order: VecDeque::new(),
@@ -402,11 +447,13 @@ impl CdcCore {
         match txn::step_request(&t.req, &t.progress) {
             Ok((shard, req)) => {
                 t.step_seq += 1;
+                let header = step_header(self.client_id, id, t.failures, shard, &req);
                 self.pending.sends.push(ShardSend {
                     txn: id,
                     step: t.step_seq,
                     shard,
                     req,
+                    header,
                     delay_ms,
                 });
             }

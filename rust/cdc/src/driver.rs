@@ -373,7 +373,7 @@ async fn definite_outcome(client: &Client, send: &ShardSend) -> Result<ShardResp
     let mut failures = 0u32;
     loop {
         let err = match client
-            .shard_request(send.shard, AnyShardReq(send.req.clone()))
+            .shard_request_with_header(send.shard, send.header, AnyShardReq(send.req.clone()))
             .await
         {
             Ok(resp) => return Ok(resp),

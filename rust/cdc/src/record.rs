@@ -70,6 +70,10 @@ pub enum Step {
     UnlockOldEdge { moved: bool },
     /// MakeDirectory rollback: RemoveDirectoryInode of the new id.
     RemoveDirectoryInode,
+    /// UndeleteDirectory: ReattachDirectory(target, owner).
+    ReattachDirectory,
+    /// UndeleteDirectory rollback: RemoveDirectoryOwner(target) again.
+    DetachDirectory,
 }
 
 impl Step {
@@ -78,7 +82,10 @@ impl Step {
     pub fn must_complete(self) -> bool {
         matches!(
             self,
-            Step::SetDirectoryOwner | Step::UnlockOldEdge { .. } | Step::RemoveDirectoryInode
+            Step::SetDirectoryOwner
+                | Step::UnlockOldEdge { .. }
+                | Step::RemoveDirectoryInode
+                | Step::DetachDirectory
         )
     }
 }

@@ -7,6 +7,7 @@
 //! | `0x00`                                       | [`Counters`]                           |
 //! | `0x01` txn_id:u64                            | [`TxnRecord`]                          |
 //! | `0x02` client_id:u64 request_id:u64          | txn_id: u64 big-endian                 |
+//! | `0x03`                                       | the CDC's own client id: u64 big-endian |
 //!
 //! Values other than the index are [`crate::record::encode_value`] encodings (a format
 //! version byte, then bincode). The index lets tools find a request's transaction without a
@@ -21,6 +22,7 @@ use std::path::Path;
 const COUNTERS_KEY: [u8; 1] = [0x00];
 const TXN_PREFIX: u8 = 0x01;
 const INDEX_PREFIX: u8 = 0x02;
+const CLIENT_ID_KEY: [u8; 1] = [0x03];
 
 pub fn txn_key(id: TxnId) -> [u8; 9] {
     let mut k = [TXN_PREFIX; 9];
@@ -65,7 +67,32 @@ impl Store {
             records.push(record);
         }
         self.drop_stale_index_entries(&records)?;
-        Ok(Loaded { counters, records })
+        let client_id = self.client_id()?;
+        Ok(Loaded {
+            counters,
+            records,
+            client_id,
+        })
+    }
+
+    /// The client id the CDC uses towards the shards, chosen at random when the database is
+    /// created and kept forever, so that steps resent after a restart are recognised as the
+    /// same requests by the shards' dedup.
+    fn client_id(&self) -> Result<u64, CdcError> {
+        if let Some(v) = self.db.get(CLIENT_ID_KEY)? {
+            let bytes: [u8; 8] = v.as_slice().try_into().map_err(|_| CdcError::Corrupt {
+                key: format!("{CLIENT_ID_KEY:02x?}"),
+                reason: format!("client id of {} bytes", v.len()),
+            })?;
+            return Ok(u64::from_be_bytes(bytes));
+        }
+        let id = rand::random::<u64>();
+        self.db.put_opt(
+            CLIENT_ID_KEY,
+            id.to_be_bytes(),
+            &eggs_common::db::sync_write(),
+        )?;
+        Ok(id)
     }
 
     fn scan(&self, prefix: u8) -> impl Iterator<Item = KeyValue> + '_ {

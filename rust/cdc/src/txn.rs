@@ -1,4 +1,4 @@
-//! The four transactions as pure functions: validation, lock sets, the shard request of each
+//! The transactions as pure functions: validation, lock sets, the shard request of each
 //! step, and the transition a step's outcome causes.
 //!
 //! Every transaction has the same shape: zero or more read-only checks, fallible steps that
@@ -10,11 +10,12 @@ use crate::locks::LockKey;
 use crate::record::{Progress, Step};
 use eggs_protocol::cdc::{
     CdcReq, CdcResp, MakeDirectoryResp, RemoveDirectoryResp, RenameDirectoryResp, RenameFileResp,
+    UndeleteDirectoryResp,
 };
 use eggs_protocol::shard::{
-    CreateCurrentEdgeReq, CreateDirectoryInodeReq, LockCurrentEdgeReq, RemoveDirectoryInodeReq,
-    RemoveDirectoryOwnerReq, SetDirectoryOwnerReq, ShardReq, ShardResp, StatDirectoryReq,
-    UnlockCurrentEdgeReq,
+    CreateCurrentEdgeReq, CreateDirectoryInodeReq, LockCurrentEdgeReq, ReattachDirectoryReq,
+    RemoveDirectoryInodeReq, RemoveDirectoryOwnerReq, SetDirectoryOwnerReq, ShardReq, ShardResp,
+    StatDirectoryReq, UnlockCurrentEdgeReq,
 };
 use eggs_protocol::{EggsError, EggsTime, InodeId, Name, ShardId};
 
@@ -44,6 +45,14 @@ pub fn validate(req: &CdcReq) -> Result<(), EggsError> {
         CdcReq::RemoveDirectory(r) => {
             expect_movable_dir(r.target_id)?;
             expect_dir(r.owner_id)
+        }
+        CdcReq::UndeleteDirectory(r) => {
+            expect_movable_dir(r.target_id)?;
+            expect_dir(r.owner_id)?;
+            if r.owner_id == r.target_id {
+                return Err(EggsError::LoopInDirectoryRename);
+            }
+            Ok(())
         }
     }
 }
@@ -87,6 +96,9 @@ pub fn lock_set(req: &CdcReq) -> Vec<LockKey> {
         CdcReq::MakeDirectory(r) => vec![LockKey::Dir(r.owner_id)],
         CdcReq::RenameFile(r) => vec![LockKey::Dir(r.old_owner_id), LockKey::Dir(r.new_owner_id)],
         CdcReq::RemoveDirectory(r) => vec![LockKey::Dir(r.owner_id), LockKey::Dir(r.target_id)],
+        CdcReq::UndeleteDirectory(r) => {
+            vec![LockKey::Dir(r.owner_id), LockKey::Dir(r.target_id)]
+        }
         // The global lock keeps loop checks from racing with other directory moves.
         CdcReq::RenameDirectory(r) => vec![
             LockKey::Dir(r.old_owner_id),
@@ -102,6 +114,7 @@ pub fn lock_set(req: &CdcReq) -> Vec<LockKey> {
 pub fn initial_progress(req: &CdcReq, new_dir_id: InodeId) -> Progress {
     let (step, new_dir_id) = match req {
         CdcReq::MakeDirectory(_) => (Step::CreateDirectoryInode, new_dir_id),
+        CdcReq::UndeleteDirectory(_) => (Step::ReattachDirectory, InodeId::NULL),
         CdcReq::RenameDirectory(r) if r.new_owner_id != InodeId::ROOT => (
             Step::CheckLoop {
                 cursor: r.new_owner_id,
@@ -129,7 +142,7 @@ struct OldEdge<'a> {
 
 fn old_edge(req: &CdcReq) -> Option<OldEdge<'_>> {
     match req {
-        CdcReq::MakeDirectory(_) => None,
+        CdcReq::MakeDirectory(_) | CdcReq::UndeleteDirectory(_) => None,
         CdcReq::RenameFile(r) => Some(OldEdge {
             dir_id: r.old_owner_id,
             name: &r.old_name,
@@ -156,6 +169,7 @@ fn new_edge(req: &CdcReq, p: &Progress) -> Option<CreateCurrentEdgeReq> {
         CdcReq::MakeDirectory(r) => (r.owner_id, &r.name, p.new_dir_id, false),
         CdcReq::RenameFile(r) => (r.new_owner_id, &r.new_name, r.target_id, true),
         CdcReq::RenameDirectory(r) => (r.new_owner_id, &r.new_name, r.target_id, false),
+        CdcReq::UndeleteDirectory(r) => (r.owner_id, &r.name, r.target_id, false),
         CdcReq::RemoveDirectory(_) => return None,
     };
     Some(CreateCurrentEdgeReq {
@@ -209,6 +223,17 @@ pub fn step_request(req: &CdcReq, p: &Progress) -> Result<(ShardId, ShardReq), B
                 dir_id: r.target_id,
             })
         }
+        (Step::ReattachDirectory, CdcReq::UndeleteDirectory(r)) => {
+            ShardReq::ReattachDirectory(ReattachDirectoryReq {
+                dir_id: r.target_id,
+                owner_id: r.owner_id,
+            })
+        }
+        (Step::DetachDirectory, CdcReq::UndeleteDirectory(r)) => {
+            ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq {
+                dir_id: r.target_id,
+            })
+        }
         (Step::CreateNewEdge, _) => ShardReq::CreateCurrentEdge(new_edge(req, p).ok_or_else(bad)?),
         (Step::LockOldEdge, _) => {
             let e = old_edge(req).ok_or_else(bad)?;
@@ -245,6 +270,7 @@ fn shard_of(body: &ShardReq) -> ShardId {
         ShardReq::CreateCurrentEdge(r) => r.dir_id,
         ShardReq::LockCurrentEdge(r) => r.dir_id,
         ShardReq::UnlockCurrentEdge(r) => r.dir_id,
+        ShardReq::ReattachDirectory(r) => r.dir_id,
         // step_request builds only the kinds above.
         _ => InodeId::ROOT,
     };
@@ -283,7 +309,9 @@ pub fn advance(req: &CdcReq, p: &Progress, outcome: Result<ShardResp, EggsError>
         (Step::CreateNewEdge | Step::RemoveDirectoryOwner, Err(e)) => roll_back(req, p, e),
         // Nothing has been changed yet (locking is the first change of its transaction).
         (_, Err(e)) => Transition::Finish(Err(e)),
-        (Step::CreateDirectoryInode, Ok(_)) => next(p, Step::CreateNewEdge),
+        (Step::CreateDirectoryInode | Step::ReattachDirectory, Ok(_)) => {
+            next(p, Step::CreateNewEdge)
+        }
         (Step::CheckLoop { hops, .. }, Ok(ShardResp::StatDirectory(s))) => {
             loop_check_hop(req, p, s.owner_id, hops)
         }
@@ -317,6 +345,8 @@ fn response_fits(step: Step, resp: &ShardResp) -> bool {
                 Step::RemoveDirectoryInode,
                 ShardResp::RemoveDirectoryInode(_)
             )
+            | (Step::ReattachDirectory, ShardResp::ReattachDirectory(_))
+            | (Step::DetachDirectory, ShardResp::RemoveDirectoryOwner(_))
     )
 }
 
@@ -369,7 +399,9 @@ fn after_new_edge(req: &CdcReq, p: &Progress, creation_time: EggsTime) -> Transi
         ..p.clone()
     };
     match req {
-        CdcReq::MakeDirectory(_) => Transition::Finish(Ok(success(req, &p))),
+        CdcReq::MakeDirectory(_) | CdcReq::UndeleteDirectory(_) => {
+            Transition::Finish(Ok(success(req, &p)))
+        }
         CdcReq::RenameDirectory(_) => next(&p, Step::SetDirectoryOwner),
         _ => next(&p, Step::UnlockOldEdge { moved: true }),
     }
@@ -379,6 +411,7 @@ fn after_new_edge(req: &CdcReq, p: &Progress, creation_time: EggsTime) -> Transi
 fn roll_back(req: &CdcReq, p: &Progress, err: EggsError) -> Transition {
     let step = match req {
         CdcReq::MakeDirectory(_) => Step::RemoveDirectoryInode,
+        CdcReq::UndeleteDirectory(_) => Step::DetachDirectory,
         _ => Step::UnlockOldEdge { moved: false },
     };
     Transition::Next(Progress {
@@ -413,6 +446,9 @@ fn success(req: &CdcReq, p: &Progress) -> CdcResp {
             creation_time: p.creation_time,
         }),
         CdcReq::RemoveDirectory(_) => CdcResp::RemoveDirectory(RemoveDirectoryResp {}),
+        CdcReq::UndeleteDirectory(_) => CdcResp::UndeleteDirectory(UndeleteDirectoryResp {
+            creation_time: p.creation_time,
+        }),
     }
 }
 

@@ -13,8 +13,8 @@
 use crate::error::{ClientError, Result};
 use eggs_common::frame::{read_frame, write_frame, FrameError};
 use eggs_protocol::blocks::{
-    BlocksReq, BlocksRequest, BlocksResp, BlocksResponse, EraseBlockReq, FetchBlockReq,
-    WriteBlockReq,
+    BlocksReq, BlocksRequest, BlocksResp, BlocksResponse, CheckBlockReq, EraseBlockReq,
+    FetchBlockReq, WriteBlockReq,
 };
 use eggs_protocol::{BlockId, BlockServiceId};
 use std::collections::HashMap;
@@ -259,6 +259,32 @@ impl BlockPool {
             });
             match self.finish(addr, conn, reused, r) {
                 Ok(Some(proof)) => return Ok(proof),
+                Ok(None) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(stale_twice(&what))
+    }
+
+    /// Asks the service to verify a whole block on its disk (every page CRC and the block's
+    /// CRC). `BlockNotFound` and `BadBlockCrc` errors tell a missing block from a corrupt one.
+    pub async fn check_block(&self, addr: SocketAddr, req: &CheckBlockReq) -> Result<()> {
+        let what = format!(
+            "checking block {} on block service {} at {addr}",
+            req.block_id.0, req.block_service_id.0
+        );
+        let request = BlocksRequest {
+            body: BlocksReq::CheckBlock(req.clone()),
+        };
+        for _ in 0..2 {
+            let (mut conn, reused) = self.checkout(addr, &what).await?;
+            let r = self.attempt_simple(&mut conn, &what, &request).await;
+            let r = r.and_then(|resp| match resp {
+                BlocksResp::CheckBlock(_) => Ok(()),
+                _ => Err(fatal(wrong_kind(&what))),
+            });
+            match self.finish(addr, conn, reused, r) {
+                Ok(Some(())) => return Ok(()),
                 Ok(None) => continue,
                 Err(e) => return Err(e),
             }

@@ -10,8 +10,8 @@ use eggs_protocol::policy::DirectoryInfo;
 use eggs_protocol::shard::{self, ShardReq, ShardRequest, ShardResp, ShardResponse};
 use eggs_protocol::shuckle::{CdcReq as ShuckleCdcReq, ShardsReq};
 use eggs_protocol::{
-    EggsError, EggsTime, InodeId, InodeType, Name, ShardId, MAX_INLINE_SPAN, MAX_UDP_MTU,
-    NUM_SHARDS,
+    EggsError, EggsTime, InodeId, InodeType, Name, RequestHeader, ShardId, MAX_INLINE_SPAN,
+    MAX_UDP_MTU, NUM_SHARDS,
 };
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -169,7 +169,22 @@ impl Client {
     where
         B: RequestBody<Req = ShardReq, Resp = ShardResp>,
     {
-        let header = self.rpc.new_header();
+        self.shard_request_with_header(shard, self.rpc.new_header(), body)
+            .await
+    }
+
+    /// Like [`Client::shard_request`] with a header chosen by the caller. The CDC uses it so
+    /// that every copy of a transaction step, even one sent again after a restart, carries
+    /// the same (client id, request id) and so is applied at most once by the shard.
+    pub async fn shard_request_with_header<B>(
+        &self,
+        shard: ShardId,
+        header: RequestHeader,
+        body: B,
+    ) -> Result<B::RespBody>
+    where
+        B: RequestBody<Req = ShardReq, Resp = ShardResp>,
+    {
         let req = ShardRequest {
             header,
             shard,
@@ -589,6 +604,19 @@ impl Client {
         )
         .await?;
         Ok(f.id)
+    }
+
+    /// Sets the modification and/or access time of a linked file or symlink.
+    pub async fn set_time(
+        &self,
+        id: InodeId,
+        mtime: Option<EggsTime>,
+        atime: Option<EggsTime>,
+    ) -> Result<()> {
+        self.shard_request(id.shard(), shard::SetTimeReq { id, mtime, atime })
+            .await
+            .map_err(|e| e.with_context(&format!("setting the times of {id}")))?;
+        Ok(())
     }
 
     /// Reads a whole file, checking every span's CRC (see [`Client::read_file_to`]).

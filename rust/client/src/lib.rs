@@ -8,6 +8,7 @@ pub mod blocks;
 mod error;
 mod fs;
 mod read;
+pub mod repair;
 mod rpc;
 pub mod rs;
 mod shuckle;
@@ -19,6 +20,7 @@ pub use error::{ClientError, Result};
 pub use fs::{Client, ClientOptions, DirEntry, Stat};
 pub use rpc::{RetryPolicy, UdpRpc};
 pub use shuckle::ShuckleClient;
+pub use write::FileWriter;
 
 /// Where `eggsrun` puts shuckle unless told otherwise, and so where tools look by default.
 pub const DEFAULT_SHUCKLE_ADDR: &str = "127.0.0.1:10001";

@@ -185,6 +185,43 @@ impl Client {
         Ok(out)
     }
 
+    /// Every span of a file, in order, checked to follow each other from offset 0.
+    pub async fn file_spans(&self, file_id: InodeId) -> Result<Vec<FetchedSpan>> {
+        let mut cursor = SpanCursor::new(file_id, 0);
+        let mut out = Vec::new();
+        while let Some(span) = cursor.next(self).await? {
+            if out.is_empty() && span.byte_offset != 0 {
+                return Err(corrupt(file_id, 0, "the first span is not at 0".into()));
+            }
+            out.push(span);
+        }
+        Ok(out)
+    }
+
+    /// Logical bytes `range` of one span of the file (from [`Client::file_spans`]): only the
+    /// stripes holding them are fetched, unreadable blocks are rebuilt from parity, and the
+    /// span CRC is checked when the range covers all of its stripes.
+    pub async fn read_span_range(
+        &self,
+        file_id: InodeId,
+        span: &FetchedSpan,
+        range: Range<usize>,
+    ) -> Result<Vec<u8>> {
+        if range.start > range.end || range.end > span.size as usize {
+            return Err(corrupt(
+                file_id,
+                span.byte_offset,
+                format!("range {range:?} outside a span of {}", span.size),
+            ));
+        }
+        let mut out = Vec::with_capacity(range.len());
+        let loaded = self.load(file_id, span.clone(), range, Vec::new()).await?;
+        for piece in loaded.pieces() {
+            out.extend_from_slice(piece);
+        }
+        Ok(out)
+    }
+
     async fn load_whole(
         &self,
         file_id: InodeId,

@@ -333,6 +333,201 @@ impl Client {
     }
 }
 
+/// A file written piece by piece as data arrives (the FUSE client's writes): bytes are
+/// buffered up to one span, and each full span is stored by a background task while the next
+/// one fills, so at most two spans (plus parity) are in memory. [`FileWriter::finish`] stores
+/// the rest and links the file; dropping the writer without finishing leaves a transient file
+/// that GC removes after its deadline.
+pub struct FileWriter {
+    client: Arc<Client>,
+    owner_id: InodeId,
+    file: Transient,
+    /// The owner's resolved policies, fetched once the file outgrows an inline span.
+    info: Option<DirectoryInfo>,
+    max_span: usize,
+    /// Bytes a full span's buffer needs with its padding (so encoding never reallocates).
+    padded: usize,
+    buf: Vec<u8>,
+    /// The buffer of the last stored span, for the next one.
+    spare: Vec<u8>,
+    /// Bytes handed to span tasks (stored, or being stored).
+    flushed: u64,
+    inflight: Option<tokio::task::JoinHandle<Result<SpanDone>>>,
+    parity: ParityBuffers,
+    blacklist: Vec<BlockServiceId>,
+}
+
+/// What a finished background span gives back for the next one.
+type SpanDone = (Vec<u8>, ParityBuffers, Vec<BlockServiceId>);
+
+impl FileWriter {
+    /// Creates the transient file on the shard of `owner_id`, the directory it will be
+    /// linked into.
+    pub async fn new(client: Arc<Client>, owner_id: InodeId, typ: InodeType) -> Result<Self> {
+        let f = client
+            .shard_request(owner_id.shard(), shard::ConstructFileReq { typ })
+            .await?;
+        Ok(FileWriter {
+            client,
+            owner_id,
+            file: Transient {
+                id: f.id,
+                cookie: f.cookie,
+            },
+            info: None,
+            max_span: 0,
+            padded: 0,
+            buf: Vec::new(),
+            spare: Vec::new(),
+            flushed: 0,
+            inflight: None,
+            parity: ParityBuffers::new(),
+            blacklist: Vec::new(),
+        })
+    }
+
+    /// The transient file's id (it keeps it once linked).
+    pub fn id(&self) -> InodeId {
+        self.file.id
+    }
+
+    /// Bytes appended so far.
+    pub fn size(&self) -> u64 {
+        self.flushed + self.buf.len() as u64
+    }
+
+    /// Bytes already handed to block services; [`FileWriter::truncate`] cannot go below.
+    pub fn flushed(&self) -> u64 {
+        self.flushed
+    }
+
+    /// Appends `data`; waits for the previous span's task when a new span is full.
+    pub async fn append(&mut self, mut data: &[u8]) -> Result<()> {
+        if self.info.is_none() && self.buf.len() + data.len() <= MAX_INLINE_SPAN {
+            // Perhaps an inline file: no policy needed yet.
+            self.buf.extend_from_slice(data);
+            return Ok(());
+        }
+        self.ensure_policy().await?;
+        while !data.is_empty() {
+            if self.buf.capacity() < self.padded {
+                if self.buf.is_empty() && self.spare.capacity() >= self.padded {
+                    self.buf = std::mem::take(&mut self.spare);
+                    self.buf.clear();
+                } else {
+                    self.buf.reserve_exact(self.padded - self.buf.len());
+                }
+            }
+            let n = (self.max_span - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.buf.len() >= self.max_span {
+                let span = std::mem::take(&mut self.buf);
+                self.start_span(span).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts the file to `size` bytes (only within what is still buffered) or extends it with
+    /// zeros. Returns false when `size` is below what was already stored.
+    pub async fn truncate(&mut self, size: u64) -> Result<bool> {
+        if size < self.flushed {
+            return Ok(false);
+        }
+        if size <= self.size() {
+            self.buf.truncate((size - self.flushed) as usize);
+            return Ok(true);
+        }
+        let mut left = size - self.size();
+        let zeros = vec![0u8; 1 << 20];
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            self.append(&zeros[..n]).await?;
+            left -= n as u64;
+        }
+        Ok(true)
+    }
+
+    /// Stores what is buffered and links the file as `name` in its directory (replacing a
+    /// file of that name, which stays as a snapshot edge).
+    pub async fn finish(mut self, name: &Name) -> Result<shard::LinkFileResp> {
+        self.store_rest().await?;
+        self.client
+            .shard_request(
+                self.owner_id.shard(),
+                shard::LinkFileReq {
+                    file_id: self.file.id,
+                    cookie: self.file.cookie,
+                    owner_id: self.owner_id,
+                    name: name.clone(),
+                },
+            )
+            .await
+    }
+
+    async fn store_rest(&mut self) -> Result<()> {
+        if self.flushed == 0 && self.buf.len() <= MAX_INLINE_SPAN {
+            let data = std::mem::take(&mut self.buf);
+            self.client.add_inline(&self.file, data).await?;
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            self.ensure_policy().await?;
+            let span = std::mem::take(&mut self.buf);
+            self.start_span(span).await?;
+        }
+        self.wait_inflight().await
+    }
+
+    async fn ensure_policy(&mut self) -> Result<()> {
+        if self.info.is_none() {
+            let info = self.client.effective_directory_info(self.owner_id).await?;
+            self.max_span =
+                max_span_size(&info).map_err(|e| layout_error(self.file.id, e))? as usize;
+            self.padded = SpanLayout::for_span(&info, self.max_span as u32)
+                .map_or(self.max_span, |l| l.capacity().max(self.max_span));
+            self.info = Some(info);
+        }
+        Ok(())
+    }
+
+    async fn wait_inflight(&mut self) -> Result<()> {
+        if let Some(task) = self.inflight.take() {
+            let (buf, parity, blacklist) = task
+                .await
+                .map_err(|e| internal(self.file.id, format!("span task: {e}")))??;
+            // The next span reuses the buffers, so that a large file allocates them once.
+            self.spare = buf;
+            self.parity = parity;
+            self.blacklist = blacklist;
+        }
+        Ok(())
+    }
+
+    /// Waits for the previous span, then stores `span` in the background.
+    async fn start_span(&mut self, span: Vec<u8>) -> Result<()> {
+        self.wait_inflight().await?;
+        let offset = self.flushed;
+        self.flushed += span.len() as u64;
+        let info = self.info.clone().unwrap_or_default();
+        let client = self.client.clone();
+        let file = Transient {
+            id: self.file.id,
+            cookie: self.file.cookie,
+        };
+        let parity = std::mem::take(&mut self.parity);
+        let mut blacklist = std::mem::take(&mut self.blacklist);
+        self.inflight = Some(tokio::spawn(async move {
+            let (data, parity) = client
+                .add_span(&file, &info, offset, span, parity, &mut blacklist)
+                .await?;
+            Ok((data, parity, blacklist))
+        }));
+        Ok(())
+    }
+}
+
 /// Writes every block of `span` to its target in parallel. Returns the proofs (in block
 /// order, `None` where the write failed) and the failures.
 async fn write_blocks(

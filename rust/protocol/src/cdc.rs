@@ -30,6 +30,7 @@ messages! { CdcReq, CdcResp;
     RenameFile(RenameFileReq) -> RenameFileResp,
     RenameDirectory(RenameDirectoryReq) -> RenameDirectoryResp,
     RemoveDirectory(RemoveDirectoryReq) -> RemoveDirectoryResp,
+    UndeleteDirectory(UndeleteDirectoryReq) -> UndeleteDirectoryResp,
 }
 
 /// Creates a directory named `name` in `owner_id`; `info` holds the policies it sets itself.
@@ -90,3 +91,18 @@ pub struct RemoveDirectoryReq {
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode)]
 pub struct RemoveDirectoryResp {}
+
+/// Brings back a removed directory as `name` in `owner_id` (its parent's snapshot edge names
+/// it), while the GC has not deleted it: re-attaches it to `owner_id`, then creates the
+/// current edge; if the name is taken (or the parent removed) it is detached again.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct UndeleteDirectoryReq {
+    pub owner_id: InodeId,
+    pub name: Name,
+    pub target_id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct UndeleteDirectoryResp {
+    pub creation_time: EggsTime,
+}

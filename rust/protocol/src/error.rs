@@ -70,6 +70,14 @@ eggs_errors! {
     NotEnoughBlockServices = 55: "not enough block services in distinct failure domains",
     BlockIoError = 56: "block service I/O error",
     SpanNotCertified = 57: "the file has a span whose blocks are not certified yet",
+    NotExpiredYet = 60: "not expired yet (deadline or snapshot policy age not reached)",
+    FileHasSpans = 61: "the transient file still has spans",
+    SnapshotNotFound = 62: "no such snapshot: it expired and its data is gone, or never existed",
+    EdgeNotOwned = 63: "that version was moved away: the file lives under its new name",
+    DirectoryNotRemoved = 64: "the directory has not been removed",
+    BlockNotInSpan = 80: "the span does not hold that block (any more)",
+    NoPendingReplacement = 81: "no block replacement in progress matches",
+    BlockServiceNotForgettable = 82: "only a decommissioned block service that stopped registering can be forgotten",
 }
 
 impl Encode for EggsError {

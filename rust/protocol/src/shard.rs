@@ -2,7 +2,7 @@
 //! "CDC only", which implement the steps of cross-directory transactions.
 
 use crate::codec::{messages, Message};
-use crate::policy::{DirectoryInfo, Parity, StorageClass};
+use crate::policy::{DirectoryInfo, Parity, SnapshotPolicy, StorageClass};
 use crate::{
     Addr, BlockId, BlockServiceId, EggsError, EggsTime, InodeId, InodeType, Name, RequestHeader,
     ShardId,
@@ -54,6 +54,23 @@ messages! { ShardReq, ShardResp;
     AddSpanInitiate(AddSpanInitiateReq) -> AddSpanInitiateResp,
     AddSpanCertify(AddSpanCertifyReq) -> AddSpanCertifyResp,
     RemoveSpan(RemoveSpanReq) -> RemoveSpanResp,
+    BlockServiceFiles(BlockServiceFilesReq) -> BlockServiceFilesResp,
+    VisitFiles(VisitFilesReq) -> VisitFilesResp,
+    ReplaceBlockInitiate(ReplaceBlockInitiateReq) -> ReplaceBlockInitiateResp,
+    ReplaceBlockCertify(ReplaceBlockCertifyReq) -> ReplaceBlockCertifyResp,
+    VisitDirectories(VisitDirectoriesReq) -> VisitDirectoriesResp,
+    CollectDirectory(CollectDirectoryReq) -> CollectDirectoryResp,
+    VisitReleasedFiles(VisitReleasedFilesReq) -> VisitReleasedFilesResp,
+    MakeFileTransient(MakeFileTransientReq) -> MakeFileTransientResp,
+    ForgetReleasedFile(ForgetReleasedFileReq) -> ForgetReleasedFileResp,
+    DestroyDirectory(DestroyDirectoryReq) -> DestroyDirectoryResp,
+    VisitTransientFiles(VisitTransientFilesReq) -> VisitTransientFilesResp,
+    PrepareSpanErasure(PrepareSpanErasureReq) -> PrepareSpanErasureResp,
+    RemoveErasedSpan(RemoveErasedSpanReq) -> RemoveErasedSpanResp,
+    RemoveTransientFile(RemoveTransientFileReq) -> RemoveTransientFileResp,
+    RestoreSnapshotEdge(RestoreSnapshotEdgeReq) -> RestoreSnapshotEdgeResp,
+    SetTime(SetTimeReq) -> SetTimeResp,
+    ReattachDirectory(ReattachDirectoryReq) -> ReattachDirectoryResp,
 }
 
 impl ShardReq {
@@ -68,6 +85,11 @@ impl ShardReq {
                 | ShardReq::FullReadDir(_)
                 | ShardReq::FileSpans(_)
                 | ShardReq::StatTransientFile(_)
+                | ShardReq::BlockServiceFiles(_)
+                | ShardReq::VisitFiles(_)
+                | ShardReq::VisitDirectories(_)
+                | ShardReq::VisitReleasedFiles(_)
+                | ShardReq::VisitTransientFiles(_)
         )
     }
 }
@@ -465,3 +487,266 @@ pub struct RemoveSpanReq {
 pub struct RemoveSpanResp {
     pub blocks: Vec<BlockWriteTarget>,
 }
+
+/// Lists the files of this shard that have blocks on `block_service_id`, in file id order,
+/// from `start_file_id` (inclusive). For migrating a block service's blocks elsewhere.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct BlockServiceFilesReq {
+    pub block_service_id: BlockServiceId,
+    pub start_file_id: InodeId,
+    pub mtu: u16,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct BlockServiceFilesResp {
+    /// Where the next page starts; `None` when there are no more.
+    pub next_file_id: Option<InodeId>,
+    pub file_ids: Vec<InodeId>,
+}
+
+/// Lists the files of this shard that have spans (linked or transient), in file id order,
+/// from `start_file_id` (inclusive). For the scrubber's walk over every block.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct VisitFilesReq {
+    pub start_file_id: InodeId,
+    pub mtu: u16,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct VisitFilesResp {
+    pub next_file_id: Option<InodeId>,
+    pub file_ids: Vec<InodeId>,
+}
+
+/// Starts replacing block `block_index` of the (certified) span at `byte_offset`, which must
+/// still be `old_block_id`: the shard picks a block service of the span's storage class in a
+/// failure domain no other block of the span uses (avoiding `blacklist`), records the pending
+/// replacement and returns a write certificate for the new block, which must hold the same
+/// bytes (same size and CRC) as the old one. Asking again returns the same target unless its
+/// service is blacklisted or no longer usable.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ReplaceBlockInitiateReq {
+    pub file_id: InodeId,
+    pub byte_offset: u64,
+    pub block_index: u8,
+    pub old_block_id: BlockId,
+    pub blacklist: Vec<BlockServiceId>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ReplaceBlockInitiateResp {
+    pub target: BlockWriteTarget,
+    /// Size and CRC32C of the block to write (those of the old one).
+    pub size: u32,
+    pub crc: u32,
+}
+
+/// Completes a replacement with the new block service's write proof: the span then points at
+/// the new block. Returns erase certificates for the old block and for any block an earlier,
+/// abandoned attempt may have written. Answers success with no blocks if the span already
+/// holds `new_block_id` (another GC, or an earlier attempt, finished it).
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ReplaceBlockCertifyReq {
+    pub file_id: InodeId,
+    pub byte_offset: u64,
+    pub block_index: u8,
+    pub old_block_id: BlockId,
+    pub new_block_id: BlockId,
+    pub proof: [u8; 8],
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ReplaceBlockCertifyResp {
+    pub erase: Vec<BlockWriteTarget>,
+}
+
+// ---- garbage collection (eggsgc) and undelete ----
+
+/// GC: lists this shard's directories, in id order, from `start_id` (inclusive; any id, e.g.
+/// the null id for the beginning), fitting the reply in `mtu` bytes.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct VisitDirectoriesReq {
+    pub start_id: InodeId,
+    pub mtu: u16,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct VisitedDirectory {
+    pub id: InodeId,
+    /// Null for the root and for removed directories.
+    pub owner_id: InodeId,
+    pub mtime: EggsTime,
+    /// The snapshot policy the directory sets itself (absent = inherited).
+    pub snapshot: Option<SnapshotPolicy>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct VisitDirectoriesResp {
+    pub next_id: Option<InodeId>,
+    pub dirs: Vec<VisitedDirectory>,
+}
+
+/// GC: removes the snapshot edges of `dir_id` that `policy` (the directory's effective
+/// snapshot policy, resolved by the GC) says have expired at the shard's time, name by name
+/// from `start` (inclusive), doing a bounded amount of work. A removed edge that owns its
+/// file releases it: on this shard the file becomes transient at once, on another shard a
+/// release record is kept until the GC has made it transient there.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CollectDirectoryReq {
+    pub dir_id: InodeId,
+    pub policy: SnapshotPolicy,
+    pub start: Option<DirCursor>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct CollectDirectoryResp {
+    /// Where to continue; `None` when the directory's snapshot edges are all visited.
+    pub next: Option<DirCursor>,
+    pub removed_edges: u32,
+    /// Files released (made transient here, or recorded for their own shard).
+    pub released_files: u32,
+}
+
+/// GC: lists the files (of other shards) whose last owning edge this shard removed, in id
+/// order from `start_id` (inclusive).
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct VisitReleasedFilesReq {
+    pub start_id: InodeId,
+    pub mtu: u16,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct VisitReleasedFilesResp {
+    pub next_id: Option<InodeId>,
+    pub file_ids: Vec<InodeId>,
+}
+
+/// GC only: turns a linked file whose last owning edge is gone into a transient file whose
+/// deadline is now, so that file destruction takes it. Idempotent: a file already transient
+/// or gone is left as it is.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct MakeFileTransientReq {
+    pub file_id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct MakeFileTransientResp {}
+
+/// GC: drops this shard's release record for `file_id` (after `MakeFileTransient` succeeded
+/// on the file's shard). Idempotent.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ForgetReleasedFileReq {
+    pub file_id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ForgetReleasedFileResp {}
+
+/// GC: deletes a removed directory (null owner) that has no edges left, once
+/// `delete_after_ns` (its effective snapshot policy's age; 0 = never) has passed since it was
+/// removed. Idempotent.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct DestroyDirectoryReq {
+    pub dir_id: InodeId,
+    pub delete_after_ns: u64,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct DestroyDirectoryResp {}
+
+/// GC: lists this shard's transient files in id order from `start_id` (inclusive).
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct VisitTransientFilesReq {
+    pub start_id: InodeId,
+    pub mtu: u16,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct TransientFileEntry {
+    pub id: InodeId,
+    pub size: u64,
+    pub deadline: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct VisitTransientFilesResp {
+    pub next_id: Option<InodeId>,
+    pub files: Vec<TransientFileEntry>,
+}
+
+/// GC: starts destroying a transient file past its deadline. Replaces its cookie (so that
+/// a writer that comes back late can change nothing any more) and returns its first span
+/// with an erase certificate for each block; `byte_offset` is absent when no span is left.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct PrepareSpanErasureReq {
+    pub file_id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct PrepareSpanErasureResp {
+    pub byte_offset: Option<u64>,
+    pub blocks: Vec<BlockWriteTarget>,
+}
+
+/// GC: removes the span at `byte_offset` of a transient file past its deadline once every
+/// block is erased: `proofs` holds one erase proof per block, in block order (any bytes for
+/// a block whose service is decommissioned). Idempotent: a span already gone is success.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveErasedSpanReq {
+    pub file_id: InodeId,
+    pub byte_offset: u64,
+    pub proofs: Vec<[u8; 8]>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveErasedSpanResp {}
+
+/// GC: deletes a transient file past its deadline that has no spans left. Idempotent.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveTransientFileReq {
+    pub file_id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RemoveTransientFileResp {}
+
+/// Undelete: makes the snapshot edge `(name, creation_time)` of `dir_id` current again. Fails
+/// if the name has a current edge (`NameExists`), if the snapshot edge is gone or is a
+/// deletion marker or its file is gone (`SnapshotNotFound`), if it points at a directory
+/// (`IsADirectory`), or if its file was moved away (`EdgeNotOwned`).
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RestoreSnapshotEdgeReq {
+    pub dir_id: InodeId,
+    pub name: Name,
+    pub creation_time: EggsTime,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct RestoreSnapshotEdgeResp {
+    pub target_id: InodeId,
+    pub creation_time: EggsTime,
+}
+
+/// Sets the modification and/or access time of a linked file or symlink (FUSE `setattr`,
+/// `touch`, `cp -p`, `tar`, `rsync -t`); `None` leaves that time as it is.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SetTimeReq {
+    pub id: InodeId,
+    pub mtime: Option<EggsTime>,
+    pub atime: Option<EggsTime>,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct SetTimeResp {}
+
+/// CDC only (UndeleteDirectory): gives a removed directory the owner `owner_id` again.
+/// Idempotent when it already has that owner; `SnapshotNotFound` if the GC deleted it,
+/// `DirectoryNotRemoved` if it has another owner.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ReattachDirectoryReq {
+    pub dir_id: InodeId,
+    pub owner_id: InodeId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ReattachDirectoryResp {}

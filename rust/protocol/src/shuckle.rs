@@ -34,6 +34,7 @@ messages! { ShuckleReq, ShuckleResp;
     BlockServices(BlockServicesReq) -> BlockServicesResp,
     SetBlockServiceFlags(SetBlockServiceFlagsReq) -> SetBlockServiceFlagsResp,
     ShardBlockServices(ShardBlockServicesReq) -> ShardBlockServicesResp,
+    ForgetBlockService(ForgetBlockServiceReq) -> ForgetBlockServiceResp,
 }
 
 /// Registers (or refreshes, as a heartbeat) the address serving `shards`.
@@ -163,3 +164,15 @@ pub struct BlockServiceWithKey {
 pub struct ShardBlockServicesResp {
     pub services: Vec<BlockServiceWithKey>,
 }
+
+/// Removes a block service from the registry for good: only one flagged decommissioned that
+/// shuckle has not heard from for a while (stale), i.e. emptied by migration and shut down.
+/// Whether files still refer to it is for the caller to check first (`BlockServiceFiles` on
+/// every shard): shuckle does not know.
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ForgetBlockServiceReq {
+    pub id: BlockServiceId,
+}
+
+#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+pub struct ForgetBlockServiceResp {}

@@ -131,6 +131,13 @@ fn parity() -> impl Strategy<Value = Parity> {
     (any::<u8>(), any::<u8>()).prop_map(|(data, parity)| Parity { data, parity })
 }
 
+fn snapshot_policy() -> impl Strategy<Value = SnapshotPolicy> {
+    (any::<u64>(), any::<u16>()).prop_map(|(ns, versions)| SnapshotPolicy {
+        delete_after_ns: ns,
+        delete_after_versions: versions,
+    })
+}
+
 fn directory_info() -> impl Strategy<Value = DirectoryInfo> {
     // The wire carries any policy; `DirectoryInfo::validate` is the servers' business.
     let snapshot = (any::<u64>(), any::<u16>()).prop_map(|(ns, versions)| SnapshotPolicy {
@@ -432,6 +439,111 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
                 byte_offset,
             })
         }),
+        (block_service_id(), inode_id(), any::<u16>()).prop_map(
+            |(block_service_id, start_file_id, mtu)| {
+                ShardReq::BlockServiceFiles(BlockServiceFilesReq {
+                    block_service_id,
+                    start_file_id,
+                    mtu,
+                })
+            }
+        ),
+        (inode_id(), any::<u16>()).prop_map(|(start_file_id, mtu)| {
+            ShardReq::VisitFiles(VisitFilesReq { start_file_id, mtu })
+        }),
+        (
+            inode_id(),
+            any::<u64>(),
+            any::<u8>(),
+            block_id(),
+            vec(block_service_id(), 0..4)
+        )
+            .prop_map(
+                |(file_id, byte_offset, block_index, old_block_id, blacklist)| {
+                    ShardReq::ReplaceBlockInitiate(ReplaceBlockInitiateReq {
+                        file_id,
+                        byte_offset,
+                        block_index,
+                        old_block_id,
+                        blacklist,
+                    })
+                }
+            ),
+        (
+            inode_id(),
+            any::<u64>(),
+            any::<u8>(),
+            block_id(),
+            block_id(),
+            any::<[u8; 8]>()
+        )
+            .prop_map(
+                |(file_id, byte_offset, block_index, old_block_id, new_block_id, proof)| {
+                    ShardReq::ReplaceBlockCertify(ReplaceBlockCertifyReq {
+                        file_id,
+                        byte_offset,
+                        block_index,
+                        old_block_id,
+                        new_block_id,
+                        proof,
+                    })
+                }
+            ),
+        // Garbage collection and undelete.
+        (inode_id(), any::<u16>()).prop_map(|(start_id, mtu)| {
+            ShardReq::VisitDirectories(VisitDirectoriesReq { start_id, mtu })
+        }),
+        (inode_id(), snapshot_policy(), option::of(dir_cursor())).prop_map(
+            |(dir_id, policy, start)| {
+                ShardReq::CollectDirectory(CollectDirectoryReq {
+                    dir_id,
+                    policy,
+                    start,
+                })
+            }
+        ),
+        (inode_id(), any::<u16>()).prop_map(|(start_id, mtu)| {
+            ShardReq::VisitReleasedFiles(VisitReleasedFilesReq { start_id, mtu })
+        }),
+        inode_id()
+            .prop_map(|file_id| ShardReq::MakeFileTransient(MakeFileTransientReq { file_id })),
+        inode_id()
+            .prop_map(|file_id| ShardReq::ForgetReleasedFile(ForgetReleasedFileReq { file_id })),
+        (inode_id(), any::<u64>()).prop_map(|(dir_id, delete_after_ns)| {
+            ShardReq::DestroyDirectory(DestroyDirectoryReq {
+                dir_id,
+                delete_after_ns,
+            })
+        }),
+        (inode_id(), any::<u16>()).prop_map(|(start_id, mtu)| {
+            ShardReq::VisitTransientFiles(VisitTransientFilesReq { start_id, mtu })
+        }),
+        inode_id()
+            .prop_map(|file_id| ShardReq::PrepareSpanErasure(PrepareSpanErasureReq { file_id })),
+        (inode_id(), any::<u64>(), vec(any::<[u8; 8]>(), 0..20)).prop_map(
+            |(file_id, byte_offset, proofs)| {
+                ShardReq::RemoveErasedSpan(RemoveErasedSpanReq {
+                    file_id,
+                    byte_offset,
+                    proofs,
+                })
+            }
+        ),
+        inode_id().prop_map(|file_id| {
+            ShardReq::RemoveTransientFile(RemoveTransientFileReq { file_id })
+        }),
+        (inode_id(), name(), eggs_time()).prop_map(|(dir_id, name, creation_time)| {
+            ShardReq::RestoreSnapshotEdge(RestoreSnapshotEdgeReq {
+                dir_id,
+                name,
+                creation_time,
+            })
+        }),
+        (inode_id(), option::of(eggs_time()), option::of(eggs_time()))
+            .prop_map(|(id, mtime, atime)| ShardReq::SetTime(SetTimeReq { id, mtime, atime })),
+        (inode_id(), inode_id()).prop_map(|(dir_id, owner_id)| {
+            ShardReq::ReattachDirectory(ReattachDirectoryReq { dir_id, owner_id })
+        }),
     ]
 }
 
@@ -497,6 +609,89 @@ fn shard_resp() -> impl Strategy<Value = ShardResp> {
         Just(ShardResp::AddSpanCertify(AddSpanCertifyResp {})),
         vec(block_write_target(), 0..20)
             .prop_map(|blocks| ShardResp::RemoveSpan(RemoveSpanResp { blocks })),
+        (option::of(inode_id()), vec(inode_id(), 0..20)).prop_map(|(next_file_id, file_ids)| {
+            ShardResp::BlockServiceFiles(BlockServiceFilesResp {
+                next_file_id,
+                file_ids,
+            })
+        }),
+        (option::of(inode_id()), vec(inode_id(), 0..20)).prop_map(|(next_file_id, file_ids)| {
+            ShardResp::VisitFiles(VisitFilesResp {
+                next_file_id,
+                file_ids,
+            })
+        }),
+        (block_write_target(), any::<u32>(), any::<u32>()).prop_map(|(target, size, crc)| {
+            ShardResp::ReplaceBlockInitiate(ReplaceBlockInitiateResp { target, size, crc })
+        }),
+        vec(block_write_target(), 0..20)
+            .prop_map(|erase| ShardResp::ReplaceBlockCertify(ReplaceBlockCertifyResp { erase })),
+        // Garbage collection and undelete.
+        (
+            option::of(inode_id()),
+            vec(
+                (
+                    inode_id(),
+                    inode_id(),
+                    eggs_time(),
+                    option::of(snapshot_policy())
+                )
+                    .prop_map(|(id, owner_id, mtime, snapshot)| VisitedDirectory {
+                        id,
+                        owner_id,
+                        mtime,
+                        snapshot,
+                    }),
+                0..10
+            )
+        )
+            .prop_map(|(next_id, dirs)| {
+                ShardResp::VisitDirectories(VisitDirectoriesResp { next_id, dirs })
+            }),
+        (option::of(dir_cursor()), any::<u32>(), any::<u32>()).prop_map(
+            |(next, removed_edges, released_files)| {
+                ShardResp::CollectDirectory(CollectDirectoryResp {
+                    next,
+                    removed_edges,
+                    released_files,
+                })
+            }
+        ),
+        (option::of(inode_id()), vec(inode_id(), 0..20)).prop_map(|(next_id, file_ids)| {
+            ShardResp::VisitReleasedFiles(VisitReleasedFilesResp { next_id, file_ids })
+        }),
+        Just(ShardResp::MakeFileTransient(MakeFileTransientResp {})),
+        Just(ShardResp::ForgetReleasedFile(ForgetReleasedFileResp {})),
+        Just(ShardResp::DestroyDirectory(DestroyDirectoryResp {})),
+        (
+            option::of(inode_id()),
+            vec(
+                (inode_id(), any::<u64>(), eggs_time())
+                    .prop_map(|(id, size, deadline)| TransientFileEntry { id, size, deadline }),
+                0..10
+            )
+        )
+            .prop_map(|(next_id, files)| {
+                ShardResp::VisitTransientFiles(VisitTransientFilesResp { next_id, files })
+            }),
+        (option::of(any::<u64>()), vec(block_write_target(), 0..20)).prop_map(
+            |(byte_offset, blocks)| {
+                ShardResp::PrepareSpanErasure(PrepareSpanErasureResp {
+                    byte_offset,
+                    blocks,
+                })
+            }
+        ),
+        Just(ShardResp::RemoveErasedSpan(RemoveErasedSpanResp {})),
+        Just(ShardResp::RemoveTransientFile(RemoveTransientFileResp {})),
+        (inode_id(), eggs_time()).prop_map(|(target_id, creation_time)| {
+            ShardResp::RestoreSnapshotEdge(RestoreSnapshotEdgeResp {
+                target_id,
+                creation_time,
+            })
+        }),
+        Just(ShardResp::SetTime(SetTimeResp {})),
+        Just(ShardResp::ReattachDirectory(ReattachDirectoryResp {})),
     ]
 }
 
@@ -583,6 +778,13 @@ fn cdc_req() -> impl Strategy<Value = cdc::CdcReq> {
                 })
             }
         ),
+        (inode_id(), name(), inode_id()).prop_map(|(owner_id, name, target_id)| {
+            CdcReq::UndeleteDirectory(UndeleteDirectoryReq {
+                owner_id,
+                name,
+                target_id,
+            })
+        }),
     ]
 }
 
@@ -597,6 +799,9 @@ fn cdc_resp() -> impl Strategy<Value = cdc::CdcResp> {
             CdcResp::RenameDirectory(RenameDirectoryResp { creation_time })
         }),
         Just(CdcResp::RemoveDirectory(RemoveDirectoryResp {})),
+        eggs_time().prop_map(|creation_time| {
+            CdcResp::UndeleteDirectory(UndeleteDirectoryResp { creation_time })
+        }),
     ]
 }
 
@@ -706,6 +911,8 @@ fn shuckle_req() -> impl Strategy<Value = shuckle::ShuckleReq> {
             ShuckleReq::SetBlockServiceFlags(SetBlockServiceFlagsReq { id, flags, mask })
         }),
         Just(ShuckleReq::ShardBlockServices(ShardBlockServicesReq {})),
+        block_service_id()
+            .prop_map(|id| ShuckleReq::ForgetBlockService(ForgetBlockServiceReq { id })),
     ]
 }
 
@@ -738,6 +945,7 @@ fn shuckle_resp() -> impl Strategy<Value = shuckle::ShuckleResp> {
         .prop_map(|services| {
             ShuckleResp::ShardBlockServices(ShardBlockServicesResp { services })
         }),
+        Just(ShuckleResp::ForgetBlockService(ForgetBlockServiceResp {})),
     ]
 }
 
@@ -862,14 +1070,32 @@ mod exhaustive {
             | RemoveDirectoryInode(_)
             | AddSpanInitiate(_)
             | AddSpanCertify(_)
-            | RemoveSpan(_) => r.kind(),
+            | RemoveSpan(_)
+            | BlockServiceFiles(_)
+            | VisitFiles(_)
+            | ReplaceBlockInitiate(_)
+            | ReplaceBlockCertify(_)
+            | VisitDirectories(_)
+            | CollectDirectory(_)
+            | VisitReleasedFiles(_)
+            | MakeFileTransient(_)
+            | ForgetReleasedFile(_)
+            | DestroyDirectory(_)
+            | VisitTransientFiles(_)
+            | PrepareSpanErasure(_)
+            | RemoveErasedSpan(_)
+            | RemoveTransientFile(_)
+            | RestoreSnapshotEdge(_)
+            | SetTime(_)
+            | ReattachDirectory(_) => r.kind(),
         }
     }
 
     pub fn cdc(r: &cdc::CdcReq) -> &'static str {
         use cdc::CdcReq::*;
         match r {
-            MakeDirectory(_) | RenameFile(_) | RenameDirectory(_) | RemoveDirectory(_) => r.kind(),
+            MakeDirectory(_) | RenameFile(_) | RenameDirectory(_) | RemoveDirectory(_)
+            | UndeleteDirectory(_) => r.kind(),
         }
     }
 
@@ -883,7 +1109,8 @@ mod exhaustive {
             | Cdc(_)
             | BlockServices(_)
             | SetBlockServiceFlags(_)
-            | ShardBlockServices(_) => r.kind(),
+            | ShardBlockServices(_)
+            | ForgetBlockService(_) => r.kind(),
         }
     }
 

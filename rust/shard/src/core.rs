@@ -126,6 +126,16 @@ impl<K: Kv> ShardCore<K> {
         &self.kv
     }
 
+    /// Whether the current edge `name` of `dir_id` is locked by a CDC transaction (`None`
+    /// if there is no such edge). Clients cannot see locks; checkers (the simulator) need to.
+    pub fn edge_locked(&self, dir_id: InodeId, name: &Name) -> Result<Option<bool>, ShardError> {
+        let key = keys::current_edge(dir_id, name);
+        match self.kv.get(&key)? {
+            Some(v) => Ok(Some(values::decode::<CurrentEdgeBody>(&key, &v)?.locked)),
+            None => Ok(None),
+        }
+    }
+
     /// Replaces the known block services (the server refreshes them from shuckle).
     pub fn set_block_services(&mut self, services: Vec<BlockServiceWithKey>) {
         self.block_services = services.into_iter().map(|s| (s.info.id, s)).collect();
@@ -180,14 +190,28 @@ impl<K: Kv> ShardCore<K> {
             return Ok(resp);
         }
         let mut tx = self.begin(req.shard, now);
-        match self.write(req.shard, &mut tx, &req.body) {
+        let result = match &req.body {
+            ShardReq::SetTime(r) => self.set_time(req.shard, &mut tx, r).map(ShardResp::SetTime),
+            body => self.write(req.shard, &mut tx, body),
+        };
+        match result {
             Ok(r) => {
                 let resp = respond(Ok(r));
                 self.remember(req, &resp, &mut tx);
                 self.kv.apply(tx.changes)?;
                 Ok(resp)
             }
-            Err(Fail::Eggs(e)) => Ok(respond(Err(e))),
+            Err(Fail::Eggs(e)) => {
+                // Failures are remembered too: a duplicate or retransmitted copy must get the
+                // same answer, not run again against a state that has changed meanwhile (it
+                // could then succeed after its sender was told it failed). The failed
+                // attempt's partial changes are dropped; only the dedup entry is written.
+                let resp = respond(Err(e));
+                let mut tx = self.begin(req.shard, now);
+                self.remember(req, &resp, &mut tx);
+                self.kv.apply(tx.changes)?;
+                Ok(resp)
+            }
             Err(Fail::Internal(e)) => Err(e),
         }
     }
@@ -209,7 +233,8 @@ impl<K: Kv> ShardCore<K> {
         Ok(Some(resp))
     }
 
-    /// Records a successful write's response so that a retry gets it instead of a re-run.
+    /// Records a write's response (success or failure) so that a retry gets it instead of a
+    /// re-run.
     fn remember(&self, req: &ShardRequest, resp: &ShardResponse, tx: &mut Tx) {
         let h = req.header;
         let body = DedupBody {
@@ -242,6 +267,19 @@ impl<K: Kv> ShardCore<K> {
             ShardReq::FileSpans(r) => ShardResp::FileSpans(self.file_spans(shard, r)?),
             ShardReq::StatTransientFile(r) => {
                 ShardResp::StatTransientFile(self.stat_transient(shard, r)?)
+            }
+            ShardReq::BlockServiceFiles(r) => {
+                ShardResp::BlockServiceFiles(self.block_service_files(shard, r)?)
+            }
+            ShardReq::VisitFiles(r) => ShardResp::VisitFiles(self.visit_files(shard, r)?),
+            ShardReq::VisitDirectories(r) => {
+                ShardResp::VisitDirectories(self.visit_directories(shard, r)?)
+            }
+            ShardReq::VisitTransientFiles(r) => {
+                ShardResp::VisitTransientFiles(self.visit_transient_files(shard, r)?)
+            }
+            ShardReq::VisitReleasedFiles(r) => {
+                ShardResp::VisitReleasedFiles(self.visit_released_files(shard, r)?)
             }
             _ => return Err(EggsError::InternalError.into()),
         })
@@ -592,8 +630,13 @@ fn decode_edge(prefix: &[u8], current: bool, k: &[u8], v: &[u8]) -> Option<Edge>
     }
 }
 
+mod blocks_gc;
+mod gc;
+mod settime;
 mod spans;
 mod writes;
 
+#[cfg(test)]
+mod gc_tests;
 #[cfg(test)]
 mod tests;

@@ -12,11 +12,14 @@
 //! | shard, TRANSIENT, file id                        | `TransientFileBody` |
 //! | shard, SPAN, file id, byte offset                | `SpanValue`         |
 //! | shard, DEDUP, client id, request id (dedup CF)   | `DedupBody`         |
+//! | shard, RELEASED, file id (of another shard)     | u64 time of release |
+//! | shard, BS_FILES, block service id, file id, byte offset | u8: blocks of that span on that service |
+//! | shard, BLOCK_REPLACE, file id, byte offset, block index | `PendingReplaceBody` |
 //!
 //! Names never contain NUL, so terminating them with 0 keeps `(hash, name)` order and makes
 //! no name key a prefix of another.
 
-use eggs_protocol::{EggsTime, InodeId, Name, ShardId};
+use eggs_protocol::{BlockServiceId, EggsTime, InodeId, Name, ShardId};
 
 pub const META: u8 = 0;
 pub const DIR: u8 = 1;
@@ -26,6 +29,14 @@ pub const FILE: u8 = 4;
 pub const TRANSIENT: u8 = 5;
 pub const SPAN: u8 = 6;
 pub const DEDUP: u8 = 7;
+/// Index block service -> spans, kept by `ShardCore::put_span`/`delete_span`. Numbered
+/// apart from the tables above so that tables added meanwhile by other work do not collide.
+pub const BS_FILES: u8 = 20;
+/// Block replacements in progress (scrubbing, migration).
+pub const BLOCK_REPLACE: u8 = 21;
+/// Files of other shards whose last owning edge this shard removed, until the GC has made
+/// them transient on their own shard (garbage collection; see `core::gc`).
+pub const RELEASED: u8 = 30;
 
 pub const META_NEXT_FILE_COUNTER: u8 = 1;
 pub const META_LAST_TIME: u8 = 2;
@@ -110,6 +121,51 @@ pub fn span(file: InodeId, byte_offset: u64) -> Vec<u8> {
 
 pub fn span_prefix(file: InodeId) -> Vec<u8> {
     with_id(file.shard(), SPAN, file)
+}
+
+/// Every index entry of a block service on `shard` starts with this.
+pub fn bs_files_prefix(shard: ShardId, service: BlockServiceId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + 8 + 8 + 8);
+    k.push(shard.0);
+    k.push(BS_FILES);
+    k.extend_from_slice(&service.0.to_be_bytes());
+    k
+}
+
+/// The index entry of the span at `byte_offset` of `file` for one block service.
+pub fn bs_file_span(service: BlockServiceId, file: InodeId, byte_offset: u64) -> Vec<u8> {
+    let mut k = bs_files_prefix(file.shard(), service);
+    k.extend_from_slice(&file.0.to_be_bytes());
+    k.extend_from_slice(&byte_offset.to_be_bytes());
+    k
+}
+
+/// Every span key of `shard` starts with this.
+pub fn spans_of_shard(shard: ShardId) -> Vec<u8> {
+    vec![shard.0, SPAN]
+}
+
+/// All pending replacements of the blocks of one span start with this.
+pub fn block_replace_prefix(file: InodeId, byte_offset: u64) -> Vec<u8> {
+    let mut k = with_id(file.shard(), BLOCK_REPLACE, file);
+    k.extend_from_slice(&byte_offset.to_be_bytes());
+    k
+}
+
+pub fn block_replace(file: InodeId, byte_offset: u64, block_index: u8) -> Vec<u8> {
+    let mut k = block_replace_prefix(file, byte_offset);
+    k.push(block_index);
+    k
+}
+
+/// The release record of `file` (of another shard) kept by `shard`.
+pub fn released(shard: ShardId, file: InodeId) -> Vec<u8> {
+    with_id(shard, RELEASED, file)
+}
+
+/// Start of `table` of `shard` at `id` (for visits in id order).
+pub fn table_from(shard: ShardId, table: u8, id: InodeId) -> Vec<u8> {
+    with_id(shard, table, id)
 }
 
 pub fn dedup(shard: ShardId, client_id: u64, request_id: u64) -> Vec<u8> {

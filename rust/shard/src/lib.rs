@@ -14,5 +14,5 @@ mod values;
 
 pub use crate::core::{ShardCore, ShardOptions};
 pub use error::ShardError;
-pub use kv::{Changes, Kv, MemKv, RocksKv};
+pub use kv::{Changes, Kv, MemKv, RocksKv, Table};
 pub use server::{parse_shard_set, ShardServer, ShardServerConfig};

@@ -53,6 +53,10 @@ pub struct CurrentEdgeBody {
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
 pub struct SnapshotEdgeBody {
     pub target_id: InodeId,
+    /// Whether this edge owns its file: true when it was retired by an unlink or an
+    /// overwrite, false when the file was moved to another directory (whose edge owns it
+    /// now) and for deletion markers. Expiring an owning edge releases the file.
+    pub owned: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -101,6 +105,16 @@ pub struct BlockValue {
     pub block_service_id: BlockServiceId,
     pub block_id: BlockId,
     pub crc: u32,
+}
+
+/// A block replacement in progress: `new` is where the copy goes; `abandoned` are targets of
+/// earlier attempts (their service failed or was blacklisted), which may hold a written copy
+/// and are erased when the replacement completes.
+#[derive(Clone, Debug, PartialEq, Encode, Decode)]
+pub struct PendingReplaceBody {
+    pub old_block_id: BlockId,
+    pub new: BlockValue,
+    pub abandoned: Vec<BlockValue>,
 }
 
 /// The encoded response to a request already applied, replayed to retries.

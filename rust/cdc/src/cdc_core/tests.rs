@@ -178,6 +178,7 @@ impl Harness {
         let loaded = Loaded {
             counters: self.disk_counters,
             records: self.disk.values().cloned().collect(),
+            client_id: 0,
         };
         self.core = CdcCore::new(self.cfg.clone(), loaded, self.now);
         self.flush()
@@ -914,4 +915,108 @@ fn a_corrupt_step_fails_its_transaction_instead_of_panicking() {
         })]
     ));
     assert_eq!(h.core.live_txns(), 0);
+}
+
+// ---- UndeleteDirectory ----
+
+fn undelete_dir(owner: InodeId, target: InodeId) -> CdcReq {
+    CdcReq::UndeleteDirectory(eggs_protocol::cdc::UndeleteDirectoryReq {
+        owner_id: owner,
+        name: name("d"),
+        target_id: target,
+    })
+}
+
+fn reattached() -> ShardResp {
+    ShardResp::ReattachDirectory(eggs_protocol::shard::ReattachDirectoryResp {})
+}
+
+#[test]
+fn undelete_directory_reattaches_then_links() {
+    let mut h = Harness::new();
+    let (a, out) = h.request(1, header(9, 1), undelete_dir(dir(1), dir(2)));
+    started(a);
+    let s = one_send(&out);
+    assert_eq!(s.shard, dir(2).shard());
+    assert_eq!(
+        s.req,
+        ShardReq::ReattachDirectory(eggs_protocol::shard::ReattachDirectoryReq {
+            dir_id: dir(2),
+            owner_id: dir(1)
+        })
+    );
+    let out = h.reply(&s, Ok(reattached()));
+    let s = one_send(&out);
+    assert_eq!(
+        s.req,
+        ShardReq::CreateCurrentEdge(CreateCurrentEdgeReq {
+            dir_id: dir(1),
+            name: name("d"),
+            target_id: dir(2),
+            overwrite_files: false
+        })
+    );
+    let out = h.reply(&s, Ok(created_edge()));
+    let resp =
+        CdcResp::UndeleteDirectory(eggs_protocol::cdc::UndeleteDirectoryResp { creation_time: CT });
+    assert_final(&out, 1, 1, Ok(resp));
+}
+
+#[test]
+fn undelete_directory_detaches_again_when_the_name_is_taken() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), undelete_dir(dir(1), dir(2)));
+    let out = h.reply(&one_send(&out), Ok(reattached()));
+    let out = h.reply(&one_send(&out), Err(EggsError::NameExists));
+    assert!(out.sync, "entering a rollback is synced");
+    let s = one_send(&out);
+    assert_eq!(
+        s.req,
+        ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq { dir_id: dir(2) })
+    );
+    assert!(out.replies.is_empty());
+    let out = h.reply(&s, Ok(owner_removed()));
+    assert_final(&out, 1, 1, Err(EggsError::NameExists));
+}
+
+#[test]
+fn undelete_of_a_collected_directory_fails_at_once() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), undelete_dir(dir(1), dir(2)));
+    let out = h.reply(&one_send(&out), Err(EggsError::SnapshotNotFound));
+    assert_final(&out, 1, 1, Err(EggsError::SnapshotNotFound));
+    let (a, _) = h.request(1, header(9, 2), undelete_dir(dir(1), InodeId::ROOT));
+    assert_eq!(a, Admission::Rejected(EggsError::CannotRemoveRoot));
+}
+
+/// A step resent after a restart carries the header of its copy sent before the crash (so a
+/// late copy of either is answered from the shard's dedup table), while each retry after a
+/// failure gets a new one (the shard remembers failures too). Found by the simulator.
+#[test]
+fn a_resumed_step_keeps_its_header() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let create = one_send(&out);
+    let out = h.restart();
+    let resent = one_send(&out);
+    assert_eq!(resent.req, create.req);
+    assert_eq!(resent.header, create.header);
+    complete(&mut h, out);
+
+    let (_, out) = h.request(1, header(9, 2), rmdir(dir(1), dir(8)));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let out = h.reply(&one_send(&out), Ok(owner_removed()));
+    let unlock = one_send(&out);
+    let out = h.reply(&unlock, Err(EggsError::EdgeNotLocked));
+    let retry = one_send(&out);
+    assert_eq!(retry.req, unlock.req);
+    assert_ne!(
+        retry.header, unlock.header,
+        "a retry after a failure is a new request"
+    );
+    let other_txn = [create.header, resent.header, unlock.header];
+    assert!(other_txn
+        .iter()
+        .all(|h| h.request_id != retry.header.request_id));
 }

@@ -12,7 +12,7 @@ use eggs_protocol::{BlockId, BlockServiceId, EggsError, EggsTime, InodeId, Shard
 use rand::Rng;
 
 /// Flags that keep a block service from getting new blocks.
-const NO_NEW_BLOCKS: u8 =
+pub(super) const NO_NEW_BLOCKS: u8 =
     flags::NO_WRITE | flags::READ_ONLY | flags::DECOMMISSIONED | flags::STALE | flags::NO_READ;
 
 impl<K: Kv> ShardCore<K> {
@@ -66,7 +66,7 @@ impl<K: Kv> ShardCore<K> {
                 certified: false,
             }),
         };
-        tx.put(keys::span(r.file_id, r.byte_offset), &span);
+        self.put_span(tx, r.file_id, r.byte_offset, None, &span);
         t.size += r.size as u64;
         t.uncertified_span = Some(r.byte_offset);
         self.touch_transient(tx, r.file_id, t);
@@ -80,7 +80,7 @@ impl<K: Kv> ShardCore<K> {
         r: &AddSpanCertifyReq,
     ) -> R<AddSpanCertifyResp> {
         let mut t = self.transient_for_write(shard, r.file_id, r.cookie)?;
-        let (key, mut span) = self.get_span(r.file_id, r.byte_offset)?;
+        let (_, mut span) = self.get_span(r.file_id, r.byte_offset)?;
         let SpanStorage::Blocks(b) = &mut span.storage else {
             return Err(EggsError::BadSpanOffset.into());
         };
@@ -99,7 +99,8 @@ impl<K: Kv> ShardCore<K> {
             }
         }
         b.certified = true;
-        tx.put(key, &span);
+        // Same blocks: the index does not change.
+        tx.put(keys::span(r.file_id, r.byte_offset), &span);
         t.uncertified_span = None;
         self.touch_transient(tx, r.file_id, t);
         Ok(AddSpanCertifyResp {})
@@ -112,7 +113,7 @@ impl<K: Kv> ShardCore<K> {
         r: &RemoveSpanReq,
     ) -> R<RemoveSpanResp> {
         let mut t = self.transient_for_write(shard, r.file_id, r.cookie)?;
-        let (key, span) = self.get_span(r.file_id, r.byte_offset)?;
+        let (_, span) = self.get_span(r.file_id, r.byte_offset)?;
         // Only the last span can go: files never have holes.
         if r.byte_offset + span.size as u64 != t.size {
             return Err(EggsError::BadSpanOffset.into());
@@ -136,11 +137,64 @@ impl<K: Kv> ShardCore<K> {
                 });
             }
         }
-        tx.changes.delete(key);
+        self.delete_span(tx, r.file_id, r.byte_offset, &span)?;
         t.size -= span.size as u64;
         t.uncertified_span = None;
         self.touch_transient(tx, r.file_id, t);
         Ok(RemoveSpanResp { blocks })
+    }
+
+    /// Stores the span at `offset` of `file`, whose previous value was `old`, and keeps the
+    /// block service -> files index (`keys::BS_FILES`) in step. Every write of a span that
+    /// changes its blocks must come through here (or [`Self::delete_span`]).
+    pub(super) fn put_span(
+        &self,
+        tx: &mut Tx,
+        file: InodeId,
+        offset: u64,
+        old: Option<&SpanValue>,
+        new: &SpanValue,
+    ) {
+        let before = blocks_per_service(old);
+        let after = blocks_per_service(Some(new));
+        for (service, _) in before.iter().filter(|(s, _)| !after.contains_key(s)) {
+            tx.changes
+                .delete(keys::bs_file_span(*service, file, offset));
+        }
+        for (service, n) in &after {
+            if before.get(service) != Some(n) {
+                tx.changes
+                    .put(keys::bs_file_span(*service, file, offset), vec![*n]);
+            }
+        }
+        tx.put(keys::span(file, offset), new);
+    }
+
+    /// Deletes the span at `offset` of `file` (whose value is `old`), its index entries and
+    /// any block replacement in progress on it. Every removal of a span must come through
+    /// here (file destruction included), or the index would point at spans that are gone.
+    pub(super) fn delete_span(
+        &self,
+        tx: &mut Tx,
+        file: InodeId,
+        offset: u64,
+        old: &SpanValue,
+    ) -> R<()> {
+        for service in blocks_per_service(Some(old)).keys() {
+            tx.changes
+                .delete(keys::bs_file_span(*service, file, offset));
+        }
+        let prefix = keys::block_replace_prefix(file, offset);
+        let mut pending = Vec::new();
+        self.kv.scan(&prefix, &prefix, &mut |k, _| {
+            pending.push(k.to_vec());
+            true
+        })?;
+        for k in pending {
+            tx.changes.delete(k);
+        }
+        tx.changes.delete(keys::span(file, offset));
+        Ok(())
     }
 
     fn touch_transient(&self, tx: &mut Tx, id: InodeId, mut t: TransientFileBody) {
@@ -149,7 +203,7 @@ impl<K: Kv> ShardCore<K> {
         tx.put(keys::transient(id), &t);
     }
 
-    fn get_span(&self, file: InodeId, offset: u64) -> R<(Vec<u8>, SpanValue)> {
+    pub(super) fn get_span(&self, file: InodeId, offset: u64) -> R<(Vec<u8>, SpanValue)> {
         let key = keys::span(file, offset);
         match self.kv.get(&key)? {
             Some(v) => {
@@ -160,14 +214,14 @@ impl<K: Kv> ShardCore<K> {
         }
     }
 
-    fn service(&self, id: BlockServiceId) -> R<&BlockServiceWithKey> {
+    pub(super) fn service(&self, id: BlockServiceId) -> R<&BlockServiceWithKey> {
         self.block_services
             .get(&id)
             .ok_or(EggsError::BlockServiceNotFound.into())
     }
 
     /// Block ids are unique across shards: a per-shard counter with the shard in the low byte.
-    fn new_block_id(&mut self, shard: ShardId, tx: &mut Tx) -> BlockId {
+    pub(super) fn new_block_id(&mut self, shard: ShardId, tx: &mut Tx) -> BlockId {
         let counter = &mut self.next_block_counter[shard.0 as usize];
         let id = BlockId((*counter << 8) | shard.0 as u64);
         *counter += 1;
@@ -247,4 +301,21 @@ fn check_span_shape(r: &AddSpanInitiateReq) -> R<u32> {
         return Err(bad());
     }
     Ok(block_size as u32)
+}
+
+/// How many blocks of a span each block service holds (normally one: a span's blocks are in
+/// distinct failure domains).
+fn blocks_per_service(span: Option<&SpanValue>) -> std::collections::BTreeMap<BlockServiceId, u8> {
+    let mut out = std::collections::BTreeMap::new();
+    if let Some(SpanValue {
+        storage: SpanStorage::Blocks(b),
+        ..
+    }) = span
+    {
+        for blk in &b.blocks {
+            let n: &mut u8 = out.entry(blk.block_service_id).or_default();
+            *n = n.saturating_add(1);
+        }
+    }
+    out
 }

@@ -884,3 +884,99 @@ mod spans {
         t.req(S0, initiate(&f, 0)).unwrap();
     }
 }
+
+/// A duplicate of a request that failed must fail again, even after the state changed so
+/// that a fresh run would succeed (found by the simulator, seed 131).
+#[test]
+fn failed_writes_are_remembered() {
+    let mut t = T::new();
+    let d = t.mkdir(ROOT, "d", 5, 0);
+    let g = t
+        .req(
+            S0,
+            ConstructFileReq {
+                typ: InodeType::File,
+            },
+        )
+        .unwrap();
+    let h = t.header();
+    let link = LinkFileReq {
+        file_id: g.id,
+        cookie: g.cookie,
+        owner_id: ROOT,
+        name: n("d"),
+    };
+    let first = t.send_with(S0, h, link.clone().into_req());
+    assert_eq!(first, Err(EggsError::CannotOverrideDirectory));
+    // The directory moves away (as a cross-directory rename's source step does): a re-run
+    // of the link would now succeed.
+    let dt = t
+        .req(
+            S0,
+            LookupReq {
+                dir_id: ROOT,
+                name: n("d"),
+            },
+        )
+        .unwrap()
+        .creation_time;
+    let edge = |was_moved| UnlockCurrentEdgeReq {
+        dir_id: ROOT,
+        name: n("d"),
+        target_id: d,
+        creation_time: dt,
+        was_moved,
+    };
+    t.req(
+        S0,
+        LockCurrentEdgeReq {
+            dir_id: ROOT,
+            name: n("d"),
+            target_id: d,
+            creation_time: dt,
+        },
+    )
+    .unwrap();
+    t.req(S0, edge(true)).unwrap();
+    assert!(t.names(ROOT).is_empty());
+    let again = t.send_with(S0, h, link.into_req());
+    assert_eq!(again, first);
+    assert!(t.names(ROOT).is_empty());
+}
+
+/// Rolling back a lock whose unlock already happened (reply lost, then the edge changed)
+/// succeeds instead of failing forever (simulator, seed 27).
+#[test]
+fn rollback_unlock_of_a_changed_edge_is_a_no_op() {
+    let mut t = T::new();
+    let (f, ft) = t.mkfile(ROOT, "f", b"x");
+    let lock = LockCurrentEdgeReq {
+        dir_id: ROOT,
+        name: n("f"),
+        target_id: f,
+        creation_time: ft,
+    };
+    t.req(S0, lock).unwrap();
+    let unlock = UnlockCurrentEdgeReq {
+        dir_id: ROOT,
+        name: n("f"),
+        target_id: f,
+        creation_time: ft,
+        was_moved: false,
+    };
+    t.req(S0, unlock.clone()).unwrap();
+    // Someone renames the now unlocked edge; a fresh copy of the rollback still succeeds.
+    t.req(
+        S0,
+        SameDirectoryRenameReq {
+            dir_id: ROOT,
+            target_id: f,
+            old_name: n("f"),
+            old_creation_time: ft,
+            new_name: n("g"),
+        },
+    )
+    .unwrap();
+    t.req(S0, unlock).unwrap();
+    assert_eq!(t.names(ROOT), ["g"]);
+}

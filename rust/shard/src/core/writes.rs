@@ -58,6 +58,39 @@ impl<K: Kv> ShardCore<K> {
                 ShardResp::AddSpanCertify(self.add_span_certify(shard, tx, r)?)
             }
             ShardReq::RemoveSpan(r) => ShardResp::RemoveSpan(self.remove_span(shard, tx, r)?),
+            ShardReq::CollectDirectory(r) => {
+                ShardResp::CollectDirectory(self.collect_directory(shard, tx, r)?)
+            }
+            ShardReq::MakeFileTransient(r) => {
+                ShardResp::MakeFileTransient(self.make_file_transient(shard, tx, r)?)
+            }
+            ShardReq::ForgetReleasedFile(r) => {
+                ShardResp::ForgetReleasedFile(self.forget_released_file(shard, tx, r)?)
+            }
+            ShardReq::DestroyDirectory(r) => {
+                ShardResp::DestroyDirectory(self.destroy_directory(shard, tx, r)?)
+            }
+            ShardReq::PrepareSpanErasure(r) => {
+                ShardResp::PrepareSpanErasure(self.prepare_span_erasure(shard, tx, r)?)
+            }
+            ShardReq::RemoveErasedSpan(r) => {
+                ShardResp::RemoveErasedSpan(self.remove_erased_span(shard, tx, r)?)
+            }
+            ShardReq::RemoveTransientFile(r) => {
+                ShardResp::RemoveTransientFile(self.remove_transient_file(shard, tx, r)?)
+            }
+            ShardReq::RestoreSnapshotEdge(r) => {
+                ShardResp::RestoreSnapshotEdge(self.restore_snapshot_edge(shard, tx, r)?)
+            }
+            ShardReq::ReattachDirectory(r) => {
+                ShardResp::ReattachDirectory(self.reattach_directory(shard, tx, r)?)
+            }
+            ShardReq::ReplaceBlockInitiate(r) => {
+                ShardResp::ReplaceBlockInitiate(self.replace_block_initiate(shard, tx, r)?)
+            }
+            ShardReq::ReplaceBlockCertify(r) => {
+                ShardResp::ReplaceBlockCertify(self.replace_block_certify(shard, tx, r)?)
+            }
             _ => return Err(EggsError::InternalError.into()),
         })
     }
@@ -91,11 +124,13 @@ impl<K: Kv> ShardCore<K> {
         tx.changes.delete(keys::current_edge(dir, name));
         let snap = SnapshotEdgeBody {
             target_id: e.target_id,
+            owned: true,
         };
         tx.put(keys::snapshot_edge(dir, name, e.creation_time), &snap);
         if deleted {
             let marker = SnapshotEdgeBody {
                 target_id: InodeId::NULL,
+                owned: false,
             };
             tx.put(keys::snapshot_edge(dir, name, tx.now), &marker);
         }
@@ -181,6 +216,8 @@ impl<K: Kv> ShardCore<K> {
         }
         self.clear_for_new_edge(tx, r.dir_id, &r.new_name, r.target_id)?;
         self.retire_edge(tx, r.dir_id, &r.old_name, &old, true);
+        // The new name owns the file now (see core::gc).
+        self.disown_snapshot(tx, r.dir_id, &r.old_name, old.creation_time, r.target_id);
         self.put_current(tx, r.dir_id, &r.new_name, r.target_id);
         self.touch_dir(tx, r.dir_id, dir);
         Ok(SameDirectoryRenameResp {
@@ -242,7 +279,8 @@ impl<K: Kv> ShardCore<K> {
             keys::meta(shard, keys::META_NEXT_FILE_COUNTER),
             counter.to_be_bytes().to_vec(),
         );
-        let cookie = rand::random::<u64>();
+        // From the core's generator, so that a seeded core (the simulator) replays exactly.
+        let cookie = rand::Rng::gen::<u64>(&mut self.rng);
         let body = TransientFileBody {
             size: 0,
             mtime: tx.now,
@@ -401,6 +439,9 @@ impl<K: Kv> ShardCore<K> {
                 }
                 e.locked = false;
                 self.retire_edge(tx, r.dir_id, &r.name, &e, true);
+                // The target's new edge (in the destination) owns it now: expiring this one
+                // must never release the file (see core::gc).
+                self.disown_snapshot(tx, r.dir_id, &r.name, e.creation_time, e.target_id);
                 self.touch_dir(tx, r.dir_id, dir);
             }
             Ok(mut e) => {
@@ -422,6 +463,15 @@ impl<K: Kv> ShardCore<K> {
                     None => return Err(err.into()),
                 }
             }
+            // A rollback of an edge that no longer matches: a locked edge cannot change, so
+            // the lock was already released (an earlier copy of this unlock whose reply was
+            // lost) or never taken. Either way there is nothing to undo, and failing would
+            // keep the CDC retrying a step that must complete.
+            Err(Fail::Eggs(
+                EggsError::NameNotFound
+                | EggsError::MismatchingTarget
+                | EggsError::MismatchingCreationTime,
+            )) => {}
             Err(e) => return Err(e),
         }
         Ok(UnlockCurrentEdgeResp {})
