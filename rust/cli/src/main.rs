@@ -5,7 +5,7 @@ use eggs_cli::commands::blockservice::{self, Flag};
 use eggs_cli::commands::cp::{CpOptions, Location};
 use eggs_cli::commands::{self, ls::LsOptions, policy::PolicyChanges, policy::PolicyKind};
 use eggs_cli::parse::{
-    parse_addr, parse_block_policy, parse_duration, parse_size_u32, parse_span_policy,
+    parse_addr, parse_block_policy, parse_duration, parse_size, parse_size_u32, parse_span_policy,
 };
 use eggs_cli::{CliError, Result};
 use eggs_client::ShuckleClient;
@@ -89,9 +89,52 @@ enum Cmd {
         #[arg(value_parser = Location::parse)]
         dst: Location,
     },
+    /// The versions of a name (current, overwritten, deleted), or for a directory its deleted
+    /// and overwritten entries; the first column is the version for `undelete --version`.
+    Snapshots { path: String },
+    /// Restore a deleted or overwritten file, or a removed directory, while its snapshot
+    /// lives (the newest version, or --version).
+    Undelete {
+        path: String,
+        /// The version to restore (its creation time in ns, as `snapshots` prints it).
+        #[arg(long)]
+        version: Option<u64>,
+    },
+    /// The garbage collector.
+    #[command(subcommand)]
+    Gc(GcCmd),
     /// List block services, or set their flags.
     #[command(subcommand)]
     Blockservice(BlockServiceCmd),
+    /// Move every block off a block service (decommissioned or dead) to other services,
+    /// rebuilding from parity what cannot be read, until it holds nothing files refer to.
+    Migrate {
+        /// The service's id, in hex as `blockservice list` prints it.
+        #[arg(value_parser = blockservice::parse_id)]
+        id: BlockServiceId,
+    },
+    /// Verify every block's CRCs on its block service and rebuild missing or corrupt ones.
+    Scrub {
+        /// Run a whole pass now, from here (eggsgc otherwise scrubs in the background).
+        #[arg(long, required = true)]
+        now: bool,
+        /// Block bytes verified per second (e.g. 100M; 0 = no limit).
+        #[arg(long, default_value = "100M", value_name = "BYTES", value_parser = parse_size)]
+        rate: u64,
+        /// Only report bad blocks, do not rebuild them.
+        #[arg(long)]
+        no_repair: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GcCmd {
+    /// What each eggsgc loop did last, and what the shards hold pending.
+    Status {
+        /// The status file eggsgc writes (eggsrun: DATA_DIR/gc/status).
+        #[arg(long, env = "EGGS_GC_STATUS", default_value = "eggsfs-data/gc/status")]
+        status_file: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +153,16 @@ enum BlockServiceCmd {
         /// Turn a flag off (repeatable).
         #[arg(long, group = "change", value_name = "FLAG", value_enum)]
         clear: Vec<Flag>,
+    },
+    /// Flag a block service decommissioned and no-write (then `eggscli migrate` it).
+    Decommission {
+        #[arg(value_parser = blockservice::parse_id)]
+        id: BlockServiceId,
+    },
+    /// Remove a migrated, decommissioned service that stopped running from shuckle.
+    Forget {
+        #[arg(value_parser = blockservice::parse_id)]
+        id: BlockServiceId,
     },
 }
 
@@ -173,6 +226,17 @@ impl Cmd {
             Cmd::Blockservice(BlockServiceCmd::Flag { id, .. }) => {
                 format!("blockservice flag {:016x}", id.0)
             }
+            Cmd::Blockservice(BlockServiceCmd::Decommission { id }) => {
+                format!("blockservice decommission {:016x}", id.0)
+            }
+            Cmd::Blockservice(BlockServiceCmd::Forget { id }) => {
+                format!("blockservice forget {:016x}", id.0)
+            }
+            Cmd::Migrate { id } => format!("migrate {:016x}", id.0),
+            Cmd::Scrub { .. } => "scrub".into(),
+            Cmd::Snapshots { path } => format!("snapshots {path}"),
+            Cmd::Undelete { path, .. } => format!("undelete {path}"),
+            Cmd::Gc(GcCmd::Status { .. }) => "gc status".into(),
         }
     }
 }
@@ -225,6 +289,10 @@ async fn run(args: Args) -> Result<()> {
             blockservice::flag(&shuckle, *id, set, clear, &mut out).await?;
             return Ok(out.flush()?);
         }
+        Cmd::Blockservice(BlockServiceCmd::Decommission { id }) => {
+            commands::maintenance::decommission(&shuckle, *id, &mut out).await?;
+            return Ok(out.flush()?);
+        }
         _ => {}
     }
     let c = Arc::new(commands::connect(args.shuckle, args.timeout).await?);
@@ -256,6 +324,22 @@ async fn run(args: Args) -> Result<()> {
         } => {
             let opts = CpOptions { recursive, verbose };
             commands::cp::cp(&c, &src, &dst, opts, out).await?
+        }
+        Cmd::Migrate { id } => commands::maintenance::migrate(&c, id, out).await?,
+        Cmd::Blockservice(BlockServiceCmd::Forget { id }) => {
+            commands::maintenance::forget(&c, id, out).await?
+        }
+        Cmd::Scrub {
+            now: _,
+            rate,
+            no_repair,
+        } => commands::maintenance::scrub_now(&c, rate, !no_repair, out).await?,
+        Cmd::Snapshots { path } => commands::undelete::snapshots(&c, &path, out).await?,
+        Cmd::Undelete { path, version } => {
+            commands::undelete::undelete(&c, &path, version, out).await?
+        }
+        Cmd::Gc(GcCmd::Status { status_file }) => {
+            commands::undelete::gc_status(&c, &status_file, out).await?
         }
         Cmd::Status | Cmd::Blockservice(_) => {}
     }
@@ -370,6 +454,48 @@ mod tests {
             parse(&["blockservice", "list"]).unwrap().cmd,
             Cmd::Blockservice(BlockServiceCmd::List)
         ));
+    }
+
+    #[test]
+    fn maintenance_commands() {
+        assert!(matches!(
+            parse(&["blockservice", "decommission", "ab"]).unwrap().cmd,
+            Cmd::Blockservice(BlockServiceCmd::Decommission {
+                id: BlockServiceId(0xab)
+            })
+        ));
+        assert!(matches!(
+            parse(&["migrate", "0x10"]).unwrap().cmd,
+            Cmd::Migrate {
+                id: BlockServiceId(0x10)
+            }
+        ));
+        assert!(parse(&["migrate"]).is_err());
+        assert!(matches!(
+            parse(&["blockservice", "forget", "ab"]).unwrap().cmd,
+            Cmd::Blockservice(BlockServiceCmd::Forget {
+                id: BlockServiceId(0xab)
+            })
+        ));
+        assert!(matches!(
+            parse(&["scrub", "--now"]).unwrap().cmd,
+            Cmd::Scrub {
+                rate: 104_857_600,
+                no_repair: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["scrub", "--now", "--rate", "0", "--no-repair"])
+                .unwrap()
+                .cmd,
+            Cmd::Scrub {
+                rate: 0,
+                no_repair: true,
+                ..
+            }
+        ));
+        assert!(parse(&["scrub"]).is_err(), "--now is required");
     }
 
     #[test]

@@ -11,9 +11,10 @@ use eggs_protocol::ids::compact_shard_ranges;
 use eggs_protocol::policy::StorageClass;
 use eggs_protocol::shuckle::{
     flags, BlockServiceInfo, BlockServiceRegistration, BlockServiceWithKey, BlockServicesResp,
-    CdcResp, RegisterBlockServicesReq, RegisterBlockServicesResp, RegisterCdcReq, RegisterCdcResp,
-    RegisterShardsReq, RegisterShardsResp, SetBlockServiceFlagsReq, SetBlockServiceFlagsResp,
-    ShardBlockServicesResp, ShardInfo, ShardsResp, ShuckleReq, ShuckleResp,
+    CdcResp, ForgetBlockServiceReq, ForgetBlockServiceResp, RegisterBlockServicesReq,
+    RegisterBlockServicesResp, RegisterCdcReq, RegisterCdcResp, RegisterShardsReq,
+    RegisterShardsResp, SetBlockServiceFlagsReq, SetBlockServiceFlagsResp, ShardBlockServicesResp,
+    ShardInfo, ShardsResp, ShuckleReq, ShuckleResp,
 };
 use eggs_protocol::{Addr, BlockServiceId, EggsError, EggsTime, ShardId, NUM_SHARDS};
 use std::collections::BTreeMap;
@@ -83,6 +84,8 @@ pub enum Change {
     Shard(ShardId, Endpoint),
     Cdc(Endpoint),
     BlockService(BlockServiceRecord),
+    /// The block service is gone for good (`ForgetBlockService`).
+    ForgetBlockService(BlockServiceId),
 }
 
 /// The answer to a request and the records to make durable before sending it.
@@ -160,6 +163,7 @@ impl Registry {
             ShuckleReq::BlockServices(_) => self.block_services(now),
             ShuckleReq::SetBlockServiceFlags(r) => self.set_flags(r),
             ShuckleReq::ShardBlockServices(_) => self.shard_block_services(now),
+            ShuckleReq::ForgetBlockService(r) => self.forget(r, now),
         }
     }
 
@@ -178,6 +182,9 @@ impl Registry {
             Change::Cdc(endpoint) => self.cdc = endpoint,
             Change::BlockService(record) => {
                 self.block_services.insert(record.id, record);
+            }
+            Change::ForgetBlockService(id) => {
+                self.block_services.remove(&id);
             }
         }
     }
@@ -310,6 +317,23 @@ impl Registry {
         }
     }
 
+    /// Only a decommissioned service that stopped registering may go: a live one would
+    /// register again at once, and one not decommissioned may still hold blocks.
+    fn forget(&self, r: ForgetBlockServiceReq, now: EggsTime) -> Outcome {
+        let resp = ShuckleResp::ForgetBlockService(ForgetBlockServiceResp {});
+        let Some(old) = self.block_services.get(&r.id) else {
+            // Already forgotten: a retry succeeds.
+            return Outcome::answer(resp);
+        };
+        if old.flags & flags::DECOMMISSIONED == 0 || !self.is_stale(old.last_seen, now) {
+            return Outcome::error(EggsError::BlockServiceNotForgettable);
+        }
+        Outcome {
+            result: Ok(resp),
+            changes: vec![Change::ForgetBlockService(r.id)],
+        }
+    }
+
     /// New or moved addresses and flag changes at info; plain heartbeats at debug.
     fn log_changes(&self, changes: &[Change]) {
         // Keyed by SocketAddr, which unlike Addr is ordered: stable log output.
@@ -331,6 +355,9 @@ impl Registry {
                 }
                 Change::Cdc(new) => self.log_cdc(new),
                 Change::BlockService(new) => self.log_block_service(new),
+                Change::ForgetBlockService(id) => {
+                    tracing::info!("block service {} forgotten", id.0)
+                }
             }
         }
         for (addr, ids) in moved {
@@ -542,6 +569,41 @@ mod tests {
         assert_eq!(got[0].last_seen, EggsTime(2 * SEC));
         assert_eq!(got[1].flags, 0);
         assert_eq!(got[1].path, "/disk2");
+    }
+
+    #[test]
+    fn only_decommissioned_stale_services_are_forgotten() {
+        let mut reg = registry();
+        run(
+            &mut reg,
+            register_bs(vec![registration(1, 1), registration(2, 2)]),
+            100 * SEC,
+        )
+        .unwrap();
+        let forget = |id| {
+            ShuckleReq::ForgetBlockService(ForgetBlockServiceReq {
+                id: BlockServiceId(id),
+            })
+        };
+        let refused = Err(EggsError::BlockServiceNotForgettable);
+        assert_eq!(
+            run(&mut reg, forget(1), 200 * SEC),
+            refused,
+            "not decommissioned"
+        );
+        let d = flags::DECOMMISSIONED;
+        run(&mut reg, set_flags(1, d, d), 100 * SEC).unwrap();
+        assert_eq!(
+            run(&mut reg, forget(1), 150 * SEC),
+            refused,
+            "still registering"
+        );
+        run(&mut reg, forget(1), 200 * SEC).unwrap();
+        assert_eq!(block_services(&reg, 200 * SEC).len(), 1);
+        assert_eq!(block_services(&reg, 200 * SEC)[0].id, BlockServiceId(2));
+        // A retry, or an id never seen, succeeds without changes.
+        let out = reg.handle(forget(1), EggsTime(201 * SEC));
+        assert!(out.result.is_ok() && out.changes.is_empty());
     }
 
     #[test]

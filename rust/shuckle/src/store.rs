@@ -53,8 +53,13 @@ impl Store {
     pub(crate) fn write(&self, changes: &[Change]) -> Result<(), ShuckleError> {
         let mut batch = rocksdb::WriteBatch::default();
         for change in changes {
-            let (key, value) = encode_record(change);
-            batch.put(key, value);
+            match change {
+                Change::ForgetBlockService(id) => batch.delete(block_service_key(*id)),
+                _ => {
+                    let (key, value) = encode_record(change);
+                    batch.put(key, value);
+                }
+            }
         }
         self.db
             .write_opt(batch, &eggs_common::db::sync_write())
@@ -67,6 +72,8 @@ fn encode_record(change: &Change) -> (Vec<u8>, Vec<u8>) {
         Change::Shard(id, endpoint) => (vec![SHARD_PREFIX, id.0], codec::encode(endpoint)),
         Change::Cdc(endpoint) => (CDC_KEY.to_vec(), codec::encode(endpoint)),
         Change::BlockService(record) => (block_service_key(record.id), codec::encode(record)),
+        // Written as a deletion by `write`.
+        Change::ForgetBlockService(id) => (block_service_key(*id), Vec::new()),
     }
 }
 
@@ -149,6 +156,24 @@ mod tests {
         for change in &written {
             assert!(loaded.contains(change), "lost {change:?}");
         }
+    }
+
+    #[test]
+    fn forgotten_block_services_are_deleted() {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(&[
+                Change::BlockService(block_service(1)),
+                Change::BlockService(block_service(2)),
+            ])
+            .unwrap();
+        store
+            .write(&[Change::ForgetBlockService(BlockServiceId(1))])
+            .unwrap();
+        drop(store);
+        let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(loaded, vec![Change::BlockService(block_service(2))]);
     }
 
     #[test]

@@ -5,10 +5,12 @@ pub mod cp;
 pub mod fs;
 pub mod io;
 pub mod ls;
+pub mod maintenance;
 pub mod policy;
 pub mod stat;
 pub mod status;
 pub mod tree;
+pub mod undelete;
 
 use crate::error::{CliError, Result};
 use eggs_client::{Client, ClientOptions, RetryPolicy};
