@@ -27,6 +27,33 @@ pub struct ClusterConfig {
     pub shard_processes: usize,
     /// Block services to run (none by default).
     pub block_services: BlockServicesLayout,
+    /// Run `eggsgc` (named `gc`, status in `gc/status`) with these intervals (none by default).
+    pub gc: Option<GcIntervals>,
+    /// How long shards keep a transient file without changes before GC may destroy it
+    /// (`None`: the shards' default, an hour).
+    pub transient_deadline_ms: Option<u64>,
+}
+
+/// Pauses between the passes of `eggsgc`'s loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GcIntervals {
+    pub collect_ms: u64,
+    pub destroy_ms: u64,
+    /// Between scrub passes (each reads every block once, rate-limited); 0: no scrubbing.
+    pub scrub_ms: u64,
+    /// Between looks for decommissioned block services to empty; 0: no migration.
+    pub migrate_ms: u64,
+}
+
+impl GcIntervals {
+    /// Short, for a local cluster: deleted data goes within seconds of its policy allowing it.
+    pub const LOCAL: GcIntervals = GcIntervals {
+        collect_ms: 5_000,
+        destroy_ms: 5_000,
+        // A local cluster's disks are small: one full scrub an hour costs little.
+        scrub_ms: 3_600_000,
+        migrate_ms: 10_000,
+    };
 }
 
 /// Block services: `flash` and `hdd` services (one storage directory each) spread round-robin
@@ -76,6 +103,8 @@ impl ClusterConfig {
             shuckle_port: 0,
             shard_processes: 1,
             block_services: BlockServicesLayout::default(),
+            gc: None,
+            transient_deadline_ms: None,
         }
     }
 }
@@ -157,6 +186,9 @@ impl Cluster {
         let mut bins = vec!["eggsshuckle", "eggsshard", "eggscdc"];
         if cfg.block_services.total() > 0 {
             bins.push("eggsblocks");
+        }
+        if cfg.gc.is_some() {
+            bins.push("eggsgc");
         }
         for bin in bins {
             let path = cfg.bin_dir.join(bin);
@@ -544,6 +576,10 @@ fn specs(
             "--bind".into(),
             "127.0.0.1:0".into(),
         ];
+        let mut args = args;
+        if let Some(ms) = cfg.transient_deadline_ms {
+            args.extend(["--transient-deadline-ms".into(), ms.to_string()]);
+        }
         out.push(spec(&name, "eggsshard", &name, args)?);
     }
     let cdc_args = vec![
@@ -557,6 +593,9 @@ fn specs(
         if let Some(s) = blocks_spec(cfg, &shuckle_addr.to_string(), fd)? {
             out.push(s);
         }
+    }
+    if let Some(gc) = cfg.gc {
+        out.push(gc_spec(cfg, &shuckle_addr.to_string(), gc)?);
     }
     Ok(out)
 }
@@ -593,6 +632,33 @@ fn blocks_spec(cfg: &ClusterConfig, shuckle: &str, fd: usize) -> Result<Option<S
         log: cfg.dir.join("logs").join(format!("{name}.log")),
         name,
     }))
+}
+
+/// `eggsgc`, writing its status to `gc/status` under the data directory.
+fn gc_spec(cfg: &ClusterConfig, shuckle: &str, gc: GcIntervals) -> Result<Spec, RunError> {
+    let dir = cfg.dir.join("gc");
+    create_dir(&dir)?;
+    let mut args: Vec<OsString> = vec!["--status-file".into(), dir.join("status").into()];
+    for a in [
+        "--shuckle".to_string(),
+        shuckle.to_string(),
+        "--collect-interval-ms".into(),
+        gc.collect_ms.to_string(),
+        "--destroy-interval-ms".into(),
+        gc.destroy_ms.to_string(),
+        "--scrub-interval-ms".into(),
+        gc.scrub_ms.to_string(),
+        "--migrate-interval-ms".into(),
+        gc.migrate_ms.to_string(),
+    ] {
+        args.push(a.into());
+    }
+    Ok(Spec {
+        name: "gc".into(),
+        program: cfg.bin_dir.join("eggsgc"),
+        args,
+        log: cfg.dir.join("logs").join("gc.log"),
+    })
 }
 
 /// Whether a registration comes from the process started at `since` and is still heartbeating.
@@ -637,6 +703,8 @@ mod tests {
                 flash: 4,
                 hdd: 2,
             },
+            gc: None,
+            transient_deadline_ms: None,
         };
         let ranges = layout::split_shards(2).unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], 10001));

@@ -1,7 +1,7 @@
 //! `eggsrun`: a whole EggsFS cluster on one machine, until Ctrl-C.
 
 use clap::Parser;
-use eggs_run::{rss_bytes, Cluster, ClusterConfig, RunError};
+use eggs_run::{rss_bytes, Cluster, ClusterConfig, FuseMount, RunError};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -34,9 +34,18 @@ struct Args {
     /// Hard-disk block services, spread over the failure domains.
     #[arg(long, default_value_t = 14)]
     hdd_block_services: usize,
+    /// Do not run the garbage collector (eggsgc, started by default with short intervals).
+    #[arg(long)]
+    no_gc: bool,
     /// Give up if the cluster has not registered with shuckle after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Where eggsfuse mounts the file system [default: DIR/fuse/mnt].
+    #[arg(long)]
+    mount: Option<PathBuf>,
+    /// Do not mount the file system with eggsfuse.
+    #[arg(long)]
+    no_fuse: bool,
 }
 
 #[tokio::main]
@@ -69,6 +78,8 @@ fn config(args: &Args) -> Result<ClusterConfig, RunError> {
             flash: args.flash_block_services,
             hdd: args.hdd_block_services,
         },
+        gc: (!args.no_gc).then_some(eggs_run::GcIntervals::LOCAL),
+        transient_deadline_ms: None,
     })
 }
 
@@ -77,6 +88,10 @@ async fn run(args: Args) -> Result<(), RunError> {
     let t0 = Instant::now();
     let cluster = Cluster::start(cfg).await?;
     let timeout = Duration::from_secs(args.timeout);
+    // One listener from here to the end: a signal that arrives between two steps must not
+    // be lost (a listener only sees signals that arrive after it is created).
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
     tokio::select! {
         r = cluster.wait_registered(timeout) => {
             if let Err(e) = r {
@@ -84,21 +99,60 @@ async fn run(args: Args) -> Result<(), RunError> {
                 return Err(e);
             }
         }
-        _ = shutdown_signal() => {
+        _ = &mut shutdown => {
             eprintln!("eggsrun: interrupted while starting");
             stop(cluster).await;
             return Ok(());
         }
     }
-    print_banner(&cluster, t0.elapsed());
-    supervise(cluster).await;
+    let fuse = if args.no_fuse {
+        None
+    } else {
+        let started = tokio::select! {
+            r = start_fuse(&args, &cluster) => r,
+            _ = &mut shutdown => {
+                eprintln!("eggsrun: interrupted while mounting");
+                stop(cluster).await;
+                return Ok(());
+            }
+        };
+        match started {
+            Ok(m) => Some(m),
+            Err(e) => {
+                stop(cluster).await;
+                return Err(e);
+            }
+        }
+    };
+    print_banner(&cluster, t0.elapsed(), fuse.as_ref());
+    supervise(cluster, fuse, shutdown).await;
     Ok(())
 }
 
-/// Keeps the cluster up until asked to stop, then stops it.
-async fn supervise(mut cluster: Cluster) {
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+/// Mounts the cluster with eggsfuse under the data directory (or `--mount`).
+async fn start_fuse(args: &Args, cluster: &Cluster) -> Result<FuseMount, RunError> {
+    let mnt = args
+        .mount
+        .clone()
+        .unwrap_or_else(|| cluster.dir().join("fuse").join("mnt"));
+    std::fs::create_dir_all(cluster.dir().join("logs"))
+        .map_err(|e| RunError::Config(format!("creating the log directory: {e}")))?;
+    FuseMount::start(
+        &cluster.config().bin_dir,
+        cluster.shuckle_addr(),
+        &mnt,
+        &cluster.dir().join("logs").join("fuse.log"),
+        Duration::from_secs(args.timeout),
+    )
+    .await
+}
+
+/// Keeps the cluster up until asked to stop, then unmounts and stops it.
+async fn supervise(
+    mut cluster: Cluster,
+    mut fuse: Option<FuseMount>,
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) {
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -106,10 +160,20 @@ async fn supervise(mut cluster: Cluster) {
                 for event in cluster.supervise() {
                     eprintln!("eggsrun: {event}");
                 }
+                if fuse.as_mut().is_some_and(|m| !m.running()) {
+                    eprintln!("eggsrun: eggsfuse exited; see logs/fuse.log");
+                    if let Some(m) = fuse.take() {
+                        m.stop().await;
+                    }
+                }
             }
         }
     }
     eprintln!("eggsrun: stopping");
+    if let Some(m) = fuse {
+        // Unmount first: the mount needs the cluster to answer while it lets go.
+        m.stop().await;
+    }
     stop(cluster).await;
 }
 
@@ -143,7 +207,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn print_banner(cluster: &Cluster, elapsed: Duration) {
+fn print_banner(cluster: &Cluster, elapsed: Duration, fuse: Option<&FuseMount>) {
     let shuckle = cluster.shuckle_addr();
     let cli = cli_path(&cluster.config().bin_dir);
     let procs = cluster.shard_ranges().len();
@@ -165,6 +229,13 @@ fn print_banner(cluster: &Cluster, elapsed: Duration) {
             String::new()
         };
         println!("    {name:<10} pid {pid:<8} rss {rss:>10}{shards}");
+    }
+    if let Some(m) = fuse {
+        println!(
+            "  mounted at {} (eggsfuse pid {}, log logs/fuse.log): use it like any directory",
+            m.mountpoint().display(),
+            m.pid(),
+        );
     }
     println!("Try:");
     let c = format!("{cli} --shuckle {shuckle}");
@@ -203,6 +274,7 @@ mod tests {
         assert_eq!(a.shuckle_port, 10001);
         assert_eq!(a.shard_processes, None);
         assert_eq!(a.timeout, 60);
+        assert!(!a.no_fuse && a.mount.is_none());
         let cfg = config(&a).unwrap();
         assert_eq!(cfg.bin_dir, eggs_run::default_bin_dir());
     }

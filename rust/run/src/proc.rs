@@ -273,7 +273,7 @@ fn open_log(spec: &Spec) -> Result<std::fs::File, RunError> {
 ///
 /// The signal is tied to the thread that forks: clusters must be started and restarted from
 /// threads that outlive them (tokio worker threads or the test's own thread do).
-fn die_with_parent(cmd: &mut Command) {
+pub(crate) fn die_with_parent(cmd: &mut Command) {
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid).
     unsafe {
