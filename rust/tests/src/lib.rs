@@ -1,9 +1,23 @@
 //! Shared helpers for the integration tests and the benchmark: a throw-away cluster of real
 //! processes on loopback, latency statistics, and a seeded data stream with a hashing sink
 //! (so that large files are checked without holding them in memory).
+//!
+//! [`model`] is the in-memory namespace model that the `eggstests` binary's tests (in
+//! [`suite`]) check the cluster against.
+
+pub mod model;
+pub mod suite;
 
 use eggs_client::Client;
+use eggs_protocol::policy::{
+    BlockPolicy, BlockPolicyEntry, DirectoryInfo, Parity, SpanPolicy, SpanPolicyEntry,
+    StorageClass, StripePolicy,
+};
+use eggs_protocol::shard::{FileSpansReq, SpanBody};
+use eggs_protocol::shuckle::{flags, BlockServicesReq};
+use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId, Name, MAX_UDP_MTU};
 use eggs_run::{BlockServicesLayout, Cluster, ClusterConfig, RunError};
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -73,6 +87,144 @@ pub async fn finish_after_kills(cluster: Cluster, killed: &[String]) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Directory policies for data tests on a few failure domains: mirroring (1+2) up to one
+/// stripe, then RS(4,2) spans of at most `max_span` bytes with `stripe`-byte stripes, all on
+/// flash. Small spans make multi-span files cheap; 6 blocks fit on 7 failure domains with one
+/// down.
+pub fn rs_4_2_policy(max_span: u32, stripe: u32) -> DirectoryInfo {
+    DirectoryInfo {
+        snapshot: None,
+        span: Some(SpanPolicy {
+            entries: vec![
+                SpanPolicyEntry {
+                    max_span_size: stripe,
+                    parity: Parity { data: 1, parity: 2 },
+                },
+                SpanPolicyEntry {
+                    max_span_size: max_span,
+                    parity: Parity { data: 4, parity: 2 },
+                },
+            ],
+        }),
+        block: Some(BlockPolicy {
+            entries: vec![BlockPolicyEntry {
+                min_size: 0,
+                storage_class: StorageClass::Flash,
+            }],
+        }),
+        stripe: Some(StripePolicy {
+            target_stripe_size: stripe,
+        }),
+    }
+}
+
+/// Writes a `size`-byte file named `name` into `dir` until the shards have learnt of enough
+/// block services for its widest span (they ask shuckle periodically); fails after `timeout`.
+pub async fn wait_writable(
+    c: &Client,
+    dir: InodeId,
+    name: &Name,
+    size: u64,
+    timeout: Duration,
+) -> eggs_client::Result<InodeId> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match c.write_file_in(dir, name, PrngReader::new(1, size)).await {
+            Err(e)
+                if e.eggs() == Some(EggsError::NotEnoughBlockServices)
+                    && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Where each registered (not stale) block service keeps its blocks and which eggs-run
+/// process serves it (eggs-run puts service directories under `<data dir>/blocks-<fd>/`).
+pub async fn block_service_processes(
+    c: &Client,
+) -> eggs_client::Result<HashMap<BlockServiceId, (PathBuf, String)>> {
+    let services = c.shuckle().request(BlockServicesReq {}).await?;
+    Ok(services
+        .services
+        .iter()
+        .filter(|s| s.flags & flags::STALE == 0)
+        .map(|s| {
+            let path = PathBuf::from(&s.path);
+            let proc = path
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (s.id, (path, proc))
+        })
+        .collect())
+}
+
+/// Where each block span of a file keeps its blocks: its parity and `(service, block)` per
+/// block, in block order (inline spans are left out).
+pub async fn span_blocks(
+    c: &Client,
+    file: InodeId,
+) -> eggs_client::Result<Vec<(Parity, Vec<(BlockServiceId, BlockId)>)>> {
+    let mut out = Vec::new();
+    let mut offset = Some(0);
+    while let Some(o) = offset {
+        let r = c
+            .shard_request(
+                file.shard(),
+                FileSpansReq {
+                    file_id: file,
+                    byte_offset: o,
+                    mtu: MAX_UDP_MTU,
+                },
+            )
+            .await?;
+        for s in r.spans {
+            if let SpanBody::Blocks(b) = s.body {
+                let blocks = b.blocks.iter().map(|b| (b.block_service_id, b.block_id));
+                out.push((b.parity, blocks.collect()));
+            }
+        }
+        offset = r.next_offset;
+    }
+    Ok(out)
+}
+
+/// The first `len` bytes of the [`FastRng`] stream of `seed` (what [`PrngReader`] yields).
+pub fn prng_bytes(seed: u64, len: usize) -> Vec<u8> {
+    prng_range(seed, 0, len)
+}
+
+/// Bytes `offset..offset + len` of the [`FastRng`] stream of `seed`, without generating what
+/// comes before them.
+pub fn prng_range(seed: u64, offset: u64, len: usize) -> Vec<u8> {
+    let mut rng = FastRng::new(seed);
+    rng.skip_words(offset / 8);
+    let skip = (offset % 8) as usize;
+    let mut buf = vec![0u8; len + skip];
+    rng.fill(&mut buf);
+    buf.drain(..skip);
+    buf
+}
+
+/// CRC-32C of the first `len` bytes of the [`FastRng`] stream of `seed`, generated in pieces.
+pub fn prng_crc(seed: u64, len: u64) -> u32 {
+    let mut rng = FastRng::new(seed);
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut left, mut crc) = (len, 0);
+    while left > 0 {
+        // Whole words except at the very end, so the stream matches one big fill.
+        let n = left.min(buf.len() as u64) as usize;
+        rng.fill(&mut buf[..n]);
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        left -= n as u64;
+    }
+    crc
+}
+
 /// A fast, seeded pseudo-random generator (wyrand): benchmarks and tests stream gigabytes
 /// of it, and the data only has to be incompressible-looking and reproducible, not secure.
 #[derive(Clone, Debug)]
@@ -83,8 +235,15 @@ impl FastRng {
         FastRng(seed)
     }
 
+    /// Moves ahead as if `words` values had been drawn (the state only ever adds a constant).
+    pub fn skip_words(&mut self, words: u64) {
+        self.0 = self.0.wrapping_add(Self::STEP.wrapping_mul(words));
+    }
+
+    const STEP: u64 = 0xa076_1d64_78bd_642f;
+
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        self.0 = self.0.wrapping_add(Self::STEP);
         let t = (self.0 as u128).wrapping_mul((self.0 ^ 0xe703_7ed1_a0b4_28db) as u128);
         ((t >> 64) as u64) ^ (t as u64)
     }
@@ -244,5 +403,13 @@ mod tests {
         let mut sink = HashSink::default();
         tokio::io::copy(&mut &whole[..], &mut sink).await.unwrap();
         assert_eq!((sink.len, sink.crc), (1001, r.crc()));
+        assert_eq!(prng_bytes(9, 1001), whole);
+        assert_eq!(prng_crc(9, 1001), r.crc());
+        for (off, len) in [(0, 5), (3, 20), (8, 8), (13, 988), (1000, 1)] {
+            assert_eq!(
+                prng_range(9, off, len),
+                whole[off as usize..off as usize + len]
+            );
+        }
     }
 }

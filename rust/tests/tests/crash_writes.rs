@@ -3,13 +3,11 @@
 //! bit-exact and that every visible file is whole.
 
 use eggs_client::Client;
-use eggs_protocol::policy::{
-    BlockPolicy, BlockPolicyEntry, DirectoryInfo, Parity, SpanPolicy, SpanPolicyEntry,
-    StorageClass, StripePolicy,
-};
 use eggs_protocol::{InodeId, Name};
 use eggs_run::BlockServicesLayout;
-use eggs_tests::{start_cluster_with_blocks, FastRng, HashSink, PrngReader};
+use eggs_tests::{
+    prng_crc, rs_4_2_policy, start_cluster_with_blocks, FastRng, HashSink, PrngReader,
+};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,46 +15,10 @@ use std::time::Duration;
 
 const WRITERS: u64 = 3;
 
-/// RS(4,2) spans of at most 256 KiB on flash, so that files span several spans quickly.
-fn policy() -> DirectoryInfo {
-    DirectoryInfo {
-        snapshot: None,
-        span: Some(SpanPolicy {
-            entries: vec![
-                SpanPolicyEntry {
-                    max_span_size: 64 << 10,
-                    parity: Parity { data: 1, parity: 2 },
-                },
-                SpanPolicyEntry {
-                    max_span_size: 256 << 10,
-                    parity: Parity { data: 4, parity: 2 },
-                },
-            ],
-        }),
-        block: Some(BlockPolicy {
-            entries: vec![BlockPolicyEntry {
-                min_size: 0,
-                storage_class: StorageClass::Flash,
-            }],
-        }),
-        stripe: Some(StripePolicy {
-            target_stripe_size: 64 << 10,
-        }),
-    }
-}
-
 /// A file's name says what it must contain: `f<seed>-<size>`.
 fn parse(name: &str) -> (u64, u64) {
     let (seed, size) = name[1..].split_once('-').expect("f<seed>-<size>");
     (seed.parse().expect("seed"), size.parse().expect("size"))
-}
-
-async fn expected_crc(seed: u64, size: u64) -> u32 {
-    let mut r = PrngReader::new(seed, size);
-    tokio::io::copy(&mut r, &mut tokio::io::sink())
-        .await
-        .expect("prng");
-    r.crc()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +30,10 @@ async fn kill9_during_writes_loses_no_acknowledged_file() {
     };
     let (mut cluster, c) = start_cluster_with_blocks("crash-writes", 1, layout).await;
     let dir = c.mkdir("/w").await.unwrap();
-    c.set_directory_info(dir, policy()).await.unwrap();
+    // RS(4,2) spans of at most 256 KiB, so that files span several spans quickly.
+    c.set_directory_info(dir, rs_4_2_policy(256 << 10, 64 << 10))
+        .await
+        .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for w in 0..WRITERS {
@@ -117,7 +82,7 @@ async fn kill9_during_writes_loses_no_acknowledged_file() {
         let mut sink = HashSink::default();
         c.read_file_to(e.target_id, &mut sink).await.unwrap();
         assert_eq!(sink.len, size, "{}", e.name);
-        assert_eq!(sink.crc, expected_crc(seed, size).await, "{}", e.name);
+        assert_eq!(sink.crc, prng_crc(seed, size), "{}", e.name);
     }
     eprintln!(
         "{} files acknowledged, {} visible, across kills of {killed:?}",

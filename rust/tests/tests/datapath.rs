@@ -6,13 +6,8 @@
 //! and mirroring (1+2) up to 64 KiB, so that multi-span files stay small.
 
 use eggs_client::Client;
-use eggs_protocol::policy::{
-    BlockPolicy, BlockPolicyEntry, DirectoryInfo, Parity, SpanPolicy, SpanPolicyEntry,
-    StorageClass, StripePolicy,
-};
-use eggs_protocol::shard::{FileSpansReq, SpanBody};
-use eggs_protocol::shuckle::{flags, BlockServicesReq};
-use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId, MAX_UDP_MTU};
+use eggs_protocol::policy::{DirectoryInfo, Parity};
+use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId};
 use eggs_run::BlockServicesLayout;
 use eggs_tests::{start_cluster_with_blocks, HashSink, PrngReader};
 use rand::{RngCore, SeedableRng};
@@ -25,30 +20,7 @@ const STRIPE: usize = 64 << 10;
 const SERVICES: usize = 7;
 
 fn test_policy() -> DirectoryInfo {
-    DirectoryInfo {
-        snapshot: None,
-        span: Some(SpanPolicy {
-            entries: vec![
-                SpanPolicyEntry {
-                    max_span_size: STRIPE as u32,
-                    parity: Parity { data: 1, parity: 2 },
-                },
-                SpanPolicyEntry {
-                    max_span_size: SPAN as u32,
-                    parity: Parity { data: 4, parity: 2 },
-                },
-            ],
-        }),
-        block: Some(BlockPolicy {
-            entries: vec![BlockPolicyEntry {
-                min_size: 0,
-                storage_class: StorageClass::Flash,
-            }],
-        }),
-        stripe: Some(StripePolicy {
-            target_stripe_size: STRIPE as u32,
-        }),
-    }
+    eggs_tests::rs_4_2_policy(SPAN as u32, STRIPE as u32)
 }
 
 /// The block services eggs-run started: where each stores its blocks and which process
@@ -59,22 +31,8 @@ struct Services {
 
 impl Services {
     async fn load(c: &Client) -> Services {
-        let services = c.shuckle().request(BlockServicesReq {}).await.unwrap();
-        let by_id = services
-            .services
-            .iter()
-            .filter(|s| s.flags & flags::STALE == 0)
-            .map(|s| {
-                let path = PathBuf::from(&s.path);
-                // eggs-run puts service directories under `<data dir>/blocks-<fd>/`.
-                let proc = path
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| panic!("unexpected service path {}", s.path));
-                (s.id, (path, proc))
-            })
-            .collect();
+        let by_id = eggs_tests::block_service_processes(c).await.unwrap();
+        assert!(by_id.values().all(|(_, p)| p.starts_with("blocks-")));
         Services { by_id }
     }
 
@@ -123,29 +81,7 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
 
 /// Where each span's blocks are: `(service, block)` per span, in block order.
 async fn block_map(c: &Client, file: InodeId) -> Vec<(Parity, Vec<(BlockServiceId, BlockId)>)> {
-    let mut out = Vec::new();
-    let mut offset = Some(0);
-    while let Some(o) = offset {
-        let r = c
-            .shard_request(
-                file.shard(),
-                FileSpansReq {
-                    file_id: file,
-                    byte_offset: o,
-                    mtu: MAX_UDP_MTU,
-                },
-            )
-            .await
-            .unwrap();
-        for s in r.spans {
-            if let SpanBody::Blocks(b) = s.body {
-                let blocks = b.blocks.iter().map(|b| (b.block_service_id, b.block_id));
-                out.push((b.parity, blocks.collect()));
-            }
-        }
-        offset = r.next_offset;
-    }
-    out
+    eggs_tests::span_blocks(c, file).await.unwrap()
 }
 
 struct Written {

@@ -3,13 +3,22 @@
 //! Depends on nothing but std so that it builds in seconds, before the system packages the
 //! rest of the workspace needs are installed (installing them is its first job).
 
+mod bench;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 /// Debian packages the workspace needs to build: bindgen needs libclang, the rocksdb crate
-/// links the system librocksdb (found with pkg-config).
-const PACKAGES: &[&str] = &["libclang-dev", "librocksdb-dev", "pkg-config"];
+/// links the system librocksdb (found with pkg-config); and to run and test: eggsfuse mounts
+/// through fusermount3 (fuse3), and the FUSE tests use rsync.
+const PACKAGES: &[&str] = &[
+    "libclang-dev",
+    "librocksdb-dev",
+    "pkg-config",
+    "fuse3",
+    "rsync",
+];
 
 /// The server binaries `run` starts, plus the launcher and the CLI.
 const RUN_PACKAGES: &[&str] = &[
@@ -17,6 +26,8 @@ const RUN_PACKAGES: &[&str] = &[
     "eggs-shard",
     "eggs-cdc",
     "eggs-blocks",
+    "eggs-gc",
+    "eggs-fuse",
     "eggs-run",
     "eggs-cli",
 ];
@@ -27,7 +38,11 @@ usage: cargo xtask <command> [args]
 commands:
   run [EGGSRUN ARGS]   build in release mode and start a local cluster
                        (eggsrun --dir ./eggsfs-data unless --dir is given)
-  test [CARGO ARGS]    build every binary, then cargo test --workspace [CARGO ARGS]
+  test [CARGO ARGS]    build every binary, then cargo test --workspace [CARGO ARGS],
+                       then eggstests --short (only when no CARGO ARGS are given)
+  bench [--quick] [--out PATH] [--runs N]
+                       release build, fresh cluster, benchmarks with local baselines:
+                       writes BENCHMARKS.md (see `cargo xtask bench --help`)
   lint                 cargo fmt --check and clippy -D warnings on the whole workspace
   deps                 only install the system packages the build needs";
 
@@ -69,6 +84,7 @@ fn dispatch(args: &[OsString]) -> Result<()> {
     match cmd.as_str() {
         "run" => run(rest),
         "test" => test(rest),
+        "bench" => bench::bench(rest),
         "lint" => lint(),
         "deps" => ensure_packages(PACKAGES),
         "help" | "-h" | "--help" => {
@@ -86,7 +102,16 @@ fn test(extra: &[OsString]) -> Result<()> {
     ensure_packages(PACKAGES)?;
     // Integration tests start the real server binaries, so those must exist first.
     cargo(&["build", "--workspace", "--bins"], &[])?;
-    cargo(&["test", "--workspace"], extra)
+    cargo(&["test", "--workspace"], extra)?;
+    if !extra.is_empty() {
+        eprintln!("xtask: arguments given: not running eggstests --short");
+        return Ok(());
+    }
+    // The end-to-end suite (rust/tests/src/suite), each test on a fresh cluster.
+    let mut cmd = Command::new(target_dir().join("debug").join("eggstests"));
+    cmd.arg("--short").current_dir(workspace_root());
+    eprintln!("xtask: {}", describe(&cmd));
+    status(&mut cmd)
 }
 
 fn lint() -> Result<()> {

@@ -3,12 +3,17 @@
 //! `eggsbench meta --shuckle ADDR` runs each metadata operation with many requests in flight
 //! for a fixed time and prints a Markdown table of ops/s and p50/p99 latencies.
 //!
+//! `eggsbench meta --local DIR` runs the same operations on a local directory instead (the
+//! baseline `cargo xtask bench` prints beside them; see `local.rs`).
+//!
 //! `eggsbench data --shuckle ADDR` measures the data path: erasure coding and CRC in memory,
 //! the local disk, and sequential file writes and reads through the cluster (see `data.rs`).
 
 // Next to this file rather than in `src/bin/`, where Cargo would take it for a binary.
 #[path = "eggsbench/data.rs"]
 mod data;
+#[path = "eggsbench/local.rs"]
+mod local;
 
 use clap::{Parser, Subcommand};
 use eggs_client::Client;
@@ -48,6 +53,12 @@ struct Args {
     /// Only run operations whose name contains this.
     #[arg(long)]
     only: Option<String>,
+    /// Run the operations on this local directory instead of the cluster (the baseline).
+    #[arg(long)]
+    local: Option<std::path::PathBuf>,
+    /// Threads for --local.
+    #[arg(long, default_value_t = 8)]
+    local_threads: usize,
 }
 
 struct Ctx {
@@ -71,7 +82,16 @@ fn main() {
         .build()
         .expect("tokio runtime");
     match cli.mode {
-        Mode::Meta(args) => rt.block_on(run(args)),
+        Mode::Meta(args) => match &args.local {
+            Some(dir) => {
+                let threads = args.local_threads.max(1);
+                if let Err(e) = local::run(dir, threads, args.seconds, args.only.as_deref()) {
+                    eprintln!("eggsbench meta --local {}: {e}", dir.display());
+                    std::process::exit(1);
+                }
+            }
+            None => rt.block_on(run(args)),
+        },
         Mode::Data(args) => {
             if let Err(e) = rt.block_on(data::run(args)) {
                 eprintln!("eggsbench data: {e}");

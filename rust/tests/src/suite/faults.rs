@@ -1,0 +1,486 @@
+//! Fault injection: killed processes, frozen block services, junk on every port.
+
+use super::namespace::{join_workers, run_workers, shared_dirs, worker_configs};
+use super::{ensure, Context, Env, TestError, TestResult};
+use crate::{
+    block_service_processes, prng_crc, rs_4_2_policy, span_blocks, wait_writable, FastRng,
+    HashSink, PrngReader,
+};
+use eggs_protocol::codec::{encode, RequestBody};
+use eggs_protocol::shuckle::{BlockServicesReq, CdcReq as ShuckleCdcReq, ShardsReq};
+use eggs_protocol::{
+    blocks, cdc, shard, shuckle, BlockId, BlockServiceId, EggsTime, InodeId, Message, Name,
+    RequestHeader, ShardId,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// Which processes `kill-load` may kill, by name prefix in eggs-run's cluster. A kind the
+/// cluster does not run (say, no GC yet) is simply never picked.
+const KILLABLE: &[&str] = &["shard-", "cdc", "blocks-", "gc"];
+
+/// Clients write block-backed and inline files and rename, link and remove names while
+/// random shard, CDC, block-service (and GC) processes are killed with SIGKILL and restarted;
+/// then every acknowledged file must read back bit-exact and the namespace match the model.
+pub(super) async fn kill_load(env: &mut Env) -> TestResult {
+    let shared = shared_dirs(env, 3).await?;
+    for d in &shared {
+        env.client
+            .set_directory_info(*d, rs_4_2_policy(256 << 10, 64 << 10))
+            .await
+            .ctx("setting the policy")?;
+    }
+    let probe = Name::new("probe").expect("valid");
+    wait_writable(
+        &env.client,
+        shared[0],
+        &probe,
+        700_000,
+        Duration::from_secs(30),
+    )
+    .await
+    .ctx("first block-backed write")?;
+    // The probe stays: workers only look at their own names (`w<k>-`).
+    let stop = Arc::new(AtomicBool::new(false));
+    let set = run_workers(
+        env,
+        &shared,
+        worker_configs(env, 3, true, 700_000),
+        stop.clone(),
+    );
+    let victims: Vec<String> = env
+        .cluster()?
+        .names()
+        .into_iter()
+        .filter(|n| KILLABLE.iter().any(|k| n.starts_with(k)))
+        .collect();
+    let mut rng = FastRng::new(env.seed ^ EggsTime::now().0);
+    let mut kills: BTreeMap<String, usize> = BTreeMap::new();
+    let until = Instant::now() + env.secs(15.0);
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(300 + rng.next_u64() % 500)).await;
+        // A kind first, then one of its processes, so that the one CDC is killed as often
+        // as any of the seven block-service processes.
+        let kinds: Vec<&str> = KILLABLE
+            .iter()
+            .copied()
+            .filter(|k| victims.iter().any(|v| v.starts_with(k)))
+            .collect();
+        let kind = kinds[(rng.next_u64() % kinds.len() as u64) as usize];
+        let of_kind: Vec<&String> = victims.iter().filter(|v| v.starts_with(kind)).collect();
+        let v = of_kind[(rng.next_u64() % of_kind.len() as u64) as usize].clone();
+        let cluster = env.cluster()?;
+        cluster.kill(&v, libc::SIGKILL)?;
+        tokio::time::sleep(Duration::from_millis(100 + rng.next_u64() % 200)).await;
+        cluster.restart(&v).await?;
+        *kills
+            .entry(kind.trim_end_matches('-').to_string())
+            .or_default() += 1;
+        env.killed.push(v);
+    }
+    env.cluster()?
+        .wait_registered(Duration::from_secs(60))
+        .await?;
+    stop.store(true, Ordering::Relaxed);
+    let stats = join_workers(set).await?;
+    ensure!(stats.ok > 20, "the load did not run: {stats}");
+    Ok(format!("kills {kills:?}; 3 workers: {stats}"))
+}
+
+/// Sends SIGCONT to the frozen processes however the test ends.
+struct Thaw(Vec<u32>);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            // SAFETY: kill(2) only reads its arguments; the pids are the cluster's children.
+            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGCONT) };
+        }
+    }
+}
+
+/// Freezes (SIGSTOP) two block-service processes holding data blocks of the files: their
+/// TCP ports still accept connections but never answer, as in a network partition. Readers
+/// must keep reading every file bit-exact through parity, and again after the thaw.
+pub(super) async fn partition(env: &mut Env) -> TestResult {
+    let c = env.client.clone();
+    let dir = env.subdir("p").await?;
+    c.set_directory_info(dir, rs_4_2_policy(1 << 20, 64 << 10))
+        .await
+        .ctx("setting the policy")?;
+    wait_writable(
+        &c,
+        dir,
+        &Name::new("probe").expect("valid"),
+        1 << 20,
+        Duration::from_secs(30),
+    )
+    .await
+    .ctx("first block-backed write")?;
+    let mut files = Vec::new();
+    for k in 0..env.count(6) as u64 {
+        let seed = env.seed.wrapping_add(k);
+        let size = 200_000 + (seed % 800_000);
+        let n = Name::new(format!("f{k}")).expect("valid");
+        let id = c
+            .write_file_in(dir, &n, PrngReader::new(seed, size))
+            .await
+            .ctx("writing")?;
+        files.push((id, seed, size));
+    }
+    // Freeze the processes holding the first two data blocks of the first file's span.
+    let services = block_service_processes(&c).await.ctx("block services")?;
+    let spans = span_blocks(&c, files[0].0).await.ctx("spans")?;
+    let (parity, blocks) = spans.first().ok_or_else(|| fail("no block span"))?;
+    ensure!(parity.parity == 2, "expected RS(4,2), got {parity:?}");
+    let frozen: BTreeSet<String> = blocks
+        .iter()
+        .take(2)
+        .filter_map(|(s, _)| services.get(s).map(|(_, p)| p.clone()))
+        .collect();
+    ensure!(frozen.len() == 2, "data blocks share a process: {frozen:?}");
+    let pids: Vec<u32> = env
+        .cluster()?
+        .processes()
+        .into_iter()
+        .filter(|(n, _)| frozen.contains(n))
+        .map(|(_, pid)| pid)
+        .collect();
+    let frozen_services: Vec<BlockServiceId> = services
+        .iter()
+        .filter(|(_, (_, p))| frozen.contains(p))
+        .map(|(id, _)| *id)
+        .collect();
+    let thaw = Thaw(pids.clone());
+    for pid in &pids {
+        // SAFETY: as in `Thaw::drop`.
+        unsafe { libc::kill(*pid as libc::pid_t, libc::SIGSTOP) };
+    }
+    let t = Instant::now();
+    let reads = read_all(&c, &files, env.secs(8.0)).await?;
+    let during = t.elapsed();
+    drop(thaw);
+    let after = read_all(&c, &files, Duration::ZERO).await?;
+    let touched = count_touching(&c, &files, &frozen_services).await?;
+    ensure!(touched >= 1, "no file had a block on a frozen service");
+    Ok(format!(
+        "{reads} reads in {:.1} s with {frozen:?} frozen ({touched} of {} files had blocks \
+         there), {after} after the thaw",
+        during.as_secs_f64(),
+        files.len()
+    ))
+}
+
+fn fail(msg: &str) -> TestError {
+    TestError::Failed(msg.to_string())
+}
+
+/// One reader per file reads it (at least once, and until `duration` has passed), checking
+/// its contents; returns how many reads. (A read that meets a frozen service waits for the
+/// client's stall timeout before it turns to parity, so readers run in parallel.)
+async fn read_all(
+    c: &Arc<eggs_client::Client>,
+    files: &[(InodeId, u64, u64)],
+    duration: Duration,
+) -> Result<usize, TestError> {
+    let until = Instant::now() + duration;
+    let mut set = tokio::task::JoinSet::new();
+    for &(id, seed, size) in files {
+        let c = c.clone();
+        set.spawn(async move {
+            let want = tokio::task::spawn_blocking(move || prng_crc(seed, size))
+                .await
+                .map_err(|e| fail(&e.to_string()))?;
+            let mut n = 0;
+            loop {
+                let mut sink = HashSink::default();
+                c.read_file_to(id, &mut sink)
+                    .await
+                    .ctx(format!("reading {id}"))?;
+                ensure!(
+                    sink.len == size && sink.crc == want,
+                    "file {id} read back wrong ({} bytes)",
+                    sink.len
+                );
+                n += 1;
+                if Instant::now() >= until {
+                    return Ok::<usize, TestError>(n);
+                }
+            }
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = set.join_next().await {
+        total += r.map_err(|e| fail(&e.to_string()))??;
+    }
+    Ok(total)
+}
+
+async fn count_touching(
+    c: &eggs_client::Client,
+    files: &[(InodeId, u64, u64)],
+    services: &[BlockServiceId],
+) -> Result<usize, TestError> {
+    let mut n = 0;
+    for (id, _, _) in files {
+        let spans = span_blocks(c, *id).await.ctx("spans")?;
+        if spans
+            .iter()
+            .any(|(_, b)| b.iter().any(|(s, _)| services.contains(s)))
+        {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Every port of the cluster: shard and CDC UDP ports, shuckle and block-service TCP ports.
+struct Ports {
+    udp: Vec<(SocketAddr, &'static str)>,
+    tcp: Vec<(SocketAddr, &'static str)>,
+}
+
+async fn ports(c: &eggs_client::Client, shuckle: SocketAddr) -> Result<Ports, TestError> {
+    let shards = c.shuckle().request(ShardsReq {}).await.ctx("shards")?;
+    let cdc = c.shuckle().request(ShuckleCdcReq {}).await.ctx("cdc")?;
+    let services = c
+        .shuckle()
+        .request(BlockServicesReq {})
+        .await
+        .ctx("block services")?;
+    let mut udp: Vec<(SocketAddr, &str)> = shards
+        .shards
+        .iter()
+        .filter(|s| s.addr.port != 0)
+        .map(|s| (s.addr.to_socket_addr(), "shard"))
+        .collect();
+    udp.sort();
+    udp.dedup();
+    udp.push((cdc.addr.to_socket_addr(), "cdc"));
+    let mut tcp: Vec<(SocketAddr, &str)> = services
+        .services
+        .iter()
+        .map(|s| (s.addr.to_socket_addr(), "blocks"))
+        .collect();
+    tcp.sort();
+    tcp.dedup();
+    tcp.push((shuckle, "shuckle"));
+    Ok(Ports { udp, tcp })
+}
+
+/// Valid requests of each protocol, to truncate and mutate.
+fn samples(dir: InodeId) -> Vec<(&'static str, Vec<u8>)> {
+    let header = RequestHeader {
+        request_id: 0x0102_0304_0506_0708,
+        client_id: 0x1112_1314_1516_1718,
+    };
+    let name = Name::new("garbage-target").expect("valid");
+    let shard = |body: shard::ShardReq| {
+        encode(&shard::ShardRequest {
+            header,
+            shard: ShardId(dir.shard().0),
+            body,
+        })
+    };
+    vec![
+        (
+            "shard",
+            shard(
+                shard::LookupReq {
+                    dir_id: dir,
+                    name: name.clone(),
+                }
+                .into_req(),
+            ),
+        ),
+        (
+            "shard",
+            shard(
+                shard::ReadDirReq {
+                    dir_id: dir,
+                    start: None,
+                    mtu: 1400,
+                }
+                .into_req(),
+            ),
+        ),
+        (
+            "cdc",
+            encode(&cdc::CdcRequest {
+                header,
+                body: cdc::MakeDirectoryReq {
+                    owner_id: dir,
+                    name,
+                    info: Default::default(),
+                }
+                .into_req(),
+            }),
+        ),
+        (
+            "shuckle",
+            frame(&shuckle::ShuckleRequest {
+                body: ShardsReq {}.into_req(),
+            }),
+        ),
+        (
+            "blocks",
+            frame(&blocks::BlocksRequest {
+                body: blocks::FetchBlockReq {
+                    block_service_id: BlockServiceId(1),
+                    block_id: BlockId(1),
+                    offset: 0,
+                    count: 4096,
+                }
+                .into_req(),
+            }),
+        ),
+    ]
+}
+
+/// A TCP frame: magic, little-endian body length, body.
+fn frame<M: Message>(m: &M) -> Vec<u8> {
+    let e = encode(m);
+    let mut out = e[..4].to_vec();
+    out.extend_from_slice(&((e.len() - 4) as u32).to_le_bytes());
+    out.extend_from_slice(&e[4..]);
+    out
+}
+
+/// Junk for one protocol: every truncation of a valid request, single-byte mutations of it,
+/// random bytes with and without a valid magic, and (for TCP) frames claiming huge lengths.
+fn junk(valid: &[u8], rng: &mut FastRng, tcp: bool) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = (0..valid.len()).map(|n| valid[..n].to_vec()).collect();
+    for i in 0..valid.len() {
+        let mut v = valid.to_vec();
+        v[i] ^= 1 << (rng.next_u64() % 8);
+        out.push(v.clone());
+        v[i] = 0xff;
+        out.push(v);
+    }
+    for _ in 0..50 {
+        let mut v = vec![0u8; (rng.next_u64() % 1500) as usize];
+        rng.fill(&mut v);
+        if rng.next_u64().is_multiple_of(2) && v.len() >= 4 {
+            v[..4].copy_from_slice(&valid[..4]);
+        }
+        out.push(v);
+    }
+    if tcp {
+        for len in [u32::MAX, 1 << 30, 10 << 20, 0] {
+            let mut v = valid[..4].to_vec();
+            v.extend_from_slice(&len.to_le_bytes());
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// Junk to every port, in rounds, until `stop`; returns how many datagrams and connections.
+async fn spray(
+    ports: Ports,
+    samples: Vec<(&'static str, Vec<u8>)>,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<(u64, u64), TestError> {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .ctx("binding a UDP socket")?;
+    let mut rng = FastRng::new(seed);
+    let (mut datagrams, mut conns) = (0u64, 0u64);
+    // Half-sent frames left open while everything else goes on.
+    let mut held = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        for (addr, kind) in &ports.udp {
+            for (_, valid) in samples.iter().filter(|s| s.0 == *kind) {
+                for j in junk(valid, &mut rng, false) {
+                    let _ = sock.send_to(&j, addr).await;
+                    datagrams += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for (addr, kind) in &ports.tcp {
+            for (_, valid) in samples.iter().filter(|s| s.0 == *kind) {
+                let all = junk(valid, &mut rng, true);
+                // A third of the junk, each on a fresh connection; some (often truncated
+                // frames) are left open, so servers also hold connections that never finish.
+                for (i, j) in all.iter().enumerate().step_by(3) {
+                    let Ok(Ok(mut s)) = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        tokio::net::TcpStream::connect(addr),
+                    )
+                    .await
+                    else {
+                        continue;
+                    };
+                    conns += 1;
+                    let _ = s.write_all(j).await;
+                    if i % 7 == 0 && held.len() < 64 {
+                        held.push(s);
+                    }
+                }
+            }
+        }
+        if held.len() >= 64 {
+            held.clear();
+        }
+    }
+    Ok((datagrams, conns))
+}
+
+/// Junk and truncated packets to every UDP and TCP port of the cluster while model workers
+/// keep working and a block-backed file keeps being read; everything must stay correct and
+/// no server may die.
+pub(super) async fn garbage(env: &mut Env) -> TestResult {
+    let c = env.client.clone();
+    let shared = shared_dirs(env, 2).await?;
+    let data_dir = env.subdir("data").await?;
+    c.set_directory_info(data_dir, rs_4_2_policy(1 << 20, 64 << 10))
+        .await
+        .ctx("setting the policy")?;
+    let file = wait_writable(
+        &c,
+        data_dir,
+        &Name::new("f").expect("valid"),
+        3 << 20,
+        Duration::from_secs(30),
+    )
+    .await
+    .ctx("first block-backed write")?;
+    let before = c.read_file(file).await.ctx("reading")?;
+    let ports = ports(&c, c.shuckle().addr()).await?;
+    let summary = format!("{} UDP and {} TCP ports", ports.udp.len(), ports.tcp.len());
+    let stop = Arc::new(AtomicBool::new(false));
+    let sprayer = tokio::spawn(spray(ports, samples(shared[0]), env.seed, stop.clone()));
+    let workers_stop = Arc::new(AtomicBool::new(false));
+    let set = run_workers(
+        env,
+        &shared,
+        worker_configs(env, 2, false, 5000),
+        workers_stop.clone(),
+    );
+    let until = Instant::now() + env.secs(8.0);
+    let mut reads = 0;
+    while Instant::now() < until {
+        let back = c.read_file(file).await.ctx("reading during the spray")?;
+        ensure!(back == before, "the file reads back differently");
+        let _: HashMap<_, _> = block_service_processes(&c)
+            .await
+            .ctx("asking shuckle during the spray")?;
+        reads += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    workers_stop.store(true, Ordering::Relaxed);
+    let stats = join_workers(set).await?;
+    stop.store(true, Ordering::Relaxed);
+    let (datagrams, conns) = sprayer.await.map_err(|e| fail(&e.to_string()))??;
+    ensure!(datagrams > 0 && conns > 0, "nothing was sent");
+    Ok(format!(
+        "{datagrams} junk datagrams and {conns} junk connections to {summary}; meanwhile \
+         {reads} file reads and {stats}"
+    ))
+}
