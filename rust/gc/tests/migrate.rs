@@ -13,7 +13,7 @@ use eggs_protocol::{BlockServiceId, InodeId, Name};
 use repair_common::{cluster, contents, health, services, span_blocks};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Writes `n` files of assorted sizes (mirrored, one and several RS spans).
 async fn write_files(c: &Client, dir: InodeId, n: u64) -> Vec<(InodeId, Vec<u8>)> {
@@ -195,4 +195,43 @@ async fn two_migrations_at_once_and_of_a_dead_service() {
         assert!(c.read_file(*f).await.unwrap() == *data);
     }
     eggs_tests::finish_after_kills(cluster, &[killed, proc]).await;
+}
+
+/// The eggsgc daemon's `migrate` loop empties a service flagged decommissioned on its own,
+/// without anyone running `eggscli migrate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_empties_a_decommissioned_service() {
+    let (mut cluster, c, dir) = cluster("gc-migrate-daemon", 8).await;
+    let files = write_files(&c, dir, 8).await;
+    let (bs, _) = busiest(&c, &files).await;
+    let status = cluster.dir().join("gc-status");
+    let mut gc = tokio::process::Command::new(cluster.config().bin_dir.join("eggsgc"))
+        .arg("--shuckle")
+        .arg(cluster.shuckle_addr().to_string())
+        .args([
+            "--collect-interval-ms",
+            "600000",
+            "--destroy-interval-ms",
+            "600000",
+        ])
+        .args(["--scrub-interval-ms", "0", "--migrate-interval-ms", "200"])
+        .arg("--status-file")
+        .arg(&status)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("eggsgc starts");
+    decommission(&c, bs).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count_files(&c, bs).await.unwrap() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the migrate loop did not empty {bs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = std::fs::read_to_string(&status).unwrap_or_default();
+    assert!(text.contains("loop=migrate"), "status file: {text}");
+    gc.kill().await.unwrap();
+    let killed = wipe_and_check(&mut cluster, &c, bs, &files).await;
+    eggs_tests::finish_after_kills(cluster, &[killed]).await;
 }
