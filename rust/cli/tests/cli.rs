@@ -2,55 +2,10 @@
 //! built first; `cargo xtask test` does that).
 
 use eggs_run::{Cluster, ClusterConfig};
-use std::io::Write;
-use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-struct Cli {
-    shuckle: SocketAddr,
-}
-
-impl Cli {
-    fn run_with_input(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eggscli"))
-            .arg("--shuckle")
-            .arg(self.shuckle.to_string())
-            .args(args)
-            .env_remove("EGGS_SHUCKLE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running eggscli");
-        let mut stdin = child.stdin.take().unwrap();
-        // A command that does not read stdin may exit before we finish writing.
-        let _ = stdin.write_all(input);
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs a command that must succeed; returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_with_input(args, b"")
-    }
-
-    fn ok_with_input(&self, args: &[&str], input: &[u8]) -> String {
-        let out = self.run_with_input(args, input);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "eggscli {args:?} failed: {stderr}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs a command that must fail with exit code 1; returns its one-line error.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run_with_input(args, b"");
-        assert_eq!(out.status.code(), Some(1), "eggscli {args:?}: {out:?}");
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        stderr.trim_end().to_string()
-    }
-}
+mod common;
+use common::Cli;
 
 #[tokio::test]
 async fn commands_against_a_cluster() {
@@ -95,8 +50,8 @@ fn namespace(cli: &Cli) {
 }
 
 fn files(cli: &Cli) {
-    cli.ok_with_input(&["write", "/x/f"], b"one");
-    cli.ok_with_input(&["write", "/x/f"], b"two!");
+    cli.ok_with(&["write", "/x/f"], b"one");
+    cli.ok_with(&["write", "/x/f"], b"two!");
     assert_eq!(cli.ok(&["cat", "/x/f"]), "two!");
     let long = cli.ok(&["ls", "-l", "/x/f"]);
     assert!(long.starts_with("file  4  "), "{long}");
@@ -110,7 +65,7 @@ fn files(cli: &Cli) {
     assert_eq!(states, ["snapshot", "snapshot", "deleted"], "{versions}");
     // Larger files need block services, which this cluster has none of.
     let big = vec![b'x'; 300_000];
-    let e = String::from_utf8(cli.run_with_input(&["write", "/x/big"], &big).stderr).unwrap();
+    let e = String::from_utf8(cli.run(&["write", "/x/big"], &big).stderr).unwrap();
     assert!(e.contains("not enough block services"), "{e}");
 }
 
@@ -150,6 +105,6 @@ fn errors(cli: &Cli) {
         cli.fails(&["mkdir", "/x"]),
         "eggscli: mkdir /x: name already exists"
     );
-    let usage = cli.run_with_input(&["mkdir"], b"");
+    let usage = cli.run(&["mkdir"], b"");
     assert_eq!(usage.status.code(), Some(2));
 }

@@ -3,53 +3,11 @@
 //! that).
 
 use eggs_run::{BlockServicesLayout, Cluster, ClusterConfig};
-use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Cli {
-    shuckle: SocketAddr,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eggscli"))
-            .arg("--shuckle")
-            .arg(self.shuckle.to_string())
-            .args(args)
-            .env_remove("EGGS_SHUCKLE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running eggscli");
-        let mut stdin = child.stdin.take().unwrap();
-        let _ = stdin.write_all(input);
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok_bytes(&self, args: &[&str]) -> Vec<u8> {
-        let out = self.run(args, b"");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "eggscli {args:?} failed: {stderr}");
-        out.stdout
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        String::from_utf8(self.ok_bytes(args)).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args, b"");
-        assert_eq!(out.status.code(), Some(1), "eggscli {args:?}: {out:?}");
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        stderr.trim_end().to_string()
-    }
-}
+mod common;
+use common::Cli;
 
 /// Deterministic bytes that do not compress into a pattern.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {

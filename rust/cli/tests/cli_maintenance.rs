@@ -8,53 +8,11 @@ use eggs_protocol::shuckle::BlockServicesReq;
 use eggs_protocol::{BlockId, BlockServiceId, InodeId, MAX_UDP_MTU};
 use eggs_run::{BlockServicesLayout, Cluster, ClusterConfig};
 use std::collections::HashMap;
-use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Cli {
-    shuckle: SocketAddr,
-}
-
-impl Cli {
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_eggscli"));
-        c.arg("--shuckle")
-            .arg(self.shuckle.to_string())
-            .args(args)
-            .env_remove("EGGS_SHUCKLE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        c
-    }
-
-    fn run(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = self.command(args).spawn().expect("running eggscli");
-        let mut stdin = child.stdin.take().unwrap();
-        let _ = stdin.write_all(input);
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args, b"");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "eggscli {args:?} failed: {stderr}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args, b"");
-        assert_eq!(out.status.code(), Some(1), "eggscli {args:?}: {out:?}");
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .trim_end()
-            .to_string()
-    }
-}
+mod common;
+use common::Cli;
 
 /// Deterministic bytes that do not compress into a pattern.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
@@ -173,7 +131,7 @@ async fn decommission_migrate_after_a_kill_and_scrub() {
         "{out}"
     );
 
-    let err = cli.fails(&["blockservice", "forget", &hex]);
+    let err = cli.fails_verbose(&["blockservice", "forget", &hex]);
     assert!(err.contains("files still have blocks"), "{err}");
 
     // A migration killed with SIGKILL shortly after it starts, then run to the end.
@@ -187,7 +145,7 @@ async fn decommission_migrate_after_a_kill_and_scrub() {
         assert!(blocks_of(&c, *id).await.iter().all(|(s, _)| s != bs));
     }
     // Empty, but its process still registers: shuckle keeps it.
-    let err = cli.fails(&["blockservice", "forget", &hex]);
+    let err = cli.fails_verbose(&["blockservice", "forget", &hex]);
     assert!(err.contains("stopped registering"), "{err}");
 
     // Corrupt one data byte of a block; the scrub finds and repairs it.

@@ -2,54 +2,10 @@
 //! (the server binaries and `eggsgc` must be built first; `cargo xtask test` does that).
 
 use eggs_run::{Cluster, ClusterConfig, GcIntervals};
-use std::io::Write;
-use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-struct Cli {
-    shuckle: SocketAddr,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str], input: &[u8]) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_eggscli"))
-            .arg("--shuckle")
-            .arg(self.shuckle.to_string())
-            .args(args)
-            .env_remove("EGGS_SHUCKLE")
-            .env_remove("EGGS_GC_STATUS")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running eggscli");
-        let mut stdin = child.stdin.take().unwrap();
-        let _ = stdin.write_all(input);
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_with(args, b"")
-    }
-
-    fn ok_with(&self, args: &[&str], input: &[u8]) -> String {
-        let out = self.run(args, input);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "eggscli {args:?} failed: {stderr}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args, b"");
-        assert_eq!(out.status.code(), Some(1), "eggscli {args:?}: {out:?}");
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .trim_end()
-            .to_string()
-    }
-}
+mod common;
+use common::Cli;
 
 fn built() -> bool {
     let bin = eggs_run::default_bin_dir().join("eggsgc");
@@ -94,7 +50,7 @@ async fn snapshots_undelete_and_gc_status() {
     );
     assert!(cli.ok(&["undelete", "/d/f"]).starts_with("restored /d/f"));
     assert_eq!(cli.ok(&["cat", "/d/f"]), "first version");
-    assert!(cli.fails(&["undelete", "/d/f"]).contains("exists"));
+    assert!(cli.fails_verbose(&["undelete", "/d/f"]).contains("exists"));
 
     // Overwritten: the old version comes back once the new one is out of the way.
     cli.ok_with(&["write", "/d/f"], b"second");
@@ -129,7 +85,7 @@ async fn snapshots_undelete_and_gc_status() {
         assert!(Instant::now() < deadline, "eggsgc never collected /d/f");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let err = cli.fails(&["undelete", "/d/f"]);
+    let err = cli.fails_verbose(&["undelete", "/d/f"]);
     assert!(err.contains("gone"), "{err}");
 
     let status_file = dir.join("gc").join("status");
