@@ -74,9 +74,9 @@ enum WriteMsg {
     Flush {
         reply: ReplyEmpty,
     },
-    Release {
-        reply: ReplyEmpty,
-    },
+    /// The last descriptor is closed: link the file. The kernel's release request has been
+    /// answered already (see `release`).
+    Release,
 }
 
 /// A file being written, shared by the queue's sender side and getattr.
@@ -430,7 +430,7 @@ impl Inner {
                         reply.ok()
                     }
                 }
-                WriteMsg::Release { reply } => {
+                WriteMsg::Release => {
                     let id = writer.id();
                     let r = if failed {
                         Err(libc::EIO)
@@ -444,9 +444,9 @@ impl Inner {
                         // The name now points at the new file.
                         self.forget_name(&w).await;
                     }
-                    match r {
-                        Ok(()) => reply.ok(),
-                        Err(e) => reply.error(e),
+                    if let Err(e) = r {
+                        // Nobody waits for a release's answer: the log is all there is.
+                        tracing::warn!("linking {:?} in {} failed: errno {e}", w.name, w.parent);
                     }
                     return;
                 }
@@ -601,7 +601,8 @@ impl EggsFs {
             match msg {
                 WriteMsg::Write { reply, .. } => reply.error(e),
                 WriteMsg::Truncate { reply, .. } => reply.error(e),
-                WriteMsg::Flush { reply } | WriteMsg::Release { reply, .. } => reply.error(e),
+                WriteMsg::Flush { reply } => reply.error(e),
+                WriteMsg::Release => {}
             }
         }
     }
@@ -1041,7 +1042,14 @@ impl Filesystem for EggsFs {
         // Registered before the next request is read, so later lookups wait for the link.
         w.released.store(true, Ordering::Release);
         self.inner.pend_link(&w);
-        self.send(&w, WriteMsg::Release { reply });
+        // Answered at once, not after the link: the kernel sends releases as background
+        // requests, at most `max_background` in flight, so answering late would hold back the
+        // releases of the next closed files behind slow links (a `cp -r` of many files), and
+        // a listing could then run before their releases arrive. Lookups and listings in the
+        // directory wait for the link instead (`wait_links`). The kernel ignores a release's
+        // result anyway; a failed link is logged.
+        reply.ok();
+        self.send(&w, WriteMsg::Release);
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
