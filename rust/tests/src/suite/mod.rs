@@ -20,6 +20,8 @@
 
 mod data;
 mod faults;
+mod fuse;
+mod history;
 mod namespace;
 
 use crate::model::ModelError;
@@ -188,6 +190,39 @@ pub const TESTS: &[TestDef] = &[
         bins: &[],
         gc: true,
         run: |e| Box::pin(faults::kill_load(e)),
+    },
+    TestDef {
+        name: "file-history",
+        about: "overwrites and a delete listed as versions, undelete bit-exact, snapshots \
+                expired by eggsgc under a short policy",
+        signals: false,
+        blocks: NO_BLOCKS,
+        shard_processes: 1,
+        bins: &["eggsgc"],
+        gc: true,
+        run: |e| Box::pin(history::file_history(e)),
+    },
+    TestDef {
+        name: "fuse-fs",
+        about: "random mkdir/write/rename/unlink/rmdir through an eggsfuse mount, checked \
+                against a model through the mount and the client",
+        signals: false,
+        blocks: SEVEN_FLASH,
+        shard_processes: 1,
+        bins: &["eggsfuse"],
+        gc: false,
+        run: |e| Box::pin(fuse::fuse_fs(e)),
+    },
+    TestDef {
+        name: "fuse-rsync-tar",
+        about: "rsync -a into an eggsfuse mount (twice: the second copies nothing), tar out \
+                of and into it, compared with the source",
+        signals: false,
+        blocks: SEVEN_FLASH,
+        shard_processes: 1,
+        bins: &["eggsfuse"],
+        gc: false,
+        run: |e| Box::pin(fuse::fuse_rsync_tar(e)),
     },
 ];
 
