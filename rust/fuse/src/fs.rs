@@ -74,9 +74,9 @@ enum WriteMsg {
     Flush {
         reply: ReplyEmpty,
     },
-    /// The last descriptor is closed: link the file. The kernel's release request has been
-    /// answered already (see `release`).
-    Release,
+    Release {
+        reply: ReplyEmpty,
+    },
 }
 
 /// A file being written, shared by the queue's sender side and getattr.
@@ -99,8 +99,12 @@ struct Writing {
     registered: AtomicBool,
 }
 
-/// How long a lookup waits, after a close, for a release that may be on its way.
-const RELEASE_GRACE: Duration = Duration::from_millis(500);
+/// How long a lookup waits, after a close, for a release that may be on its way. The kernel
+/// sends releases as background requests (at most `max_background` in flight, each answered
+/// after its link), so after a `cp -r` of many files on a loaded machine the last releases
+/// can arrive seconds after their close; 500 ms proved too short in CI. Only a listing in a
+/// directory with a file still open through another descriptor (dup, fork) pays the wait.
+const RELEASE_GRACE: Duration = Duration::from_secs(5);
 
 struct Inner {
     client: Arc<Client>,
@@ -430,7 +434,7 @@ impl Inner {
                         reply.ok()
                     }
                 }
-                WriteMsg::Release => {
+                WriteMsg::Release { reply } => {
                     let id = writer.id();
                     let r = if failed {
                         Err(libc::EIO)
@@ -444,9 +448,9 @@ impl Inner {
                         // The name now points at the new file.
                         self.forget_name(&w).await;
                     }
-                    if let Err(e) = r {
-                        // Nobody waits for a release's answer: the log is all there is.
-                        tracing::warn!("linking {:?} in {} failed: errno {e}", w.name, w.parent);
+                    match r {
+                        Ok(()) => reply.ok(),
+                        Err(e) => reply.error(e),
                     }
                     return;
                 }
@@ -601,8 +605,7 @@ impl EggsFs {
             match msg {
                 WriteMsg::Write { reply, .. } => reply.error(e),
                 WriteMsg::Truncate { reply, .. } => reply.error(e),
-                WriteMsg::Flush { reply } => reply.error(e),
-                WriteMsg::Release => {}
+                WriteMsg::Flush { reply } | WriteMsg::Release { reply, .. } => reply.error(e),
             }
         }
     }
@@ -1042,14 +1045,7 @@ impl Filesystem for EggsFs {
         // Registered before the next request is read, so later lookups wait for the link.
         w.released.store(true, Ordering::Release);
         self.inner.pend_link(&w);
-        // Answered at once, not after the link: the kernel sends releases as background
-        // requests, at most `max_background` in flight, so answering late would hold back the
-        // releases of the next closed files behind slow links (a `cp -r` of many files), and
-        // a listing could then run before their releases arrive. Lookups and listings in the
-        // directory wait for the link instead (`wait_links`). The kernel ignores a release's
-        // result anyway; a failed link is logged.
-        reply.ok();
-        self.send(&w, WriteMsg::Release);
+        self.send(&w, WriteMsg::Release { reply });
     }
 
     fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {

@@ -569,6 +569,11 @@ async fn eggsrun_mounts_under_its_directory_and_unmounts_on_exit() {
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
+    // The detach may still be settling in the kernel when eggsrun exits.
+    let t1 = Instant::now();
+    while eggs_fuse::is_mounted(&mnt) && t1.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mounted = eggs_fuse::is_mounted(&mnt);
     if mounted {
         eggs_fuse::lazy_unmount(&mnt);
