@@ -17,7 +17,6 @@ use eggs_common::crypto;
 use eggs_protocol::shard::*;
 use eggs_protocol::shuckle::BlockServiceWithKey;
 use eggs_protocol::{BlockServiceId, EggsError, InodeId, ShardId};
-use rand::Rng;
 
 /// Abandoned targets remembered per pending replacement; more than this many failed attempts
 /// on one block means something else is wrong, and the oldest are forgotten (their blocks,
@@ -254,17 +253,7 @@ impl<K: Kv> ShardCore<K> {
         }
         // Deterministic order before the random choice, so a seeded run replays exactly.
         candidates.sort_by_key(|s| s.info.id);
-        let weights: Vec<u64> = candidates
-            .iter()
-            .map(|c| c.info.available_bytes / 4096 + 1)
-            .collect();
-        let total: u64 = weights.iter().sum();
-        let mut pick = self.rng.gen_range(0..total);
-        let mut i = 0;
-        while pick >= weights[i] {
-            pick -= weights[i];
-            i += 1;
-        }
+        let i = super::spans::pick_by_free_space(&mut self.rng, &candidates);
         Ok(candidates[i].clone())
     }
 

@@ -262,17 +262,7 @@ impl<K: Kv> ShardCore<K> {
             if candidates.is_empty() {
                 return Err(EggsError::NotEnoughBlockServices.into());
             }
-            let weights: Vec<u64> = candidates
-                .iter()
-                .map(|c| c.info.available_bytes / 4096 + 1)
-                .collect();
-            let total: u64 = weights.iter().sum();
-            let mut pick = self.rng.gen_range(0..total);
-            let mut i = 0;
-            while pick >= weights[i] {
-                pick -= weights[i];
-                i += 1;
-            }
+            let i = pick_by_free_space(&mut self.rng, &candidates);
             chosen.push(candidates[i].clone());
         }
         Ok(chosen)
@@ -318,4 +308,25 @@ fn blocks_per_service(span: Option<&SpanValue>) -> std::collections::BTreeMap<Bl
         }
     }
     out
+}
+
+/// Index of one of `candidates` (not empty) chosen at random, weighted by free space, so
+/// that disks fill evenly. Shared by block placement and block replacement.
+pub(super) fn pick_by_free_space(
+    rng: &mut rand::rngs::StdRng,
+    candidates: &[&BlockServiceWithKey],
+) -> usize {
+    debug_assert!(!candidates.is_empty());
+    let weights: Vec<u64> = candidates
+        .iter()
+        .map(|c| c.info.available_bytes / 4096 + 1)
+        .collect();
+    let total: u64 = weights.iter().sum();
+    let mut pick = rng.gen_range(0..total);
+    let mut i = 0;
+    while pick >= weights[i] {
+        pick -= weights[i];
+        i += 1;
+    }
+    i
 }
