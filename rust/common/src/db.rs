@@ -32,6 +32,11 @@ pub fn options(cfg: &DbConfig) -> Result<rocksdb::Options, rocksdb::Error> {
     opts.set_max_background_jobs(2);
     opts.set_keep_log_file_num(2);
     opts.set_compression_type(rocksdb::DBCompressionType::None);
+    // A bloom filter over whole keys in each memtable: most point reads that miss (a new
+    // request's deduplication key, a name about to be created) then cost a few hashes instead
+    // of a full skiplist search. About 2% of the write buffer.
+    opts.set_memtable_prefix_bloom_ratio(0.02);
+    opts.set_memtable_whole_key_filtering(true);
     let mut table = rocksdb::BlockBasedOptions::default();
     let cache = rocksdb::Cache::new_lru_cache(cfg.block_cache_bytes)?;
     table.set_block_cache(&cache);

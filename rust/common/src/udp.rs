@@ -15,6 +15,24 @@ pub fn recv_batch(
     bufs: &mut [Vec<u8>],
     got: &mut Vec<(usize, SocketAddr)>,
 ) -> io::Result<()> {
+    recv_batch_flags(sock, bufs, got, libc::MSG_WAITFORONE)
+}
+
+/// Like [`recv_batch`] but never blocks: `WouldBlock` when nothing is waiting.
+pub fn try_recv_batch(
+    sock: &impl AsRawFd,
+    bufs: &mut [Vec<u8>],
+    got: &mut Vec<(usize, SocketAddr)>,
+) -> io::Result<()> {
+    recv_batch_flags(sock, bufs, got, libc::MSG_DONTWAIT)
+}
+
+fn recv_batch_flags(
+    sock: &impl AsRawFd,
+    bufs: &mut [Vec<u8>],
+    got: &mut Vec<(usize, SocketAddr)>,
+    flags: libc::c_int,
+) -> io::Result<()> {
     got.clear();
     let n = bufs.len().min(MAX_BATCH);
     let mut addrs: [MaybeUninit<libc::sockaddr_in>; MAX_BATCH] = [MaybeUninit::uninit(); MAX_BATCH];
@@ -42,7 +60,7 @@ pub fn recv_batch(
             sock.as_raw_fd(),
             hdrs.as_mut_ptr(),
             n as u32,
-            libc::MSG_WAITFORONE,
+            flags,
             std::ptr::null_mut(),
         )
     };

@@ -63,6 +63,9 @@ pub trait Kv {
 pub struct RocksKv {
     db: std::sync::Arc<rocksdb::DB>,
     pending: std::cell::RefCell<Pending>,
+    /// Recently read or written main-table values (and absences). Coherent because every
+    /// write to this handle's keys goes through `sync` (each core thread owns its shards).
+    cache: std::cell::RefCell<ReadCache>,
     /// Reused: `DB::get` would create and destroy a C++ ReadOptions on every call.
     read_opts: rocksdb::ReadOptions,
 }
@@ -98,6 +101,7 @@ impl RocksKv {
         Ok(RocksKv {
             db: std::sync::Arc::new(db),
             pending: Default::default(),
+            cache: std::cell::RefCell::new(ReadCache::new(READ_CACHE_ENTRIES)),
             read_opts: rocksdb::ReadOptions::default(),
         })
     }
@@ -108,6 +112,7 @@ impl RocksKv {
         RocksKv {
             db: self.db.clone(),
             pending: Default::default(),
+            cache: std::cell::RefCell::new(ReadCache::new(READ_CACHE_ENTRIES)),
             read_opts: rocksdb::ReadOptions::default(),
         }
     }
@@ -127,10 +132,15 @@ impl Kv for RocksKv {
         if let Some(v) = self.pending.borrow().main.get(key) {
             return Ok(v.clone());
         }
-        Ok(self
+        if let Some(v) = self.cache.borrow_mut().get(key) {
+            return Ok(v);
+        }
+        let v = self
             .db
             .get_pinned_opt(key, &self.read_opts)?
-            .map(|v| v.to_vec()))
+            .map(|v| v.to_vec());
+        self.cache.borrow_mut().insert(key.to_vec(), v.clone());
+        Ok(v)
     }
 
     fn get_dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
@@ -210,12 +220,32 @@ impl Kv for RocksKv {
     }
 
     fn sync(&self) -> Result<(), ShardError> {
+        self.write_pending(&eggs_common::db::sync_write())
+    }
+}
+
+impl RocksKv {
+    /// Writes everything applied so far to RocksDB without waiting for the disk: durable
+    /// only once a later [`WalSyncer::sync`] (or synced write) returns. Lets a core thread
+    /// go on with the next group while another thread waits for the fsync.
+    pub fn write_unsynced(&self) -> Result<(), ShardError> {
+        self.write_pending(&eggs_common::db::unsynced_write())
+    }
+
+    /// A handle that makes every write made so far through this database durable.
+    pub fn wal_syncer(&self) -> WalSyncer {
+        WalSyncer {
+            db: self.db.clone(),
+        }
+    }
+
+    fn write_pending(&self, opts: &rocksdb::WriteOptions) -> Result<(), ShardError> {
         // Taken out first: whether or not the write succeeds, the overlay must not outlive
         // it (on failure nothing of the group was acknowledged).
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
         let dedup = self.dedup_cf()?;
         let mut batch = rocksdb::WriteBatch::default();
-        for (k, v) in pending.main {
+        for (k, v) in &pending.main {
             match v {
                 Some(v) => batch.put(k, v),
                 None => batch.delete(k),
@@ -227,8 +257,68 @@ impl Kv for RocksKv {
                 None => batch.delete_cf(dedup, k),
             }
         }
-        self.db.write_opt(batch, &eggs_common::db::sync_write())?;
+        self.db.write_opt(batch, opts)?;
+        // Only now: had the write failed, the cache would still match RocksDB.
+        let mut cache = self.cache.borrow_mut();
+        for (k, v) in pending.main {
+            cache.insert(k, v);
+        }
         Ok(())
+    }
+}
+
+/// Syncs a shard database's write-ahead log; shareable between threads.
+#[derive(Clone)]
+pub struct WalSyncer {
+    db: std::sync::Arc<rocksdb::DB>,
+}
+
+impl WalSyncer {
+    /// Returns once every write made before the call is on disk.
+    pub fn sync(&self) -> Result<(), ShardError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+}
+
+/// Entries a [`RocksKv`] caches; about 100 bytes each for typical keys and values.
+const READ_CACHE_ENTRIES: usize = 64 * 1024;
+
+/// A bounded cache with approximate LRU eviction in two generations: entries go into `hot`;
+/// when it is full it becomes `cold` (whose entries are dropped), and a hit in `cold` moves
+/// the entry back to `hot`. Lookups and inserts are a hash probe or two; nothing is scanned.
+struct ReadCache {
+    hot: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    cold: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    generation: usize,
+}
+
+impl ReadCache {
+    fn new(entries: usize) -> ReadCache {
+        ReadCache {
+            hot: Default::default(),
+            cold: Default::default(),
+            generation: (entries / 2).max(1),
+        }
+    }
+
+    /// `Some(value)` if cached, where a cached `None` means the key is known to be absent.
+    fn get(&mut self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if let Some(v) = self.hot.get(key) {
+            return Some(v.clone());
+        }
+        let (k, v) = self.cold.remove_entry(key)?;
+        self.insert(k, v.clone());
+        Some(v)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        if self.hot.len() >= self.generation && !self.hot.contains_key(&key) {
+            self.cold = std::mem::take(&mut self.hot);
+        }
+        // A newer value in `hot` shadows any older one left in `cold`.
+        self.cold.remove(&key);
+        self.hot.insert(key, value);
     }
 }
 
@@ -331,6 +421,22 @@ mod tests {
             1 => Just(Op::Sync),
             2 => (0u8..2, any::<u8>(), 1usize..40).prop_map(|(p, s, l)| Op::Scan(p, s % 32, l)),
         ]
+    }
+
+    #[test]
+    fn read_cache_keeps_recent_entries_and_drops_old_ones() {
+        let mut c = ReadCache::new(4); // two entries per generation
+        c.insert(b"a".to_vec(), Some(b"1".to_vec()));
+        c.insert(b"b".to_vec(), None);
+        assert_eq!(c.get(b"a"), Some(Some(b"1".to_vec())));
+        assert_eq!(c.get(b"b"), Some(None), "absences are cached too");
+        c.insert(b"c".to_vec(), Some(b"3".to_vec())); // a, b move to the old generation
+        assert_eq!(c.get(b"a"), Some(Some(b"1".to_vec())), "a hit brings it back");
+        c.insert(b"d".to_vec(), Some(b"4".to_vec())); // c, a old; b dropped
+        assert_eq!(c.get(b"b"), None);
+        c.insert(b"a".to_vec(), Some(b"new".to_vec()));
+        assert_eq!(c.get(b"a"), Some(Some(b"new".to_vec())), "the newest value wins");
+        assert!(c.hot.len() + c.cold.len() <= 4);
     }
 
     fn key(k: u8) -> Vec<u8> {

@@ -16,7 +16,8 @@ struct Args {
     /// Shards to serve: `A..=B`, `A..B`, or a comma list.
     #[arg(long, default_value = "0..=255")]
     shards: String,
-    /// UDP address to listen on (port 0 picks a free one; shuckle learns the real one).
+    /// UDP address to listen on; core thread i uses the port plus i (port 0 picks free
+    /// ones; shuckle learns the real ones).
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: SocketAddr,
     /// Transient files not changed for this long may be destroyed by GC.

@@ -1,15 +1,18 @@
 //! The network side of a shard process: UDP in, group commit, UDP out.
 //!
-//! One thread receives datagrams and decodes them into a bounded queue. One thread owns the
-//! [`ShardCore`] and RocksDB: it takes everything queued (up to a batch limit), handles each
-//! request, makes the batch durable with a single WAL sync, then sends the replies. Blocking
-//! calls therefore never run on an async executor, and many writes share one fsync.
+//! The shards are split between core threads (one per CPU by default). Each core thread owns
+//! a [`ShardCore`] with its own RocksDB overlay and its own UDP socket, registered with
+//! shuckle as the address of its shards, so a request reaches the thread that serves it with
+//! no hand-off. A thread takes everything its socket has queued (up to a batch limit),
+//! handles each request, makes the batch durable with a single WAL sync, then sends the
+//! replies: many writes share one fsync, and while a thread is busy nobody sleeps on its
+//! socket, so clients' sends wake nobody. Blocking calls never run on an async executor.
 //! Registration with shuckle (every second, doubling as a heartbeat) runs on tokio.
 
 use crate::core::{ShardCore, ShardOptions};
 use crate::error::ShardError;
-use crate::kv::{Kv, RocksKv};
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crate::kv::{RocksKv, WalSyncer};
+use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use eggs_client::ShuckleClient;
 use eggs_common::db::DbConfig;
 use eggs_protocol::shard::{ShardRequest, ShardResponse};
@@ -17,7 +20,7 @@ use eggs_protocol::shuckle::{BlockServiceWithKey, RegisterShardsReq, ShardBlockS
 use eggs_protocol::{codec, Addr, EggsError, EggsTime, ShardId, MAX_UDP_MTU};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct ShardServerConfig {
     pub dir: PathBuf,
+    /// Core thread `i` binds this address with the port plus `i` (port 0: any free port).
     pub bind: SocketAddr,
     pub shuckle: SocketAddr,
     pub shards: Vec<ShardId>,
@@ -40,45 +44,47 @@ pub struct ShardServerConfig {
 const RECV_BATCH: usize = 64;
 /// Most requests handled between two WAL syncs.
 const MAX_BATCH: usize = 1024;
-/// Requests waiting for the worker; beyond this, datagrams are dropped and clients retry.
-const QUEUE_LEN: usize = 16 * 1024;
+/// Control messages waiting for a core thread (block-service lists: one per heartbeat).
+const CONTROL_QUEUE: usize = 16;
+/// Groups waiting for the commit thread; a core thread that gets this far ahead of the disk
+/// waits.
+const COMMIT_QUEUE: usize = 256;
 /// Disk kept for deduplication entries; at 20,000 writes/s this still covers minutes, far
 /// longer than any client retries.
 const DEDUP_BYTES: u64 = 256 << 20;
 /// How often deduplication entries are expired.
 const DEDUP_EXPIRY_INTERVAL: Duration = Duration::from_secs(5);
+/// How long an idle core thread sleeps in `recvmmsg` before looking at its control queue
+/// and the stop flag.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
 
-/// What the core thread works on, in arrival order.
-enum Work {
-    Request {
-        from: SocketAddr,
-        req: ShardRequest,
-    },
-    /// A fresh list of block services (with keys) from shuckle.
-    BlockServices(Vec<BlockServiceWithKey>),
+/// A fresh list of block services (with keys) from shuckle, for placement and certificates.
+struct BlockServices(Vec<BlockServiceWithKey>);
+
+/// One core thread as seen from the outside.
+struct CoreThread {
+    shards: Vec<ShardId>,
+    addr: SocketAddr,
+    control: Sender<BlockServices>,
 }
 
 pub struct ShardServer {
     cfg: ShardServerConfig,
-    local_addr: SocketAddr,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    /// One queue per core thread.
-    work: Vec<Sender<Work>>,
+    cores: Vec<CoreThread>,
 }
 
 impl ShardServer {
-    /// Opens RocksDB, binds the socket and starts serving.
+    /// Opens RocksDB, binds one socket per core thread and starts serving.
     pub fn start(cfg: ShardServerConfig) -> Result<ShardServer, ShardError> {
         let kv = RocksKv::open(&cfg.dir, &cfg.db, DEDUP_BYTES)?;
-        let socket = bind(cfg.bind)?;
-        let local_addr = socket
-            .local_addr()
-            .map_err(|e| io("reading local address", e))?;
         let stop = Arc::new(AtomicBool::new(false));
         let n = core_threads(&cfg);
-        let mut work = Vec::with_capacity(n);
+        let mut cores = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n + 1);
+        let mut sockets = Vec::with_capacity(n);
+        let (commit, commit_rx) = bounded(COMMIT_QUEUE);
         for i in 0..n {
             let shards: Vec<ShardId> = cfg
                 .shards
@@ -86,69 +92,95 @@ impl ShardServer {
                 .copied()
                 .filter(|s| s.0 as usize % n == i)
                 .collect();
+            let socket = bind(thread_addr(cfg.bind, i)?)?;
+            let addr = socket
+                .local_addr()
+                .map_err(|e| io("reading local address", e))?;
             let core =
                 ShardCore::open(kv.sibling(), &shards, cfg.options.clone(), EggsTime::now())?;
-            let (tx, rx) = bounded(QUEUE_LEN);
-            work.push(tx);
-            let socket = socket.try_clone().map_err(|e| io("cloning socket", e))?;
+            let (control, control_rx) = bounded(CONTROL_QUEUE);
+            sockets.push(socket.try_clone().map_err(|e| io("cloning socket", e))?);
+            let worker = CoreWorker {
+                index: i,
+                core,
+                socket,
+                control: control_rx,
+                commit: commit.clone(),
+                in_commit: Arc::new(AtomicUsize::new(0)),
+            };
             let stop = stop.clone();
             let t = std::thread::Builder::new()
                 .name(format!("shard-core-{i}"))
-                .spawn(move || worker_loop(core, socket, rx, stop))
-                .map_err(|e| io("spawning worker", e))?;
+                .spawn(move || worker.run(&stop))
+                .map_err(|e| io("spawning core thread", e))?;
             threads.push(t);
+            tracing::info!("core thread {i}: {} shards on {addr}", shards.len());
+            cores.push(CoreThread {
+                shards,
+                addr,
+                control,
+            });
         }
-        let queues = work.clone();
-        let recv_stop = stop.clone();
-        let receiver = std::thread::Builder::new()
-            .name("shard-recv".into())
-            .spawn(move || receive_loop(socket, queues, recv_stop))
-            .map_err(|e| io("spawning receiver", e))?;
-        threads.push(receiver);
+        drop(commit);
+        let wal = kv.wal_syncer();
+        let t = std::thread::Builder::new()
+            .name("shard-commit".into())
+            .spawn(move || commit_loop(wal, sockets, commit_rx))
+            .map_err(|e| io("spawning commit thread", e))?;
+        // Last: it exits once every core thread has (the channel disconnects), after
+        // committing what they handed over.
+        threads.push(t);
         tracing::info!(
-            "serving {} shards on {local_addr} from {} with {n} core threads",
+            "serving {} shards from {} with {n} core threads",
             cfg.shards.len(),
             cfg.dir.display()
         );
         Ok(ShardServer {
             cfg,
-            local_addr,
             stop,
             threads,
-            work,
+            cores,
         })
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
     }
 
     /// Registers with shuckle every heartbeat until `shutdown` resolves, then stops.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
         let shuckle = ShuckleClient::new(self.cfg.shuckle);
-        let mut addr = self.local_addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        let register = RegisterShardsReq {
-            shards: self.cfg.shards.clone(),
-            addr: Addr::from_socket_addr(addr).unwrap_or_default(),
-        };
+        let registrations: Vec<RegisterShardsReq> = self
+            .cores
+            .iter()
+            .filter(|c| !c.shards.is_empty())
+            .map(|c| {
+                let mut addr = c.addr;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                RegisterShardsReq {
+                    shards: c.shards.clone(),
+                    addr: Addr::from_socket_addr(addr).unwrap_or_default(),
+                }
+            })
+            .collect();
         let heartbeat = async {
             let mut registered = false;
             loop {
-                match shuckle.request(register.clone()).await {
-                    Ok(_) if !registered => {
-                        tracing::info!("registered with shuckle {}", self.cfg.shuckle);
-                        registered = true;
+                let mut ok = true;
+                for register in &registrations {
+                    if let Err(e) = shuckle.request(register.clone()).await {
+                        tracing::warn!("registering with shuckle: {e}");
+                        ok = false;
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("registering with shuckle: {e}"),
+                }
+                if ok && !registered {
+                    tracing::info!("registered with shuckle {}", self.cfg.shuckle);
+                    registered = true;
                 }
                 tokio::time::sleep(Duration::from_millis(self.cfg.heartbeat_ms)).await;
             }
         };
-        let refresh = refresh_block_services(&shuckle, &self.work, self.cfg.heartbeat_ms);
+        let controls: Vec<Sender<BlockServices>> =
+            self.cores.iter().map(|c| c.control.clone()).collect();
+        let refresh = refresh_block_services(&shuckle, &controls, self.cfg.heartbeat_ms);
         tokio::select! {
             _ = heartbeat => {}
             _ = refresh => {}
@@ -179,6 +211,21 @@ fn io(what: &str, source: std::io::Error) -> ShardError {
     }
 }
 
+/// The address core thread `i` binds: the configured one, its port moved up by `i`.
+fn thread_addr(base: SocketAddr, i: usize) -> Result<SocketAddr, ShardError> {
+    let mut addr = base;
+    if base.port() != 0 {
+        let port = u16::try_from(base.port() as usize + i).map_err(|_| {
+            io(
+                &format!("binding core thread {i} above {base}"),
+                std::io::ErrorKind::InvalidInput.into(),
+            )
+        })?;
+        addr.set_port(port);
+    }
+    Ok(addr)
+}
+
 fn bind(addr: SocketAddr) -> Result<UdpSocket, ShardError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
@@ -188,8 +235,8 @@ fn bind(addr: SocketAddr) -> Result<UdpSocket, ShardError> {
     let _ = s.set_send_buffer_size(16 << 20);
     s.bind(&addr.into())
         .map_err(|e| io(&format!("binding {addr}"), e))?;
-    // Wake up regularly to notice shutdown.
-    s.set_read_timeout(Some(Duration::from_millis(100)))
+    // Wake up regularly to notice shutdown and control messages.
+    s.set_read_timeout(Some(IDLE_WAKE))
         .map_err(|e| io("setting timeout", e))?;
     Ok(s.into())
 }
@@ -207,14 +254,19 @@ fn core_threads(cfg: &ShardServerConfig) -> usize {
 }
 
 /// Keeps the cores' list of block services current (placement and certificates need it).
-async fn refresh_block_services(shuckle: &ShuckleClient, work: &[Sender<Work>], interval_ms: u64) {
+async fn refresh_block_services(
+    shuckle: &ShuckleClient,
+    controls: &[Sender<BlockServices>],
+    interval_ms: u64,
+) {
     loop {
         match shuckle.request(ShardBlockServicesReq {}).await {
-            // Blocking sends: the list must not be lost to a full queue, and the queues drain
-            // quickly. It runs on the current-thread runtime that only does this and heartbeats.
+            // Blocking sends: the list must not be lost to a full queue, and core threads
+            // drain their queue at least every IDLE_WAKE. This runs on the current-thread
+            // runtime that only does this and heartbeats.
             Ok(r) => {
-                for w in work {
-                    if w.send(Work::BlockServices(r.services.clone())).is_err() {
+                for c in controls {
+                    if c.send(BlockServices(r.services.clone())).is_err() {
                         return;
                     }
                 }
@@ -222,40 +274,6 @@ async fn refresh_block_services(shuckle: &ShuckleClient, work: &[Sender<Work>], 
             Err(e) => tracing::warn!("fetching block services from shuckle: {e}"),
         }
         tokio::time::sleep(Duration::from_millis(interval_ms)).await;
-    }
-}
-
-fn receive_loop(socket: UdpSocket, queues: Vec<Sender<Work>>, stop: Arc<AtomicBool>) {
-    // One byte more than the largest valid datagram, so that oversized ones are noticed.
-    let mut bufs = vec![vec![0u8; MAX_UDP_MTU as usize + 1]; RECV_BATCH];
-    let mut got = Vec::with_capacity(RECV_BATCH);
-    while !stop.load(Ordering::Relaxed) {
-        if let Err(e) = eggs_common::udp::recv_batch(&socket, &mut bufs, &mut got) {
-            if !matches!(
-                e.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) {
-                tracing::debug!("receive: {e}");
-            }
-            continue;
-        }
-        for (&(n, from), buf) in got.iter().zip(&bufs) {
-            let bytes = &buf[..n.min(buf.len())];
-            let req = match codec::decode::<ShardRequest>(bytes) {
-                Ok(req) if n <= MAX_UDP_MTU as usize => req,
-                Ok(_) | Err(_) => {
-                    reject_malformed(&socket, bytes, from);
-                    continue;
-                }
-            };
-            // Each shard belongs to one core thread (see `ShardServer::start`).
-            let q = &queues[req.shard.0 as usize % queues.len()];
-            match q.try_send(Work::Request { from, req }) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => tracing::debug!("queue full, dropping request"),
-                Err(TrySendError::Disconnected(_)) => return,
-            }
-        }
     }
 }
 
@@ -275,80 +293,182 @@ fn reject_malformed(socket: &UdpSocket, bytes: &[u8], from: SocketAddr) {
     }
 }
 
-fn worker_loop(
-    mut core: ShardCore<RocksKv>,
+/// Replies of one group, to be sent once the group's writes (and those of earlier groups
+/// it may have read) are durable.
+struct Commit {
+    /// Which core thread's socket sends them.
+    thread: usize,
+    replies: Vec<(SocketAddr, Vec<u8>)>,
+    /// Decremented once the replies are sent (or dropped).
+    in_commit: Arc<AtomicUsize>,
+}
+
+/// One core thread: receive a group, handle it, write it, hand its replies over; until stop.
+struct CoreWorker {
+    index: usize,
+    core: ShardCore<RocksKv>,
     socket: UdpSocket,
-    rx: Receiver<Work>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    let mut replies: Vec<(SocketAddr, Vec<u8>)> = Vec::with_capacity(MAX_BATCH);
-    let mut last_expiry = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(first) => batch.push(first),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+    control: Receiver<BlockServices>,
+    commit: Sender<Commit>,
+    /// This thread's groups handed to the commit thread and not yet sent.
+    in_commit: Arc<AtomicUsize>,
+}
+
+impl CoreWorker {
+    fn run(mut self, stop: &AtomicBool) {
+        // One byte more than the largest valid datagram, so that oversized ones are noticed.
+        let mut group = Group {
+            bufs: vec![vec![0u8; MAX_UDP_MTU as usize + 1]; RECV_BATCH],
+            got: Vec::with_capacity(RECV_BATCH),
+            replies: Vec::with_capacity(MAX_BATCH),
+        };
+        let mut last_expiry = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            loop {
+                match self.control.try_recv() {
+                    Ok(BlockServices(list)) => self.core.set_block_services(list),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            match group.run(&mut self.core, &self.socket) {
+                Ok(wrote) => self.reply(wrote, &mut group.replies),
+                Err(e) => {
+                    // The store is failing (disk full, I/O error): reply nothing, since
+                    // nothing in this group is known to be durable, and keep trying; clients
+                    // retry.
+                    tracing::error!("shard store failure: {e}");
+                    group.replies.clear();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            if last_expiry.elapsed() > DEDUP_EXPIRY_INTERVAL {
+                last_expiry = Instant::now();
+                match self.core.expire_dedup(EggsTime::now()) {
+                    Ok(n) if n > 0 => tracing::debug!("expired {n} dedup entries"),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("expiring dedup entries: {e}"),
+                }
             }
         }
-        if let Err(e) = handle_batch(&mut core, &mut batch, &mut replies) {
-            // The store is failing (disk full, I/O error): reply nothing, since nothing in
-            // this batch is known to be durable, and keep trying; clients retry.
-            tracing::error!("shard store failure: {e}");
+    }
+
+    /// Sends a group's replies now if nothing they report can be lost (no writes, and no
+    /// earlier group of this thread still waiting for its sync, whose writes they may have
+    /// read); otherwise hands them to the commit thread.
+    fn reply(&self, wrote: bool, replies: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        if replies.is_empty() {
+            return;
+        }
+        if !wrote && self.in_commit.load(Ordering::Acquire) == 0 {
+            eggs_common::udp::send_batch(&self.socket, replies);
             replies.clear();
-            std::thread::sleep(Duration::from_millis(100));
+            return;
         }
-        eggs_common::udp::send_batch(&socket, &replies);
-        replies.clear();
-        if last_expiry.elapsed() > DEDUP_EXPIRY_INTERVAL {
-            last_expiry = Instant::now();
-            match core.expire_dedup(EggsTime::now()) {
-                Ok(n) if n > 0 => tracing::debug!("expired {n} dedup entries"),
-                Ok(_) => {}
-                Err(e) => tracing::error!("expiring dedup entries: {e}"),
-            }
+        self.in_commit.fetch_add(1, Ordering::AcqRel);
+        let commit = Commit {
+            thread: self.index,
+            replies: std::mem::replace(replies, Vec::with_capacity(MAX_BATCH)),
+            in_commit: self.in_commit.clone(),
+        };
+        // Blocks while the commit thread is COMMIT_QUEUE groups behind: back-pressure.
+        if self.commit.send(commit).is_err() {
+            tracing::error!("commit thread gone: dropping replies");
         }
     }
 }
 
-fn handle_batch(
-    core: &mut ShardCore<RocksKv>,
-    batch: &mut Vec<Work>,
-    replies: &mut Vec<(SocketAddr, Vec<u8>)>,
-) -> Result<(), ShardError> {
-    let mut wrote = false;
-    for m in batch.drain(..) {
-        let (from, req) = match m {
-            Work::Request { from, req } => (from, req),
-            Work::BlockServices(list) => {
-                core.set_block_services(list);
-                continue;
-            }
-        };
-        let now = EggsTime::now();
-        wrote |= req.body.is_write();
-        let resp = core.handle(&req, now)?;
-        if let Err(e) = &resp.result {
-            tracing::debug!("{} failed: {e}", req.body.kind());
+/// The commit thread: sync the WAL once for all groups waiting, then send their replies.
+/// Groups are handled in the order they were handed over, so a read-only group queued after
+/// a group with writes is sent only after those writes are durable.
+fn commit_loop(wal: WalSyncer, sockets: Vec<UdpSocket>, queue: Receiver<Commit>) {
+    let mut batch = Vec::with_capacity(COMMIT_QUEUE);
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        while let Ok(c) = queue.try_recv() {
+            batch.push(c);
         }
-        replies.push((from, codec::encode(&resp)));
-    }
-    // Reads in this batch may have seen this batch's writes: they wait for the sync too.
-    if wrote {
         let started = Instant::now();
-        core.kv().sync()?;
+        let synced = wal.sync();
         tracing::trace!(
-            "batch of {} replies, WAL sync {} µs",
-            replies.len(),
+            "WAL sync for {} groups in {} µs",
+            batch.len(),
             started.elapsed().as_micros()
         );
+        for c in batch.drain(..) {
+            match &synced {
+                Ok(()) => {
+                    if let Some(socket) = sockets.get(c.thread) {
+                        eggs_common::udp::send_batch(socket, &c.replies);
+                    }
+                }
+                // Nothing in these groups is known to be durable: reply nothing; clients
+                // retry, and a retry is answered once a later sync has succeeded.
+                Err(e) => tracing::error!("WAL sync failed, dropping replies: {e}"),
+            }
+            c.in_commit.fetch_sub(1, Ordering::AcqRel);
+        }
     }
-    Ok(())
+}
+
+/// The buffers of one group.
+struct Group {
+    bufs: Vec<Vec<u8>>,
+    got: Vec<(usize, SocketAddr)>,
+    replies: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl Group {
+    /// Waits (up to [`IDLE_WAKE`]) for requests, handles everything queued up to
+    /// [`MAX_BATCH`], and writes the changes to RocksDB (not yet synced). Returns whether
+    /// anything was written; the replies are left in `self.replies`.
+    fn run(
+        &mut self,
+        core: &mut ShardCore<RocksKv>,
+        socket: &UdpSocket,
+    ) -> Result<bool, ShardError> {
+        let mut wrote = false;
+        let mut handled = 0;
+        let mut first = true;
+        while handled < MAX_BATCH {
+            let r = if first {
+                eggs_common::udp::recv_batch(socket, &mut self.bufs, &mut self.got)
+            } else {
+                eggs_common::udp::try_recv_batch(socket, &mut self.bufs, &mut self.got)
+            };
+            first = false;
+            if let Err(e) = r {
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    tracing::debug!("receive: {e}");
+                }
+                break;
+            }
+            handled += self.got.len();
+            for (&(n, from), buf) in self.got.iter().zip(&self.bufs) {
+                let bytes = &buf[..n.min(buf.len())];
+                let req = match codec::decode::<ShardRequest>(bytes) {
+                    Ok(req) if n <= MAX_UDP_MTU as usize => req,
+                    Ok(_) | Err(_) => {
+                        reject_malformed(socket, bytes, from);
+                        continue;
+                    }
+                };
+                wrote |= req.body.is_write();
+                let resp = core.handle(&req, EggsTime::now())?;
+                if let Err(e) = &resp.result {
+                    tracing::debug!("{} failed: {e}", req.body.kind());
+                }
+                self.replies.push((from, codec::encode(&resp)));
+            }
+        }
+        if wrote {
+            core.kv().write_unsynced()?;
+        }
+        Ok(wrote)
+    }
 }
 
 /// Parses `A..=B`, `A..B`, `N` or a comma list of those into shard ids.
