@@ -50,7 +50,14 @@ const IO_CHUNK: usize = 1 << 20;
 pub struct BlockPool {
     opts: BlockClientOptions,
     idle: Mutex<HashMap<SocketAddr, Vec<TcpStream>>>,
+    /// Services that recently did not answer (time-out, refused or broken connection), and
+    /// when. Readers try other blocks of a span first instead of waiting for a time-out
+    /// again on every read.
+    unreachable: Mutex<HashMap<SocketAddr, std::time::Instant>>,
 }
+
+/// How long a service that did not answer is tried last.
+const UNREACHABLE_MEMORY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why one attempt on one connection failed.
 struct AttemptError {
@@ -77,6 +84,28 @@ impl BlockPool {
         BlockPool {
             opts,
             idle: Mutex::new(HashMap::new()),
+            unreachable: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `addr` failed to answer within the last [`UNREACHABLE_MEMORY`].
+    pub fn recently_unreachable(&self, addr: SocketAddr) -> bool {
+        let map = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&addr)
+            .is_some_and(|at| at.elapsed() < UNREACHABLE_MEMORY)
+    }
+
+    /// Remembers whether `addr` answered: transport failures mark it, anything the service
+    /// said (even an error) clears the mark.
+    fn note_reachability<T>(&self, addr: SocketAddr, r: &Result<T>) {
+        let mut map = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        match r {
+            Err(ClientError::Io { .. } | ClientError::Timeout { .. }) => {
+                map.insert(addr, std::time::Instant::now());
+            }
+            _ => {
+                map.remove(&addr);
+            }
         }
     }
 
@@ -175,6 +204,21 @@ impl BlockPool {
 
     /// Reads `dest.len()` bytes at `offset` of a block into `dest`.
     pub async fn fetch_block(
+        &self,
+        addr: SocketAddr,
+        block_service_id: BlockServiceId,
+        block_id: BlockId,
+        offset: u32,
+        dest: &mut [u8],
+    ) -> Result<()> {
+        let r = self
+            .fetch_block_once(addr, block_service_id, block_id, offset, dest)
+            .await;
+        self.note_reachability(addr, &r);
+        r
+    }
+
+    async fn fetch_block_once(
         &self,
         addr: SocketAddr,
         block_service_id: BlockServiceId,

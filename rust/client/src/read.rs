@@ -327,8 +327,11 @@ async fn fetch_stripes(
         let crc = whole.then_some(block.crc);
         tasks.spawn(fetch_one(pool, i, block, offset, len, crc, buf));
     };
-    for (i, buf) in buffers.iter_mut().enumerate().take(d) {
-        spawn(&mut tasks, i, std::mem::take(buf));
+    // Data blocks first (no decoding needed), but blocks on services that recently did not
+    // answer last: a partitioned service then costs one time-out, not one per read.
+    let order = fetch_order(blocks, d, |a| pool.recently_unreachable(a));
+    for &i in order.iter().take(d) {
+        spawn(&mut tasks, i, std::mem::take(&mut buffers[i]));
     }
     let mut next_spare = d;
     let mut good = vec![false; total];
@@ -350,12 +353,8 @@ async fn fetch_stripes(
             Err(e) => {
                 tracing::warn!("{what}: block {i} of {total} unreadable, using parity: {e}");
                 failures.push(format!("block {i}: {e}"));
-                if next_spare < total {
-                    spawn(
-                        &mut tasks,
-                        next_spare,
-                        std::mem::take(&mut buffers[next_spare]),
-                    );
+                if let Some(&spare) = order.get(next_spare) {
+                    spawn(&mut tasks, spare, std::mem::take(&mut buffers[spare]));
                     next_spare += 1;
                 }
             }
@@ -376,6 +375,20 @@ async fn fetch_stripes(
     }
     buffers.truncate(d);
     Ok(buffers)
+}
+
+/// The order in which to try a span's blocks: the `d` data blocks, then the parity blocks,
+/// except that blocks whose service `suspect` names go after all the others.
+fn fetch_order(
+    blocks: &[FetchedBlock],
+    d: usize,
+    suspect: impl Fn(std::net::SocketAddr) -> bool,
+) -> Vec<usize> {
+    let (mut order, mut last): (Vec<usize>, Vec<usize>) =
+        (0..blocks.len()).partition(|&i| !suspect(blocks[i].addr.to_socket_addr()));
+    order.append(&mut last);
+    debug_assert!(order.len() == blocks.len() && blocks.len() >= d);
+    order
 }
 
 /// Rebuilds the missing data blocks from the good ones, off the async workers.
@@ -475,6 +488,61 @@ mod tests {
     use eggs_protocol::{Addr, BlockId, BlockServiceId, EggsError};
     use std::time::Duration;
     use tokio::net::{TcpListener, TcpStream};
+
+    fn block_at(port: u16) -> FetchedBlock {
+        FetchedBlock {
+            block_service_id: BlockServiceId(port as u64),
+            addr: Addr {
+                ip: [127, 0, 0, 1],
+                port,
+            },
+            block_id: BlockId(port as u64),
+            crc: 0,
+        }
+    }
+
+    #[test]
+    fn blocks_on_unreachable_services_are_tried_last() {
+        let blocks: Vec<FetchedBlock> = (1..=6).map(block_at).collect();
+        let none = fetch_order(&blocks, 4, |_| false);
+        assert_eq!(none, vec![0, 1, 2, 3, 4, 5]);
+        let down = [2u16, 5];
+        let order = fetch_order(&blocks, 4, |a| down.contains(&a.port()));
+        assert_eq!(order, vec![0, 2, 3, 5, 1, 4], "parity replaces the suspects at once");
+    }
+
+    #[tokio::test]
+    async fn a_service_that_refuses_connections_is_remembered_until_it_answers() {
+        // A port nobody listens on: the connection is refused.
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let pool = BlockPool::new(BlockClientOptions::default());
+        assert!(!pool.recently_unreachable(addr));
+        let mut buf = vec![0u8; 16];
+        let r = pool
+            .fetch_block(addr, BlockServiceId(1), BlockId(1), 0, &mut buf)
+            .await;
+        assert!(r.is_err());
+        assert!(pool.recently_unreachable(addr));
+        // A service that answers, even with an error, is reachable again.
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let _req: Option<BlocksRequest> = read_frame(&mut conn).await.unwrap();
+            let resp = BlocksResponse {
+                result: Err(EggsError::BlockNotFound),
+            };
+            write_frame(&mut conn, &resp).await.unwrap();
+        });
+        let r = pool
+            .fetch_block(addr, BlockServiceId(1), BlockId(1), 0, &mut buf)
+            .await;
+        assert!(r.is_err());
+        assert!(!pool.recently_unreachable(addr));
+        server.await.unwrap();
+    }
 
     #[derive(Clone, Copy, PartialEq, Debug)]
     enum Fault {
