@@ -3,9 +3,11 @@
 //! (so that large files are checked without holding them in memory).
 //!
 //! [`model`] is the in-memory namespace model that the `eggstests` binary's tests (in
-//! [`suite`]) check the cluster against.
+//! [`suite`]) check the cluster against; [`netns`] gives them a private network namespace
+//! and network partitions.
 
 pub mod model;
+pub mod netns;
 pub mod suite;
 
 use eggs_client::Client;

@@ -11,13 +11,15 @@ use std::process::{Command, ExitCode};
 
 /// Debian packages the workspace needs to build: bindgen needs libclang, the rocksdb crate
 /// links the system librocksdb (found with pkg-config); and to run and test: eggsfuse mounts
-/// through fusermount3 (fuse3), and the FUSE tests use rsync.
+/// through fusermount3 (fuse3), the FUSE tests use rsync, and eggstests partitions block
+/// services with `ip rule` (iproute2) in a private network namespace.
 const PACKAGES: &[&str] = &[
     "libclang-dev",
     "librocksdb-dev",
     "pkg-config",
     "fuse3",
     "rsync",
+    "iproute2",
 ];
 
 /// The server binaries `run` starts, plus the launcher and the CLI.

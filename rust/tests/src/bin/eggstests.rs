@@ -44,6 +44,30 @@ struct Cli {
     /// Keep data directories and logs of passing tests too (failing ones are always kept).
     #[arg(long)]
     keep: bool,
+    /// Stay in the machine's network namespace. By default (as root, without --shuckle) the
+    /// suite runs in a private one, where the partition test can drop block services' traffic.
+    #[arg(long)]
+    no_netns: bool,
+}
+
+/// Enters a private network namespace unless told not to; says which namespace the suite
+/// runs in.
+fn network_namespace(cli: &Cli) -> String {
+    let why_not = if cli.shuckle.is_some() {
+        "--shuckle given".to_string()
+    } else if cli.no_netns {
+        "--no-netns given".to_string()
+    } else {
+        match eggs_tests::netns::enter_private() {
+            Ok(()) => return "running in a private network namespace".into(),
+            Err(e) => e.to_string(),
+        }
+    };
+    eggs_tests::netns::stay(&why_not);
+    format!(
+        "running in the machine's network namespace ({why_not}): the partition test only \
+         freezes processes"
+    )
 }
 
 fn main() -> ExitCode {
@@ -52,6 +76,9 @@ fn main() -> ExitCode {
         suite::list();
         return ExitCode::SUCCESS;
     }
+    // First, while the process has a single thread: the namespace is per thread, and the
+    // runtime's threads and every process the suite starts inherit it.
+    println!("eggstests: {}", network_namespace(&cli));
     // Faults make clients warn a lot (that is their job); EGGS_LOG=warn shows it.
     eggs_common::logging::init("error");
     let tests = match suite::select(&cli.tests) {

@@ -1,7 +1,9 @@
-//! Fault injection: killed processes, frozen block services, junk on every port.
+//! Fault injection: killed processes, partitioned and frozen block services, junk on every
+//! port.
 
 use super::namespace::{join_workers, run_workers, shared_dirs, worker_configs};
 use super::{ensure, Context, Env, TestError, TestResult};
+use crate::netns::Blackhole;
 use crate::{
     block_service_processes, prng_crc, rs_4_2_policy, span_blocks, wait_writable, FastRng,
     HashSink, PrngReader,
@@ -103,17 +105,53 @@ impl Drop for Thaw {
     }
 }
 
-/// Freezes (SIGSTOP) two block-service processes holding data blocks of the files: their
-/// TCP ports still accept connections but never answer, as in a network partition. Readers
-/// must keep reading every file bit-exact through parity, and again after the thaw.
+/// A block-service process the partition test cuts off.
+struct Victim {
+    /// Its name in the cluster (`blocks-<fd>`).
+    process: String,
+    services: Vec<BlockServiceId>,
+    /// Where it listens (one TCP port for all its services).
+    addr: SocketAddr,
+}
+
+/// Cuts off as many block-service processes as the files' policy has parity blocks (those
+/// holding the first data blocks of the first file's first span), twice: first at the network
+/// level (everything their port sends is dropped, in the suite's private network namespace:
+/// new connections time out without a reset, established ones go silent, the processes run
+/// on), then one frozen (SIGSTOP: the kernel still accepts connections, nothing answers) and
+/// the others again partitioned. Readers must keep reading every file bit-exact through
+/// parity meanwhile, and after each heal. Without a private namespace (not root,
+/// `--no-netns`) only the freeze runs, of all of them.
 pub(super) async fn partition(env: &mut Env) -> TestResult {
     let c = env.client.clone();
+    let files = partition_files(env).await?;
+    let (victims, outsider) = partition_victims(&c, &files).await?;
+    let names: Vec<&str> = victims.iter().map(|v| v.process.as_str()).collect();
+    let mut phases = Vec::new();
+    match crate::netns::private() {
+        Ok(()) => phases.push(cut_network(env, &files, &victims, outsider).await?),
+        Err(why) => phases.push(format!("network partition NOT tested: {why}")),
+    }
+    phases.push(freeze(env, &files, &victims).await?);
+    let ids: Vec<BlockServiceId> = victims.iter().flat_map(|v| v.services.clone()).collect();
+    let touched = count_touching(&c, &files, &ids).await?;
+    ensure!(touched >= 1, "no file had a block on a cut-off service");
+    Ok(format!(
+        "{names:?} cut off ({touched} of {} files have blocks there); {}",
+        files.len(),
+        phases.join("; ")
+    ))
+}
+
+/// Writes the files the partition test reads: RS(4,2) spans of up to 1 MiB.
+async fn partition_files(env: &Env) -> Result<Vec<(InodeId, u64, u64)>, TestError> {
+    let c = &env.client;
     let dir = env.subdir("p").await?;
     c.set_directory_info(dir, rs_4_2_policy(1 << 20, 64 << 10))
         .await
         .ctx("setting the policy")?;
     wait_writable(
-        &c,
+        c,
         dir,
         &Name::new("probe").expect("valid"),
         1 << 20,
@@ -132,46 +170,178 @@ pub(super) async fn partition(env: &mut Env) -> TestResult {
             .ctx("writing")?;
         files.push((id, seed, size));
     }
-    // Freeze the processes holding the first two data blocks of the first file's span.
-    let services = block_service_processes(&c).await.ctx("block services")?;
-    let spans = span_blocks(&c, files[0].0).await.ctx("spans")?;
+    Ok(files)
+}
+
+/// The processes holding the first `P` data blocks of the first file's first span (`P` its
+/// parity count), and the address of a block service outside them.
+async fn partition_victims(
+    c: &eggs_client::Client,
+    files: &[(InodeId, u64, u64)],
+) -> Result<(Vec<Victim>, SocketAddr), TestError> {
+    let procs = block_service_processes(c).await.ctx("block services")?;
+    let infos = c
+        .shuckle()
+        .request(BlockServicesReq {})
+        .await
+        .ctx("block services")?;
+    let first = files.first().ok_or_else(|| fail("no files"))?;
+    let spans = span_blocks(c, first.0).await.ctx("spans")?;
     let (parity, blocks) = spans.first().ok_or_else(|| fail("no block span"))?;
     ensure!(parity.parity == 2, "expected RS(4,2), got {parity:?}");
-    let frozen: BTreeSet<String> = blocks
+    let names: BTreeSet<String> = blocks
         .iter()
-        .take(2)
-        .filter_map(|(s, _)| services.get(s).map(|(_, p)| p.clone()))
+        .take(parity.parity as usize)
+        .filter_map(|(s, _)| procs.get(s).map(|(_, p)| p.clone()))
         .collect();
-    ensure!(frozen.len() == 2, "data blocks share a process: {frozen:?}");
+    ensure!(
+        names.len() == parity.parity as usize,
+        "data blocks share a process: {names:?}"
+    );
+    let mut victims = Vec::new();
+    for process in names {
+        let services: Vec<BlockServiceId> = procs
+            .iter()
+            .filter(|(_, (_, p))| *p == process)
+            .map(|(id, _)| *id)
+            .collect();
+        let addr = infos
+            .services
+            .iter()
+            .find(|s| services.contains(&s.id))
+            .map(|s| s.addr.to_socket_addr())
+            .ok_or_else(|| fail(&format!("no address for {process}")))?;
+        victims.push(Victim {
+            process,
+            services,
+            addr,
+        });
+    }
+    let outsider = infos
+        .services
+        .iter()
+        .map(|s| s.addr.to_socket_addr())
+        .find(|a| victims.iter().all(|v| v.addr != *a))
+        .ok_or_else(|| fail("every block service is a victim"))?;
+    Ok((victims, outsider))
+}
+
+/// Whether a TCP connection to `addr` is established within `timeout`.
+async fn connects(addr: SocketAddr, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// The network phase: the victims' ports blackholed while readers read, then healed.
+async fn cut_network(
+    env: &Env,
+    files: &[(InodeId, u64, u64)],
+    victims: &[Victim],
+    outsider: SocketAddr,
+) -> TestResult {
+    let c = &env.client;
+    let ports: Vec<u16> = victims.iter().map(|v| v.addr.port()).collect();
+    let hole = Blackhole::new(&ports)
+        .await
+        .map_err(|e| fail(&format!("partitioning: {e}")))?;
+    // The partition holds (a handshake never completes) while the rest of the network works.
+    for v in victims {
+        ensure!(
+            !connects(v.addr, Duration::from_secs(1)).await,
+            "{} at {} still accepts connections behind the partition",
+            v.process,
+            v.addr
+        );
+    }
+    ensure!(
+        connects(outsider, Duration::from_secs(5)).await,
+        "block service at {outsider}, outside the partition, does not accept connections"
+    );
+    let during = read_all(c, files, env.secs(2.0)).await?;
+    // Their heartbeats to shuckle leave from ephemeral ports, which the partition lets through.
+    let listed = block_service_processes(c).await.ctx("block services")?;
+    let fresh = victims
+        .iter()
+        .filter(|v| v.services.iter().all(|s| listed.contains_key(s)))
+        .count();
+    hole.heal()
+        .await
+        .map_err(|e| fail(&format!("healing the partition: {e}")))?;
+    for v in victims {
+        ensure!(
+            connects(v.addr, Duration::from_secs(5)).await,
+            "{} at {} accepts no connections after the partition healed",
+            v.process,
+            v.addr
+        );
+    }
+    let after = read_all(c, files, Duration::ZERO).await?;
+    Ok(format!(
+        "ports {ports:?} blackholed: {during}, shuckle still listed {fresh} of {} as fresh \
+         (heartbeats use other ports); {} reads after healing",
+        victims.len(),
+        after.reads
+    ))
+}
+
+/// The freeze phase: victims stopped (SIGSTOP) while readers read, then thawed. In the
+/// private namespace only the first is frozen and the others are blackholed at the same time
+/// (both kinds of failure at once, with fresh connections: the network phase had established
+/// ones go silent), so no read waits for two stall timeouts in a row; without it, all are
+/// frozen.
+async fn freeze(env: &mut Env, files: &[(InodeId, u64, u64)], victims: &[Victim]) -> TestResult {
+    let (frozen, cut) = match crate::netns::private() {
+        Ok(()) => victims.split_at(1),
+        Err(_) => (victims, &[][..]),
+    };
     let pids: Vec<u32> = env
         .cluster()?
         .processes()
         .into_iter()
-        .filter(|(n, _)| frozen.contains(n))
+        .filter(|(n, _)| frozen.iter().any(|v| v.process == *n))
         .map(|(_, pid)| pid)
         .collect();
-    let frozen_services: Vec<BlockServiceId> = services
-        .iter()
-        .filter(|(_, (_, p))| frozen.contains(p))
-        .map(|(id, _)| *id)
-        .collect();
+    ensure!(
+        pids.len() == frozen.len(),
+        "{} of {} processes to freeze are running",
+        pids.len(),
+        frozen.len()
+    );
+    let c = &env.client;
+    c.block_pool().clear();
+    let ports: Vec<u16> = cut.iter().map(|v| v.addr.port()).collect();
+    let hole = match ports.is_empty() {
+        true => None,
+        false => Some(
+            Blackhole::new(&ports)
+                .await
+                .map_err(|e| fail(&format!("partitioning: {e}")))?,
+        ),
+    };
     let thaw = Thaw(pids.clone());
     for pid in &pids {
         // SAFETY: as in `Thaw::drop`.
         unsafe { libc::kill(*pid as libc::pid_t, libc::SIGSTOP) };
     }
-    let t = Instant::now();
-    let reads = read_all(&c, &files, env.secs(8.0)).await?;
-    let during = t.elapsed();
+    let during = read_all(c, files, env.secs(2.0)).await?;
     drop(thaw);
-    let after = read_all(&c, &files, Duration::ZERO).await?;
-    let touched = count_touching(&c, &files, &frozen_services).await?;
-    ensure!(touched >= 1, "no file had a block on a frozen service");
+    if let Some(h) = hole {
+        h.heal()
+            .await
+            .map_err(|e| fail(&format!("healing the partition: {e}")))?;
+    }
+    let after = read_all(c, files, Duration::ZERO).await?;
+    let names = |vs: &[Victim]| vs.iter().map(|v| v.process.clone()).collect::<Vec<_>>();
+    let also = match cut.is_empty() {
+        true => String::new(),
+        false => format!(" and {:?} blackholed", names(cut)),
+    };
     Ok(format!(
-        "{reads} reads in {:.1} s with {frozen:?} frozen ({touched} of {} files had blocks \
-         there), {after} after the thaw",
-        during.as_secs_f64(),
-        files.len()
+        "{:?} frozen{also}: {during}; {} reads after the thaw",
+        names(frozen),
+        after.reads
     ))
 }
 
@@ -179,15 +349,37 @@ fn fail(msg: &str) -> TestError {
     TestError::Failed(msg.to_string())
 }
 
+/// How a round of reads went.
+struct Reads {
+    reads: usize,
+    elapsed: Duration,
+    /// The longest single read (one that meets a cut-off service waits for a client timeout
+    /// before it turns to parity).
+    slowest: Duration,
+}
+
+impl std::fmt::Display for Reads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} reads in {:.1} s (slowest {:.1} s)",
+            self.reads,
+            self.elapsed.as_secs_f64(),
+            self.slowest.as_secs_f64()
+        )
+    }
+}
+
 /// One reader per file reads it (at least once, and until `duration` has passed), checking
-/// its contents; returns how many reads. (A read that meets a frozen service waits for the
-/// client's stall timeout before it turns to parity, so readers run in parallel.)
+/// its contents. (A read that meets a cut-off service waits for the client's connect or stall
+/// timeout before it turns to parity, so readers run in parallel.)
 async fn read_all(
     c: &Arc<eggs_client::Client>,
     files: &[(InodeId, u64, u64)],
     duration: Duration,
-) -> Result<usize, TestError> {
-    let until = Instant::now() + duration;
+) -> Result<Reads, TestError> {
+    let start = Instant::now();
+    let until = start + duration;
     let mut set = tokio::task::JoinSet::new();
     for &(id, seed, size) in files {
         let c = c.clone();
@@ -195,12 +387,14 @@ async fn read_all(
             let want = tokio::task::spawn_blocking(move || prng_crc(seed, size))
                 .await
                 .map_err(|e| fail(&e.to_string()))?;
-            let mut n = 0;
+            let (mut n, mut slowest) = (0, Duration::ZERO);
             loop {
                 let mut sink = HashSink::default();
+                let t = Instant::now();
                 c.read_file_to(id, &mut sink)
                     .await
                     .ctx(format!("reading {id}"))?;
+                slowest = slowest.max(t.elapsed());
                 ensure!(
                     sink.len == size && sink.crc == want,
                     "file {id} read back wrong ({} bytes)",
@@ -208,16 +402,22 @@ async fn read_all(
                 );
                 n += 1;
                 if Instant::now() >= until {
-                    return Ok::<usize, TestError>(n);
+                    return Ok::<_, TestError>((n, slowest));
                 }
             }
         });
     }
-    let mut total = 0;
+    let (mut reads, mut slowest) = (0, Duration::ZERO);
     while let Some(r) = set.join_next().await {
-        total += r.map_err(|e| fail(&e.to_string()))??;
+        let (n, s) = r.map_err(|e| fail(&e.to_string()))??;
+        reads += n;
+        slowest = slowest.max(s);
     }
-    Ok(total)
+    Ok(Reads {
+        reads,
+        elapsed: start.elapsed(),
+        slowest,
+    })
 }
 
 async fn count_touching(
