@@ -190,7 +190,8 @@ impl Client {
             shard,
             body: body.into_req(),
         };
-        let what = format!("shard {shard} {}", req.body.kind());
+        // Formatted only for an error or a log line: this is the hot path of every request.
+        let what = Described("shard ", shard, req.body.kind());
         let resp: ShardResponse = self
             .rpc
             .call(&what, header.request_id, &req, self.opts.retry, |attempt| {
@@ -198,8 +199,11 @@ impl Client {
             })
             .await?;
         match resp.result {
-            Ok(r) => B::from_resp(r).ok_or_else(|| wrong_kind(&what)),
-            Err(err) => Err(ClientError::Eggs { what, err }),
+            Ok(r) => B::from_resp(r).ok_or_else(|| wrong_kind(&what.to_string())),
+            Err(err) => Err(ClientError::Eggs {
+                what: what.to_string(),
+                err,
+            }),
         }
     }
 
@@ -213,7 +217,7 @@ impl Client {
             header,
             body: body.into_req(),
         };
-        let what = format!("CDC {}", req.body.kind());
+        let what = Described("CDC", "", req.body.kind());
         let resp: CdcResponse = self
             .rpc
             .call(&what, header.request_id, &req, self.opts.retry, |attempt| {
@@ -221,12 +225,16 @@ impl Client {
             })
             .await?;
         match resp.result {
-            Ok(r) => B::from_resp(r).ok_or_else(|| wrong_kind(&what)),
-            Err(err) => Err(ClientError::Eggs { what, err }),
+            Ok(r) => B::from_resp(r).ok_or_else(|| wrong_kind(&what.to_string())),
+            Err(err) => Err(ClientError::Eggs {
+                what: what.to_string(),
+                err,
+            }),
         }
     }
 
     // ---- inode-level operations ----
+
 
     pub async fn lookup(&self, dir_id: InodeId, name: &Name) -> Result<shard::LookupResp> {
         self.shard_request(
@@ -606,7 +614,9 @@ impl Client {
         Ok(f.id)
     }
 
-    /// Sets the modification and/or access time of a linked file or symlink.
+    /// Sets the modification and/or access time of a linked file or symlink, or the
+    /// modification time of a live directory (directories have no access time: `atime` is
+    /// ignored for them).
     pub async fn set_time(
         &self,
         id: InodeId,
@@ -624,6 +634,15 @@ impl Client {
         let mut out = Vec::new();
         self.read_file_to(file_id, &mut out).await?;
         Ok(out)
+    }
+}
+
+/// "shard 7 Lookup", "CDC MakeDirectory": a request's description, formatted on demand.
+struct Described<T: std::fmt::Display>(&'static str, T, &'static str);
+
+impl<T: std::fmt::Display> std::fmt::Display for Described<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{} {}", self.0, self.1, self.2)
     }
 }
 

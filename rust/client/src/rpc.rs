@@ -89,7 +89,7 @@ impl UdpRpc {
     /// deadline passes.
     pub async fn call<Req, Resp, F, Fut>(
         &self,
-        what: &str,
+        what: &(dyn std::fmt::Display + Sync),
         request_id: u64,
         req: &Req,
         policy: RetryPolicy,
@@ -104,7 +104,7 @@ impl UdpRpc {
         let bytes = codec::encode(req);
         if bytes.len() > MAX_UDP_MTU as usize {
             return Err(ClientError::Eggs {
-                what: what.into(),
+                what: what.to_string(),
                 err: eggs_protocol::EggsError::TooLarge,
             });
         }
@@ -122,13 +122,13 @@ impl UdpRpc {
             match tokio::time::timeout(Duration::from_millis(timeout_ms), &mut rx).await {
                 Ok(Ok(resp)) => {
                     return codec::decode::<Resp>(&resp).map_err(|e| ClientError::BadResponse {
-                        what: what.into(),
+                        what: what.to_string(),
                         why: e.to_string(),
                     })
                 }
                 Ok(Err(_)) => {
                     return Err(ClientError::BadResponse {
-                        what: what.into(),
+                        what: what.to_string(),
                         why: "receiver stopped".into(),
                     })
                 }
@@ -136,7 +136,7 @@ impl UdpRpc {
                     let elapsed_ms = start.elapsed().as_millis() as u64;
                     if elapsed_ms >= policy.deadline_ms {
                         return Err(ClientError::Timeout {
-                            what: what.into(),
+                            what: what.to_string(),
                             attempts: attempt,
                             elapsed_ms,
                         });

@@ -711,10 +711,8 @@ impl Filesystem for EggsFs {
                 // Linked files are immutable.
                 return reply.error(libc::EPERM);
             }
-            if id.is_dir() {
-                // Directory times are the shard's: accept and ignore.
-                return reply.attr(&fs.ttl(id), &attr);
-            }
+            // For a directory only mtime is kept (the shard ignores atime), so that a second
+            // `rsync -a` sees the times it copied.
             if let Err(e) = fs.set_times(id, atime, mtime).await {
                 tracing::warn!("setting times of {id}: {e}");
                 return reply.error(errno(&e));

@@ -297,12 +297,9 @@ async fn everyday_tools_work_on_the_mount() {
     sh(&t, &format!("cp -r {srcs} cp && diff -r {srcs} cp"));
     if have("rsync") {
         sh(&t, &format!("rsync -a {srcs}/ rs/ && diff -r {srcs} rs"));
-        // Times were kept, so a second run has nothing to copy.
+        // Times were kept, directories' too, so a second run changes nothing at all.
         let out = sh(&t, &format!("rsync -a --itemize-changes {srcs}/ rs/"));
-        assert!(
-            out.lines().all(|l| !l.starts_with(">f")),
-            "second rsync copied:\n{out}"
-        );
+        assert!(out.trim().is_empty(), "second rsync changed:\n{out}");
     }
     sh(
         &t,
@@ -360,6 +357,48 @@ os.utime("py.txt", (1000000000, 1200000000))
 assert int(os.stat("py.txt").st_mtime) == 1200000000, os.stat("py.txt")
 "#,
     );
+    drop(s.mount);
+    finish(s.cluster).await;
+}
+
+/// `stat -c %Y` of `rel` under `cwd`: mtime in whole seconds.
+fn mtime_s(cwd: &Path, rel: &str) -> i64 {
+    let out = sh(cwd, &format!("stat -c %Y {rel}"));
+    out.trim().parse().expect("stat prints seconds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_mtime_can_be_set_and_entries_change_it() {
+    if !can_run() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = setup("fuse-dirtime").await;
+    let t = s.mount.path("t");
+    sh(&t, "mkdir -p d/sub && echo x > d/f");
+    sh(&t, "touch -d '2001-02-03 04:05:06 UTC' d");
+    assert_eq!(mtime_s(&t, "d"), 981_173_106);
+    // Kept by the shard, not only in the kernel's attribute cache; in ns as given.
+    sh(&t, "touch -d '@1000000000.123456789' d/sub");
+    let id = s.client.resolve("/t/d/sub").await.unwrap();
+    match s.client.stat(id).await.unwrap() {
+        eggs_client::Stat::Directory { mtime, .. } => {
+            assert_eq!(mtime.0, 1_000_000_000_123_456_789)
+        }
+        other => panic!("a directory: {other:?}"),
+    }
+    // Setting only the atime of a directory changes nothing (directories have none).
+    sh(&t, "touch -a -d '@5' d/sub");
+    assert_eq!(mtime_s(&t, "d/sub"), 1_000_000_000);
+    // Adding and removing entries makes the mtime now again.
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    sh(&t, "echo y > d/g");
+    assert!(mtime_s(&t, "d") >= now_s - 5, "creating a file touches d");
+    sh(&t, "touch -d '@1000000000' d && rm d/g");
+    assert!(mtime_s(&t, "d") >= now_s - 5, "unlinking a file touches d");
     drop(s.mount);
     finish(s.cluster).await;
 }

@@ -1,4 +1,9 @@
-//! `SetTime`: the times of a linked file or symlink (FUSE setattr, `touch`, `tar`, `rsync`).
+//! `SetTime`: the times of a linked file, symlink or live directory (FUSE setattr, `touch`,
+//! `tar`, `rsync`).
+//!
+//! A directory only has an `mtime` (the one `StatDirectory` returns): its `atime` is ignored.
+//! A removed directory refuses (`DirectoryRemoved`): its `mtime` records when it was removed,
+//! which `DestroyDirectory` measures the expiry from. Setting given times is idempotent.
 
 use super::{ShardCore, Tx, R};
 use crate::keys;
@@ -14,6 +19,9 @@ impl<K: Kv> ShardCore<K> {
         tx: &mut Tx,
         r: &SetTimeReq,
     ) -> R<SetTimeResp> {
+        if r.id.is_dir() {
+            return self.set_dir_time(shard, tx, r);
+        }
         Self::check_owned(shard, r.id, Some(false))?;
         let key = keys::file(r.id);
         let mut f: FileBody = match self.kv.get(&key)? {
@@ -28,6 +36,17 @@ impl<K: Kv> ShardCore<K> {
             f.atime = t;
         }
         tx.put(key, &f);
+        Ok(SetTimeResp {})
+    }
+
+    /// Unlike every other directory write, this does not set `mtime` to now: `r.mtime` is the
+    /// point (`rsync -a` copies directory times after filling the directory).
+    fn set_dir_time(&mut self, shard: ShardId, tx: &mut Tx, r: &SetTimeReq) -> R<SetTimeResp> {
+        let mut d = self.get_live_dir(shard, r.id)?;
+        if let Some(t) = r.mtime {
+            d.mtime = t;
+            tx.put(keys::dir(r.id), &d);
+        }
         Ok(SetTimeResp {})
     }
 }
@@ -91,11 +110,55 @@ mod tests {
         send(&mut core, 7, set(None, Some(EggsTime(9)))).unwrap();
         let st = send(&mut core, 8, StatFileReq { id: f.id }).unwrap();
         assert_eq!((st.mtime, st.atime), (EggsTime(7), EggsTime(9)));
-        let dir = SetTimeReq {
-            id: InodeId::ROOT,
-            mtime: None,
-            atime: None,
+    }
+
+    #[test]
+    fn set_time_sets_live_directory_mtime_and_ignores_atime() {
+        let shards: Vec<ShardId> = (0..=255).map(ShardId).collect();
+        let mut core = ShardCore::open(
+            MemKv::default(),
+            &shards,
+            ShardOptions::default(),
+            EggsTime(1),
+        )
+        .unwrap();
+        let d = InodeId::new(InodeType::Directory, ShardId(0), 5);
+        let create = CreateDirectoryInodeReq {
+            id: d,
+            owner_id: InodeId::ROOT,
+            info: Default::default(),
         };
-        assert!(send(&mut core, 9, dir).is_err());
+        send(&mut core, 1, create).unwrap();
+        let set = |id, mtime, atime| SetTimeReq { id, mtime, atime };
+        let stat = |core: &mut ShardCore<MemKv>, rid| {
+            send(core, rid, StatDirectoryReq { id: d }).unwrap().mtime
+        };
+        let before = stat(&mut core, 2);
+        // No mtime: nothing changes (atime does not exist for directories).
+        send(&mut core, 3, set(d, None, Some(EggsTime(99)))).unwrap();
+        assert_eq!(stat(&mut core, 4), before);
+        // An mtime in the past is kept as given, not replaced by now.
+        send(&mut core, 5, set(d, Some(EggsTime(42)), Some(EggsTime(99)))).unwrap();
+        assert_eq!(stat(&mut core, 6), EggsTime(42));
+        // Idempotent: the same request again leaves the same state.
+        send(&mut core, 7, set(d, Some(EggsTime(42)), None)).unwrap();
+        assert_eq!(stat(&mut core, 8), EggsTime(42));
+        // The root has no owner but is live.
+        send(&mut core, 9, set(InodeId::ROOT, Some(EggsTime(43)), None)).unwrap();
+        let root = send(&mut core, 10, StatDirectoryReq { id: InodeId::ROOT }).unwrap();
+        assert_eq!(root.mtime, EggsTime(43));
+        // A removed directory's mtime is its removal time, which its expiry counts from.
+        send(&mut core, 11, RemoveDirectoryOwnerReq { dir_id: d }).unwrap();
+        let removed = stat(&mut core, 12);
+        let e = send(&mut core, 13, set(d, Some(EggsTime(42)), None)).unwrap_err();
+        assert_eq!(e, EggsError::DirectoryRemoved);
+        assert_eq!(stat(&mut core, 14), removed);
+        // Unknown directory, and one on another shard.
+        let ghost = InodeId::new(InodeType::Directory, ShardId(0), 77);
+        let e = send(&mut core, 15, set(ghost, Some(EggsTime(1)), None)).unwrap_err();
+        assert_eq!(e, EggsError::DirectoryNotFound);
+        let other = InodeId::new(InodeType::Directory, ShardId(3), 5);
+        let e = send(&mut core, 16, set(other, Some(EggsTime(1)), None)).unwrap_err();
+        assert_eq!(e, EggsError::WrongShard);
     }
 }

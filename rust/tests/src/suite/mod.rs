@@ -172,7 +172,8 @@ pub const TESTS: &[TestDef] = &[
     },
     TestDef {
         name: "partition",
-        about: "block services frozen (SIGSTOP) while readers read through parity",
+        about: "block services partitioned away (their traffic dropped in a private network \
+                namespace), then frozen (SIGSTOP), while readers read through parity",
         signals: true,
         blocks: SEVEN_FLASH,
         shard_processes: 1,
@@ -193,10 +194,11 @@ pub const TESTS: &[TestDef] = &[
     },
     TestDef {
         name: "file-history",
-        about: "overwrites and a delete listed as versions, undelete bit-exact, snapshots \
+        about: "overwrites and a delete listed as versions (inline and block-backed files), \
+                undelete bit-exact, a removed directory undeleted, snapshots and their blocks \
                 expired by eggsgc under a short policy",
         signals: false,
-        blocks: NO_BLOCKS,
+        blocks: SEVEN_FLASH,
         shard_processes: 1,
         bins: &["eggsgc"],
         gc: true,
