@@ -235,7 +235,6 @@ impl Client {
 
     // ---- inode-level operations ----
 
-
     pub async fn lookup(&self, dir_id: InodeId, name: &Name) -> Result<shard::LookupResp> {
         self.shard_request(
             dir_id.shard(),
