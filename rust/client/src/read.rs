@@ -508,7 +508,11 @@ mod tests {
         assert_eq!(none, vec![0, 1, 2, 3, 4, 5]);
         let down = [2u16, 5];
         let order = fetch_order(&blocks, 4, |a| down.contains(&a.port()));
-        assert_eq!(order, vec![0, 2, 3, 5, 1, 4], "parity replaces the suspects at once");
+        assert_eq!(
+            order,
+            vec![0, 2, 3, 5, 1, 4],
+            "parity replaces the suspects at once"
+        );
     }
 
     #[tokio::test]

@@ -431,11 +431,19 @@ mod tests {
         assert_eq!(c.get(b"a"), Some(Some(b"1".to_vec())));
         assert_eq!(c.get(b"b"), Some(None), "absences are cached too");
         c.insert(b"c".to_vec(), Some(b"3".to_vec())); // a, b move to the old generation
-        assert_eq!(c.get(b"a"), Some(Some(b"1".to_vec())), "a hit brings it back");
+        assert_eq!(
+            c.get(b"a"),
+            Some(Some(b"1".to_vec())),
+            "a hit brings it back"
+        );
         c.insert(b"d".to_vec(), Some(b"4".to_vec())); // c, a old; b dropped
         assert_eq!(c.get(b"b"), None);
         c.insert(b"a".to_vec(), Some(b"new".to_vec()));
-        assert_eq!(c.get(b"a"), Some(Some(b"new".to_vec())), "the newest value wins");
+        assert_eq!(
+            c.get(b"a"),
+            Some(Some(b"new".to_vec())),
+            "the newest value wins"
+        );
         assert!(c.hot.len() + c.cold.len() <= 4);
     }
 
