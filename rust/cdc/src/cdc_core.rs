@@ -444,7 +444,7 @@ impl CdcCore {
         let Some(t) = self.live.get_mut(&id) else {
             return;
         };
-        match txn::step_request(&t.req, &t.progress) {
+        match txn::step_request(&t.req, &t.progress, id) {
             Ok((shard, req)) => {
                 t.step_seq += 1;
                 let header = step_header(self.client_id, id, t.failures, shard, &req);

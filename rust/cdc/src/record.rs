@@ -60,7 +60,8 @@ pub enum Step {
     CheckLoop { cursor: InodeId, hops: u32 },
     /// LockCurrentEdge on the edge the request names (renames, RemoveDirectory).
     LockOldEdge,
-    /// CreateCurrentEdge in the destination directory (MakeDirectory, renames).
+    /// CreateCurrentEdge in the destination directory (MakeDirectory, renames, undelete); the
+    /// edge is created locked.
     CreateNewEdge,
     /// RenameDirectory: SetDirectoryOwner(target, new owner).
     SetDirectoryOwner,
@@ -74,6 +75,11 @@ pub enum Step {
     ReattachDirectory,
     /// UndeleteDirectory rollback: RemoveDirectoryOwner(target) again.
     DetachDirectory,
+    /// The last step of every transaction that created an edge (MakeDirectory, renames,
+    /// UndeleteDirectory): UnlockCurrentEdge on the edge `CreateNewEdge` created locked, so
+    /// that a late copy of that step can never create it again. Appended last: the records of
+    /// older builds still decode.
+    UnlockNewEdge,
 }
 
 impl Step {
@@ -86,6 +92,7 @@ impl Step {
                 | Step::UnlockOldEdge { .. }
                 | Step::RemoveDirectoryInode
                 | Step::DetachDirectory
+                | Step::UnlockNewEdge
         )
     }
 }

@@ -7,7 +7,7 @@
 //! inode) and reports the error.
 
 use crate::locks::LockKey;
-use crate::record::{Progress, Step};
+use crate::record::{Progress, Step, TxnId};
 use eggs_protocol::cdc::{
     CdcReq, CdcResp, MakeDirectoryResp, RemoveDirectoryResp, RenameDirectoryResp, RenameFileResp,
     UndeleteDirectoryResp,
@@ -164,7 +164,7 @@ fn old_edge(req: &CdcReq) -> Option<OldEdge<'_>> {
     }
 }
 
-fn new_edge(req: &CdcReq, p: &Progress) -> Option<CreateCurrentEdgeReq> {
+fn new_edge(req: &CdcReq, p: &Progress, txn_id: TxnId) -> Option<CreateCurrentEdgeReq> {
     let (dir_id, name, target_id, overwrite_files) = match req {
         CdcReq::MakeDirectory(r) => (r.owner_id, &r.name, p.new_dir_id, false),
         CdcReq::RenameFile(r) => (r.new_owner_id, &r.new_name, r.target_id, true),
@@ -177,6 +177,7 @@ fn new_edge(req: &CdcReq, p: &Progress) -> Option<CreateCurrentEdgeReq> {
         name: name.clone(),
         target_id,
         overwrite_files,
+        txn_id,
     })
 }
 
@@ -190,7 +191,11 @@ pub struct BadStep {
 }
 
 /// The shard request that performs the transaction's current step, and where it goes.
-pub fn step_request(req: &CdcReq, p: &Progress) -> Result<(ShardId, ShardReq), BadStep> {
+pub fn step_request(
+    req: &CdcReq,
+    p: &Progress,
+    txn_id: TxnId,
+) -> Result<(ShardId, ShardReq), BadStep> {
     let bad = || BadStep {
         step: p.step,
         kind: req.kind(),
@@ -234,7 +239,22 @@ pub fn step_request(req: &CdcReq, p: &Progress) -> Result<(ShardId, ShardReq), B
                 dir_id: r.target_id,
             })
         }
-        (Step::CreateNewEdge, _) => ShardReq::CreateCurrentEdge(new_edge(req, p).ok_or_else(bad)?),
+        (Step::CreateNewEdge, _) => {
+            ShardReq::CreateCurrentEdge(new_edge(req, p, txn_id).ok_or_else(bad)?)
+        }
+        (Step::UnlockNewEdge, _) => {
+            let e = new_edge(req, p, txn_id).ok_or_else(bad)?;
+            ShardReq::UnlockCurrentEdge(UnlockCurrentEdgeReq {
+                dir_id: e.dir_id,
+                name: e.name,
+                target_id: e.target_id,
+                // 0 (unknown) if the create failed: then the step removes what a late copy
+                // of the create may have made.
+                creation_time: p.creation_time,
+                was_moved: false,
+                txn_id,
+            })
+        }
         (Step::LockOldEdge, _) => {
             let e = old_edge(req).ok_or_else(bad)?;
             ShardReq::LockCurrentEdge(LockCurrentEdgeReq {
@@ -252,6 +272,7 @@ pub fn step_request(req: &CdcReq, p: &Progress) -> Result<(ShardId, ShardReq), B
                 target_id: e.target_id,
                 creation_time: e.creation_time,
                 was_moved: moved,
+                txn_id: 0,
             })
         }
         _ => return Err(bad()),
@@ -347,6 +368,7 @@ fn response_fits(step: Step, resp: &ShardResp) -> bool {
             )
             | (Step::ReattachDirectory, ShardResp::ReattachDirectory(_))
             | (Step::DetachDirectory, ShardResp::RemoveDirectoryOwner(_))
+            | (Step::UnlockNewEdge, ShardResp::UnlockCurrentEdge(_))
     )
 }
 
@@ -399,20 +421,19 @@ fn after_new_edge(req: &CdcReq, p: &Progress, creation_time: EggsTime) -> Transi
         ..p.clone()
     };
     match req {
-        CdcReq::MakeDirectory(_) | CdcReq::UndeleteDirectory(_) => {
-            Transition::Finish(Ok(success(req, &p)))
-        }
+        CdcReq::MakeDirectory(_) | CdcReq::UndeleteDirectory(_) => next(&p, Step::UnlockNewEdge),
         CdcReq::RenameDirectory(_) => next(&p, Step::SetDirectoryOwner),
         _ => next(&p, Step::UnlockOldEdge { moved: true }),
     }
 }
 
-/// Undoes the fallible part after `err`; the client gets `err` once the undo completes.
+/// Undoes the fallible part after `err`; the client gets `err` once the undo completes. A
+/// failed create starts with its directory's fence (`UnlockNewEdge`), so that no late copy
+/// of the create can take effect once the transaction is over.
 fn roll_back(req: &CdcReq, p: &Progress, err: EggsError) -> Transition {
-    let step = match req {
-        CdcReq::MakeDirectory(_) => Step::RemoveDirectoryInode,
-        CdcReq::UndeleteDirectory(_) => Step::DetachDirectory,
-        _ => Step::UnlockOldEdge { moved: false },
+    let step = match p.step {
+        Step::CreateNewEdge => Step::UnlockNewEdge,
+        _ => undo_step(req),
     };
     Transition::Next(Progress {
         step,
@@ -421,9 +442,23 @@ fn roll_back(req: &CdcReq, p: &Progress, err: EggsError) -> Transition {
     })
 }
 
+/// The step that undoes the one effect of the fallible part.
+fn undo_step(req: &CdcReq) -> Step {
+    match req {
+        CdcReq::MakeDirectory(_) => Step::RemoveDirectoryInode,
+        CdcReq::UndeleteDirectory(_) => Step::DetachDirectory,
+        _ => Step::UnlockOldEdge { moved: false },
+    }
+}
+
 fn after_must_complete_step(req: &CdcReq, p: &Progress) -> Transition {
     match p.step {
         Step::SetDirectoryOwner => next(p, Step::UnlockOldEdge { moved: true }),
+        // A rename's new edge stays locked until its old edge is gone.
+        Step::UnlockOldEdge { moved: true } if new_edge(req, p, 0).is_some() => {
+            next(p, Step::UnlockNewEdge)
+        }
+        Step::UnlockNewEdge if p.failure.is_some() => next(p, undo_step(req)),
         // The last step of a success or of a rollback.
         _ => Transition::Finish(match p.failure {
             Some(e) => Err(e),
@@ -529,7 +564,7 @@ mod tests {
         let mut p = initial_progress(&req, InodeId::NULL);
         p.step = Step::RemoveDirectoryInode;
         assert_eq!(
-            step_request(&req, &p),
+            step_request(&req, &p, 1),
             Err(BadStep {
                 step: Step::RemoveDirectoryInode,
                 kind: "RenameDirectory"
@@ -549,7 +584,7 @@ mod tests {
             }
         );
         assert_eq!(
-            step_request(&req, &p).unwrap().0,
+            step_request(&req, &p, 1).unwrap().0,
             ShardId(2),
             "stat goes to the directory's shard"
         );

@@ -243,8 +243,12 @@ async fn client_mkdir_through_shuckle_registration() {
         [
             "CreateDirectoryInode",
             "CreateCurrentEdge",
+            // The new edge is created locked and unlocked as the last step.
+            "UnlockCurrentEdge",
             "CreateDirectoryInode",
             "CreateCurrentEdge",
+            // A rollback fences the directory against late copies of the create first.
+            "UnlockCurrentEdge",
             "RemoveDirectoryInode"
         ]
     );

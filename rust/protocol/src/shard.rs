@@ -354,7 +354,10 @@ pub struct CreateDirectoryInodeResp {
     pub mtime: EggsTime,
 }
 
-/// CDC only: creates a current edge. Idempotent if the edge already points at `target_id`.
+/// CDC only: creates a current edge, locked until the transaction's last step in that
+/// directory (an `UnlockCurrentEdge` with the same `txn_id`). Idempotent while the
+/// transaction runs; refused (`EdgeNotLocked`) once that last step has fenced the directory,
+/// so that a late copy never creates the edge again.
 #[derive(Clone, PartialEq, Debug, Encode, Decode)]
 pub struct CreateCurrentEdgeReq {
     pub dir_id: InodeId,
@@ -362,6 +365,9 @@ pub struct CreateCurrentEdgeReq {
     pub target_id: InodeId,
     /// Whether an existing file edge may be replaced (turned into a snapshot edge).
     pub overwrite_files: bool,
+    /// The CDC transaction (ids grow; transactions creating edges in one directory run one
+    /// after the other in id order, since they all lock it).
+    pub txn_id: u64,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode)]
@@ -390,6 +396,11 @@ pub struct UnlockCurrentEdgeReq {
     pub target_id: InodeId,
     pub creation_time: EggsTime,
     pub was_moved: bool,
+    /// 0 for a rename's source edge. Otherwise this is the last step of transaction `txn_id`
+    /// in `dir_id`, on the edge its `CreateCurrentEdge` made (creation time 0 if that step
+    /// failed): it fences the directory against late copies of that step, and removes an
+    /// edge such a copy made after the transaction gave up on it.
+    pub txn_id: u64,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode)]

@@ -378,13 +378,14 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
         (inode_id(), inode_id(), directory_info()).prop_map(|(id, owner_id, info)| {
             ShardReq::CreateDirectoryInode(CreateDirectoryInodeReq { id, owner_id, info })
         }),
-        (inode_id(), name(), inode_id(), any::<bool>()).prop_map(
-            |(dir_id, name, target_id, overwrite_files)| {
+        (inode_id(), name(), inode_id(), any::<bool>(), any::<u64>()).prop_map(
+            |(dir_id, name, target_id, overwrite_files, txn_id)| {
                 ShardReq::CreateCurrentEdge(CreateCurrentEdgeReq {
                     dir_id,
                     name,
                     target_id,
                     overwrite_files,
+                    txn_id,
                 })
             }
         ),
@@ -398,17 +399,26 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
                 })
             }
         ),
-        (inode_id(), name(), inode_id(), eggs_time(), any::<bool>()).prop_map(
-            |(dir_id, name, target_id, creation_time, was_moved)| {
-                ShardReq::UnlockCurrentEdge(UnlockCurrentEdgeReq {
-                    dir_id,
-                    name,
-                    target_id,
-                    creation_time,
-                    was_moved,
-                })
-            }
-        ),
+        (
+            inode_id(),
+            name(),
+            inode_id(),
+            eggs_time(),
+            any::<bool>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(dir_id, name, target_id, creation_time, was_moved, txn_id)| {
+                    ShardReq::UnlockCurrentEdge(UnlockCurrentEdgeReq {
+                        dir_id,
+                        name,
+                        target_id,
+                        creation_time,
+                        was_moved,
+                        txn_id,
+                    })
+                },
+            ),
         (inode_id(), inode_id()).prop_map(|(dir_id, owner_id)| {
             ShardReq::SetDirectoryOwner(SetDirectoryOwnerReq { dir_id, owner_id })
         }),
@@ -1745,9 +1755,13 @@ fn the_doc_reader_rejects_what_the_decoder_rejects() {
         name: Name::new("x").unwrap(),
         target_id: a_file(),
         overwrite_files: true,
+        txn_id: 1,
     });
     let mut b = encode(&m);
-    *b.last_mut().unwrap() = 2;
+    // The bool `overwrite_files`, before the fixed-width u64 `txn_id`.
+    let at = b.len() - 9;
+    assert_eq!(b[at], 1);
+    b[at] = 2;
     cases.push(b);
     let mut b = encode(&read_dir_response());
     b[20] = 2;

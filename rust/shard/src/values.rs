@@ -47,6 +47,9 @@ pub struct CurrentEdgeBody {
     pub creation_time: EggsTime,
     /// Held by a CDC transaction: clients cannot rename or unlink it meanwhile.
     pub locked: bool,
+    /// The CDC transaction whose CreateCurrentEdge made this edge (0 for client edges), so
+    /// that the transaction's last step recognises it.
+    pub created_by: u64,
 }
 
 /// A past version of a name; a NULL target marks a deletion.

@@ -34,6 +34,16 @@ pub struct SimConfig {
     pub checkpoint_every: u64,
     /// Print every event to stderr.
     pub trace: bool,
+    /// Probability that a CDC step datagram gets an extra copy that arrives late with a fresh
+    /// request id: as if the copy outlived its deduplication entry (kept 10 minutes, or
+    /// dropped early by the FIFO column family), so that the shard runs the step again.
+    pub stale_step_rate: f64,
+    /// Such a late copy arrives up to this long after the original.
+    pub stale_step_max_ms: u64,
+    /// Stale copies of every step kind, not only of CreateCurrentEdge and of the fencing
+    /// UnlockCurrentEdge (the steps made safe against an expired deduplication entry so far;
+    /// see ARCHITECTURE.md).
+    pub stale_all_steps: bool,
     /// Sabotage: shards ignore their deduplication entries (retried writes apply twice).
     /// Only for showing that the checker catches a broken cluster.
     pub break_dedup: bool,
@@ -60,6 +70,9 @@ impl Default for SimConfig {
             clock_skew_ms: 50,
             client_deadline_ms: 4_000,
             checkpoint_every: 250,
+            stale_step_rate: 0.05,
+            stale_step_max_ms: 3_000,
+            stale_all_steps: false,
             trace: false,
             break_dedup: false,
         }
@@ -74,7 +87,8 @@ impl SimConfig {
              --shard-procs {} --cores-per-proc {} --drop-rate {} --dup-rate {} --delay-min-us {} --delay-max-us {} \
              --slow-rate {} --slow-max-ms {} --crash-interval-ms {} --restart-min-ms {} \
              --restart-max-ms {} --power-loss-rate {} --clock-skew-ms {} \
-             --client-deadline-ms {} --checkpoint-every {}",
+             --client-deadline-ms {} --checkpoint-every {} --stale-step-rate {} \
+             --stale-step-max-ms {}",
             self.seed,
             self.ops,
             self.clients,
@@ -92,8 +106,13 @@ impl SimConfig {
             self.power_loss_rate,
             self.clock_skew_ms,
             self.client_deadline_ms,
-            self.checkpoint_every
+            self.checkpoint_every,
+            self.stale_step_rate,
+            self.stale_step_max_ms
         );
+        if self.stale_all_steps {
+            cmd.push_str(" --stale-all-steps");
+        }
         if self.break_dedup {
             cmd.push_str(" --break-dedup");
         }

@@ -63,6 +63,17 @@ impl SimKv {
         }
     }
 
+    /// Forgets the deduplication entry of `(client_id, request_id)`, as its expiry (or the
+    /// FIFO column family dropping it early) would.
+    pub fn expire_request(&self, client_id: u64, request_id: u64) {
+        let mut suffix = client_id.to_be_bytes().to_vec();
+        suffix.extend_from_slice(&request_id.to_be_bytes());
+        self.maps
+            .borrow_mut()
+            .dedup
+            .retain(|k, _| !k.ends_with(&suffix));
+    }
+
     /// Changes applied through this handle but not yet synced.
     pub fn unsynced(&self) -> usize {
         self.undo.borrow().len()

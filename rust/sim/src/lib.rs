@@ -30,6 +30,8 @@ pub struct Report {
     pub delivered: u64,
     pub dropped: u64,
     pub duplicated: u64,
+    /// Late copies of CDC steps sent with a fresh request id (see `stale_step_rate`).
+    pub stale_steps: u64,
     pub crashes: u64,
     pub checkpoints: u64,
     /// Size of the namespace at the last checkpoint.

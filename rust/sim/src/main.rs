@@ -55,6 +55,15 @@ struct Args {
     client_deadline_ms: u64,
     #[arg(long, default_value_t = 250)]
     checkpoint_every: u64,
+    /// Probability of an extra, late copy of a CDC step with a fresh request id (its
+    /// deduplication entry taken to have expired).
+    #[arg(long, default_value_t = 0.05)]
+    stale_step_rate: f64,
+    #[arg(long, default_value_t = 3000)]
+    stale_step_max_ms: u64,
+    /// Stale copies of every step kind, not only of the create and fence steps.
+    #[arg(long)]
+    stale_all_steps: bool,
     /// Sabotage: shards ignore deduplication entries (to see the checker catch it).
     #[arg(long)]
     break_dedup: bool,
@@ -102,15 +111,30 @@ fn main() -> ExitCode {
             clock_skew_ms: args.clock_skew_ms,
             client_deadline_ms: args.client_deadline_ms,
             checkpoint_every: args.checkpoint_every,
+            stale_step_rate: args.stale_step_rate,
+            stale_step_max_ms: args.stale_step_max_ms,
+            stale_all_steps: args.stale_all_steps,
             trace: args.trace,
             break_dedup: args.break_dedup,
         };
         match eggs_sim::run(cfg) {
             Ok(r) => println!(
                 "seed {seed}: ok, trace {:016x}, {} ops ({} failed, {} unknown), {} crashes, \
-                 {} datagrams ({} dropped, {} duplicated), {} checkpoints, {} dirs, {} files, {} ms virtual",
-                r.trace_hash, r.ops_done, r.ops_failed, r.ops_unknown, r.crashes, r.sent, r.dropped,
-                r.duplicated, r.checkpoints, r.dirs, r.files, r.virtual_ms
+                 {} datagrams ({} dropped, {} duplicated, {} stale step copies), {} checkpoints, \
+                 {} dirs, {} files, {} ms virtual",
+                r.trace_hash,
+                r.ops_done,
+                r.ops_failed,
+                r.ops_unknown,
+                r.crashes,
+                r.sent,
+                r.dropped,
+                r.duplicated,
+                r.stale_steps,
+                r.checkpoints,
+                r.dirs,
+                r.files,
+                r.virtual_ms
             ),
             Err(e) => {
                 failed += 1;

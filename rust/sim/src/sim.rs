@@ -42,6 +42,11 @@ enum Ev {
         to: NodeId,
         bytes: Vec<u8>,
     },
+    /// A late copy of a CDC step whose deduplication entry expired meanwhile.
+    DeliverStale {
+        to: NodeId,
+        bytes: Vec<u8>,
+    },
     ClientStart {
         client: u32,
     },
@@ -100,6 +105,7 @@ impl Ev {
             Ev::CdcTick { .. } => 10,
             Ev::Crash => 11,
             Ev::Restart { .. } => 12,
+            Ev::DeliverStale { .. } => 13,
         }
     }
 
@@ -162,6 +168,8 @@ pub struct Sim {
     work: u64,
     net_rng: Rng,
     fault_rng: Rng,
+    /// Only for stale step copies, so that enabling them leaves the other streams alone.
+    stale_rng: Rng,
     hash: TraceHash,
     shards: Vec<ShardProc>,
     cdc: CdcProc,
@@ -225,6 +233,7 @@ impl Sim {
                 }
             })
             .collect();
+        let stale_rng = root.fork();
         let cdc = CdcProc {
             store: CdcStore::default(),
             core: None,
@@ -248,6 +257,7 @@ impl Sim {
             work: 0,
             net_rng,
             fault_rng,
+            stale_rng,
             hash: TraceHash::default(),
             shards,
             cdc,
@@ -354,6 +364,7 @@ impl Sim {
     fn handle(&mut self, ev: Ev) {
         match ev {
             Ev::Deliver { from, to, bytes } => self.deliver(from, to, bytes),
+            Ev::DeliverStale { to, bytes } => self.deliver_stale(to, bytes),
             Ev::ClientStart { client } => self.client_start(client),
             Ev::ClientTimeout { client, request_id } => self.client_timeout(client, request_id),
             Ev::ShardBatch { proc, core, inc } => self.shard_batch(proc, core, inc),
@@ -873,6 +884,7 @@ impl Sim {
             },
         );
         self.send(NodeId::Cdc, to, bytes);
+        self.stale_copy(to, req);
         self.schedule(
             INITIAL_TIMEOUT_MS * MS,
             Ev::CdcStepTimeout {
@@ -880,6 +892,37 @@ impl Sim {
                 request_id: header.request_id,
             },
         );
+    }
+
+    /// Maybe sends an extra copy of a step that arrives late, when its deduplication entry
+    /// has expired: the shard runs it again. Bug D was such a copy of CreateCurrentEdge
+    /// re-creating an edge that a client had changed since.
+    fn stale_copy(&mut self, to: NodeId, req: ShardRequest) {
+        // The steps made safe against an expired deduplication entry: the create and the
+        // transaction's last step in the same directory, which fences it.
+        let fenced = match &req.body {
+            ShardReq::CreateCurrentEdge(_) => true,
+            ShardReq::UnlockCurrentEdge(u) => u.txn_id != 0,
+            _ => false,
+        };
+        if !(fenced || self.cfg.stale_all_steps) || !self.stale_rng.chance(self.cfg.stale_step_rate)
+        {
+            return;
+        }
+        self.report.stale_steps += 1;
+        let delay = self.stale_rng.below(self.cfg.stale_step_max_ms.max(1) * MS);
+        let bytes = codec::encode(&req);
+        self.schedule(delay, Ev::DeliverStale { to, bytes });
+    }
+
+    fn deliver_stale(&mut self, to: NodeId, bytes: Vec<u8>) {
+        if let (NodeId::Shard(p), Ok(req)) = (to, codec::decode::<ShardRequest>(&bytes)) {
+            let h = req.header;
+            for slot in &self.shards[p as usize].cores {
+                slot.kv.expire_request(h.client_id, h.request_id);
+            }
+        }
+        self.deliver(NodeId::Cdc, to, bytes);
     }
 
     fn step_timeout(&mut self, inc: u64, request_id: u64) {

@@ -85,6 +85,8 @@ fn the_checker_catches_retries_applied_twice() {
 fn one_core(seed: u64) -> SimConfig {
     SimConfig {
         cores_per_proc: 1,
+        // They predate stale step copies, which would change their runs.
+        stale_step_rate: 0.0,
         ..config(seed, 2000)
     }
 }
@@ -148,11 +150,48 @@ fn bug_c_stale_create_inode_leaves_an_orphan_directory() {
 /// Bug D: the edge CreateNewEdge makes is visible and unlocked before the transaction
 /// commits. The CDC crashed after creating it but before recording that; a client renamed
 /// the new edge within its directory; the resumed RenameDirectory created it again under the
-/// old name: the directory is linked twice.
+/// old name: the directory is linked twice. Now the new edge is created locked, so the
+/// client cannot change it before the transaction's last step.
 #[test]
 fn bug_d_resumed_rename_links_a_directory_twice() {
     assert_passes(SimConfig {
         slow_rate: 0.0,
         ..one_core(151)
+    });
+}
+
+/// Bug D, the general case: a copy of CreateCurrentEdge that outlived its deduplication entry
+/// arrived after its transaction finished and a client had changed the new edge (renamed the
+/// directory within its parent, removed it, or replaced the file): it created the edge
+/// again, linking a directory twice. Fixed by creating the edge locked and fencing the
+/// directory with the transaction's last step there (shard test:
+/// a_late_create_step_never_links_a_directory_twice).
+#[test]
+fn bug_d_late_create_links_a_directory_twice() {
+    assert_passes(SimConfig {
+        stale_step_rate: 0.05,
+        ..one_core(2)
+    });
+}
+
+/// Bug D for a file: a late copy of a rename's CreateCurrentEdge put the file back under its
+/// new name after a client had moved it on: the file was in two places.
+#[test]
+fn bug_d_late_create_puts_a_file_in_two_places() {
+    assert_passes(SimConfig {
+        stale_step_rate: 0.05,
+        ..one_core(7)
+    });
+}
+
+/// A late copy of a transaction's last step (the fencing UnlockCurrentEdge) took the lock
+/// of a later RemoveDirectory on the same edge for its own transaction's and released it:
+/// the removed directory stayed linked. The unlock now ends the transaction's claim on the
+/// edge (shard test: a_late_fence_never_releases_another_lock).
+#[test]
+fn a_late_fence_released_another_transactions_lock() {
+    assert_passes(SimConfig {
+        stale_step_rate: 0.5,
+        ..config(305, 2000)
     });
 }

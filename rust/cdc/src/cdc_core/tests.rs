@@ -202,6 +202,65 @@ fn one_reply(out: &Output) -> Reply {
     out.replies[0].clone()
 }
 
+/// The last step of a transaction that created an edge: unlocking it (created locked so that
+/// a late copy of CreateCurrentEdge cannot make it again). Answers it; returns the output.
+fn unlock_new_edge(
+    h: &mut Harness,
+    out: &Output,
+    dir_id: InodeId,
+    n: &str,
+    target: InodeId,
+) -> Output {
+    assert!(
+        out.replies.is_empty(),
+        "no reply while the new edge is locked"
+    );
+    let s = one_send(out);
+    assert_eq!(s.shard, dir_id.shard());
+    assert_eq!(
+        s.req,
+        ShardReq::UnlockCurrentEdge(UnlockCurrentEdgeReq {
+            dir_id,
+            name: name(n),
+            target_id: target,
+            creation_time: CT,
+            was_moved: false,
+            txn_id: s.txn,
+        })
+    );
+    h.reply(&s, Ok(unlocked()))
+}
+
+/// The first step of a rollback after a failed CreateCurrentEdge: the transaction's last
+/// step in the destination directory (creation time 0: the CDC never learned of an edge),
+/// which fences it against late copies of the create. Answers it; returns the output.
+fn fence_new_edge(
+    h: &mut Harness,
+    out: &Output,
+    dir_id: InodeId,
+    n: &str,
+    target: InodeId,
+) -> Output {
+    assert!(out.sync, "entering a rollback is synced");
+    assert!(
+        out.replies.is_empty(),
+        "no reply before the rollback completes"
+    );
+    let s = one_send(out);
+    assert_eq!(
+        s.req,
+        ShardReq::UnlockCurrentEdge(UnlockCurrentEdgeReq {
+            dir_id,
+            name: name(n),
+            target_id: target,
+            creation_time: EggsTime(0),
+            was_moved: false,
+            txn_id: s.txn,
+        })
+    );
+    h.reply(&s, Ok(unlocked()))
+}
+
 fn assert_final(out: &Output, to: u16, request_id: u64, result: Result<CdcResp, EggsError>) {
     let r = one_reply(out);
     assert_eq!(r.to, addr(to));
@@ -289,10 +348,13 @@ fn make_directory_creates_inode_then_edge() {
             dir_id: dir(1),
             name: name("d"),
             target_id: new_id,
-            overwrite_files: false
+            overwrite_files: false,
+            txn_id: s.txn,
         })
     );
     let out = h.reply(&s, Ok(created_edge()));
+    assert!(out.sync, "passing the commit point is synced");
+    let out = unlock_new_edge(&mut h, &out, dir(1), "d", new_id);
     let resp = CdcResp::MakeDirectory(MakeDirectoryResp {
         id: new_id,
         creation_time: CT,
@@ -307,9 +369,9 @@ fn make_directory_rolls_back_the_inode_when_the_name_exists() {
     let (_, out) = h.request(1, header(9, 1), mkdir(dir(1), "d"));
     let out = h.reply(&one_send(&out), Ok(created_inode()));
     let out = h.reply(&one_send(&out), Err(EggsError::NameExists));
-    assert!(out.sync, "entering a rollback is synced");
-    let s = one_send(&out);
     let new_id = InodeId::new(InodeType::Directory, ShardId(1), 1);
+    let out = fence_new_edge(&mut h, &out, dir(1), "d", new_id);
+    let s = one_send(&out);
     assert_eq!(
         s.req,
         ShardReq::RemoveDirectoryInode(RemoveDirectoryInodeReq {
@@ -388,7 +450,8 @@ fn rename_file_locks_creates_then_unlocks_as_moved() {
             dir_id: dir(2),
             name: name("new"),
             target_id: file(7),
-            overwrite_files: true
+            overwrite_files: true,
+            txn_id: s.txn,
         })
     );
     let out = h.reply(&s, Ok(created_edge()));
@@ -401,10 +464,13 @@ fn rename_file_locks_creates_then_unlocks_as_moved() {
             name: name("old"),
             target_id: file(7),
             creation_time: OLD_CT,
-            was_moved: true
+            was_moved: true,
+            txn_id: 0,
         })
     );
     let out = h.reply(&s, Ok(unlocked()));
+    assert!(!out.sync, "only the commit point's progress is synced");
+    let out = unlock_new_edge(&mut h, &out, dir(2), "new", file(7));
     let resp = CdcResp::RenameFile(RenameFileResp { creation_time: CT });
     assert_final(&out, 1, 1, Ok(resp));
 }
@@ -415,6 +481,7 @@ fn rename_file_unlocks_without_moving_when_the_destination_is_taken() {
     let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
     let out = h.reply(&one_send(&out), Ok(locked()));
     let out = h.reply(&one_send(&out), Err(EggsError::CannotOverrideDirectory));
+    let out = fence_new_edge(&mut h, &out, dir(2), "new", file(7));
     let s = one_send(&out);
     assert!(matches!(&s.req,
         ShardReq::UnlockCurrentEdge(u) if !u.was_moved && u.dir_id == dir(1)));
@@ -478,6 +545,7 @@ fn rename_directory_walks_to_the_root_then_moves() {
     let s = one_send(&out);
     assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if u.was_moved));
     let out = h.reply(&s, Ok(unlocked()));
+    let out = unlock_new_edge(&mut h, &out, dir(2), "new", dir(7));
     let resp = CdcResp::RenameDirectory(RenameDirectoryResp { creation_time: CT });
     assert_final(&out, 1, 1, Ok(resp));
 }
@@ -510,8 +578,9 @@ fn rename_directory_rolls_back_when_the_name_exists() {
     );
     let out = h.reply(&s, Ok(locked()));
     let out = h.reply(&one_send(&out), Err(EggsError::NameExists));
+    let out = fence_new_edge(&mut h, &out, InodeId::ROOT, "new", dir(7));
     let s = one_send(&out);
-    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved));
+    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved && u.txn_id == 0));
     let out = h.reply(&s, Ok(unlocked()));
     assert_final(&out, 1, 1, Err(EggsError::NameExists));
 }
@@ -630,6 +699,7 @@ fn response_of_the_wrong_kind_rolls_back_with_an_internal_error() {
     let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
     let out = h.reply(&one_send(&out), Ok(locked()));
     let out = h.reply(&one_send(&out), Ok(locked()));
+    let out = fence_new_edge(&mut h, &out, dir(2), "new", file(7));
     let s = one_send(&out);
     assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved));
     let out = h.reply(&s, Ok(unlocked()));
@@ -651,6 +721,8 @@ fn disjoint_transactions_run_concurrently() {
     let out_a = h.reply(&one_send(&out_a), Ok(created_inode()));
     let out_b = h.reply(&one_send(&out_b), Ok(created_edge()));
     let out_a = h.reply(&one_send(&out_a), Ok(created_edge()));
+    let out_b = h.reply(&one_send(&out_b), Ok(unlocked()));
+    let out_a = h.reply(&one_send(&out_a), Ok(unlocked()));
     assert_eq!(one_reply(&out_a).to, addr(1));
     let out_b = h.reply(&one_send(&out_b), Ok(unlocked()));
     assert_eq!(one_reply(&out_b).to, addr(2));
@@ -953,10 +1025,12 @@ fn undelete_directory_reattaches_then_links() {
             dir_id: dir(1),
             name: name("d"),
             target_id: dir(2),
-            overwrite_files: false
+            overwrite_files: false,
+            txn_id: s.txn,
         })
     );
     let out = h.reply(&s, Ok(created_edge()));
+    let out = unlock_new_edge(&mut h, &out, dir(1), "d", dir(2));
     let resp =
         CdcResp::UndeleteDirectory(eggs_protocol::cdc::UndeleteDirectoryResp { creation_time: CT });
     assert_final(&out, 1, 1, Ok(resp));
@@ -968,7 +1042,7 @@ fn undelete_directory_detaches_again_when_the_name_is_taken() {
     let (_, out) = h.request(1, header(9, 1), undelete_dir(dir(1), dir(2)));
     let out = h.reply(&one_send(&out), Ok(reattached()));
     let out = h.reply(&one_send(&out), Err(EggsError::NameExists));
-    assert!(out.sync, "entering a rollback is synced");
+    let out = fence_new_edge(&mut h, &out, dir(1), "d", dir(2));
     let s = one_send(&out);
     assert_eq!(
         s.req,
@@ -1019,4 +1093,55 @@ fn a_resumed_step_keeps_its_header() {
     assert!(other_txn
         .iter()
         .all(|h| h.request_id != retry.header.request_id));
+}
+
+/// Bug D: the edge CreateNewEdge makes is locked, and unlocking it (which also fences the
+/// directory against late copies of the create) is the last step, resent after a crash (the
+/// commit point is synced, so the create itself is never resent once it succeeded and the
+/// unlock went out), and retried until it passes. A rollback after a failed create fences
+/// the directory first too.
+#[test]
+fn the_new_edge_is_unlocked_last_even_across_a_restart() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    let out = h.reply(&one_send(&out), Ok(locked()));
+    let out = h.reply(&one_send(&out), Ok(created_edge()));
+    assert!(out.sync, "passing the commit point is synced");
+    let synced = h.disk.clone();
+    let out = h.reply(&one_send(&out), Ok(unlocked()));
+    let unlock_new = one_send(&out);
+    assert!(matches!(&unlock_new.req,
+        ShardReq::UnlockCurrentEdge(u) if u.dir_id == dir(2) && !u.was_moved));
+    // A crash that loses the unsynced progress resumes after the commit point: the create is
+    // not sent again, the old edge's (idempotent) unlock is.
+    h.disk = synced;
+    let out = h.restart();
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if u.dir_id == dir(1) && u.was_moved));
+    // The client retries against the new process and joins the resumed transaction.
+    let (a, _) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    assert!(matches!(a, Admission::Duplicate(_)));
+    let out = h.reply(&s, Ok(unlocked()));
+    let s = one_send(&out);
+    assert_eq!(s.req, unlock_new.req);
+    // A must-complete step: an error is retried, not reported.
+    let out = h.reply(&s, Err(EggsError::DirectoryNotFound));
+    assert!(out.replies.is_empty());
+    let s = one_send(&out);
+    assert!(s.delay_ms > 0, "retried after a back-off");
+    assert_eq!(s.req, unlock_new.req);
+    let out = h.reply(&s, Ok(unlocked()));
+    let resp = CdcResp::RenameFile(RenameFileResp { creation_time: CT });
+    assert_final(&out, 1, 1, Ok(resp));
+
+    // Rollback: the directory is fenced first, then the inode goes.
+    let (_, out) = h.request(1, header(9, 2), mkdir(dir(3), "x"));
+    let out = h.reply(&one_send(&out), Ok(created_inode()));
+    let out = h.reply(&one_send(&out), Err(EggsError::NameExists));
+    let new_id = InodeId::new(InodeType::Directory, ShardId(1), 1);
+    let out = fence_new_edge(&mut h, &out, dir(3), "x", new_id);
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::RemoveDirectoryInode(_)));
+    let out = h.reply(&s, Ok(inode_removed()));
+    assert_final(&out, 1, 2, Err(EggsError::NameExists));
 }

@@ -4,7 +4,7 @@
 //! owns its file. A snapshot edge owns it when it was retired by an unlink or an overwrite;
 //! it does not when the file got a new edge elsewhere (a rename within the directory, or a
 //! cross-directory rename whose destination edge owns it now). So a file has one owning
-//! edge (two, briefly, during a cross-directory rename, the source one locked), and expiring
+//! edge (two, briefly, during a cross-directory rename, both locked by it), and expiring
 //! an owning snapshot edge is what makes a file unreachable: the file is then released. If
 //! it lives on this shard it becomes transient (deadline now) in the same write; otherwise a
 //! release record is written in the same write, and the GC makes the file transient on its
@@ -304,6 +304,8 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::NotExpiredYet.into());
         }
         tx.changes.delete(key);
+        // Its CDC fence too: no transaction can create an edge in a destroyed directory.
+        tx.changes.delete(keys::cdc_fence(r.dir_id));
         Ok(DestroyDirectoryResp {})
     }
 
@@ -492,6 +494,7 @@ impl<K: Kv> ShardCore<K> {
             target_id: s.target_id,
             creation_time: tx.now,
             locked: false,
+            created_by: 0,
         };
         tx.put(keys::current_edge(r.dir_id, &r.name), &e);
         dir.mtime = tx.now;

@@ -60,13 +60,30 @@ impl T {
             },
         )
         .unwrap();
+        // A transaction id of its own (any increasing number does).
+        let txn = self.next_id;
+        let c = self
+            .req(
+                owner.shard(),
+                CreateCurrentEdgeReq {
+                    dir_id: owner,
+                    name: n(name),
+                    target_id: id,
+                    overwrite_files: false,
+                    txn_id: txn,
+                },
+            )
+            .unwrap();
+        // The edge is created locked; the CDC's last step unlocks it.
         self.req(
             owner.shard(),
-            CreateCurrentEdgeReq {
+            UnlockCurrentEdgeReq {
                 dir_id: owner,
                 name: n(name),
                 target_id: id,
-                overwrite_files: false,
+                creation_time: c.creation_time,
+                was_moved: false,
+                txn_id: txn,
             },
         )
         .unwrap();
@@ -396,6 +413,7 @@ fn move_file(
         },
     )
     .unwrap();
+    let txn = t.next_id;
     let c = t
         .req(
             to.shard(),
@@ -404,6 +422,7 @@ fn move_file(
                 name: n(name),
                 target_id: f,
                 overwrite_files: true,
+                txn_id: txn,
             },
         )
         .unwrap();
@@ -415,6 +434,19 @@ fn move_file(
             target_id: f,
             creation_time: ct,
             was_moved: true,
+            txn_id: 0,
+        },
+    )
+    .unwrap();
+    t.req(
+        to.shard(),
+        UnlockCurrentEdgeReq {
+            dir_id: to,
+            name: n(name),
+            target_id: f,
+            creation_time: c.creation_time,
+            was_moved: false,
+            txn_id: txn,
         },
     )
     .unwrap();

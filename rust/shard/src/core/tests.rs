@@ -42,6 +42,13 @@ impl T {
         self.core.handle(&req, EggsTime(self.now)).unwrap().result
     }
 
+    /// Drops every deduplication entry, as their expiry does: copies of earlier requests
+    /// run again.
+    fn forget_dedup(&mut self) {
+        let later = EggsTime(self.now + ShardOptions::default().dedup_keep_ns + 1);
+        self.core.expire_dedup(later).unwrap();
+    }
+
     fn header(&mut self) -> RequestHeader {
         self.next_id += 1;
         RequestHeader {
@@ -108,13 +115,30 @@ impl T {
             },
         )
         .unwrap();
+        // A transaction id of its own (any increasing number does).
+        let txn = self.header().request_id;
+        let c = self
+            .req(
+                parent.shard(),
+                CreateCurrentEdgeReq {
+                    dir_id: parent,
+                    name: n(name),
+                    target_id: id,
+                    overwrite_files: false,
+                    txn_id: txn,
+                },
+            )
+            .unwrap();
+        // The edge is created locked; the CDC's last step unlocks it.
         self.req(
             parent.shard(),
-            CreateCurrentEdgeReq {
+            UnlockCurrentEdgeReq {
                 dir_id: parent,
                 name: n(name),
                 target_id: id,
-                overwrite_files: false,
+                creation_time: c.creation_time,
+                was_moved: false,
+                txn_id: txn,
             },
         )
         .unwrap();
@@ -451,21 +475,373 @@ fn cdc_steps_are_idempotent_and_locks_block_clients() {
         name: n("g"),
         target_id: f,
         overwrite_files: true,
+        txn_id: 1,
     };
-    let c1 = t.req(ShardId(1), create.clone()).unwrap();
-    let c2 = t.req(ShardId(1), create).unwrap();
+    let h = t.header();
+    let c1 = t.send_with(ShardId(1), h, create.clone().into_req());
+    let c2 = t.send_with(ShardId(1), h, create.clone().into_req());
     assert_eq!(c1, c2);
+    // Even once its deduplication entry expired, a copy of the step finds its own edge.
+    t.forget_dedup();
+    let c3 = t.send_with(ShardId(1), h, create.clone().into_req());
+    assert_eq!(c1, c3);
+    // Another transaction cannot claim it.
+    let other = CreateCurrentEdgeReq {
+        txn_id: 2,
+        ..create
+    };
+    assert_eq!(t.req(ShardId(1), other), Err(EggsError::MismatchingTarget));
     let unlock = UnlockCurrentEdgeReq {
         dir_id: ROOT,
         name: n("f"),
         target_id: f,
         creation_time: ft,
         was_moved: true,
+        txn_id: 0,
     };
     t.req(S0, unlock.clone()).unwrap();
     t.req(S0, unlock).unwrap();
     assert_eq!(t.names(ROOT), ["d1"]);
     assert_eq!(t.names(d1), ["g"]);
+}
+
+/// The edge CreateCurrentEdge makes is locked until the CDC's last step: visible to reads,
+/// but clients cannot replace, unlink or rename it.
+#[test]
+fn a_created_edge_is_locked_until_unlocked() {
+    let mut t = T::new();
+    let d1 = t.mkdir(ROOT, "d1", 1, 1);
+    let (f, _) = t.mkfile(ROOT, "f", b"x");
+    let c = t
+        .req(
+            ShardId(1),
+            CreateCurrentEdgeReq {
+                dir_id: d1,
+                name: n("g"),
+                target_id: f,
+                overwrite_files: true,
+                txn_id: 7,
+            },
+        )
+        .unwrap();
+    assert_eq!(t.core.edge_locked(d1, &n("g")).unwrap(), Some(true));
+    assert_eq!(t.names(d1), ["g"], "a locked edge is listed");
+    let found = t
+        .req(
+            ShardId(1),
+            LookupReq {
+                dir_id: d1,
+                name: n("g"),
+            },
+        )
+        .unwrap();
+    assert_eq!((found.target_id, found.creation_time), (f, c.creation_time));
+    let unlink = SoftUnlinkFileReq {
+        dir_id: d1,
+        target_id: f,
+        name: n("g"),
+        creation_time: c.creation_time,
+    };
+    assert_eq!(
+        t.req(ShardId(1), unlink.clone()),
+        Err(EggsError::EdgeLocked)
+    );
+    let rename = SameDirectoryRenameReq {
+        dir_id: d1,
+        target_id: f,
+        old_name: n("g"),
+        old_creation_time: c.creation_time,
+        new_name: n("h"),
+    };
+    assert_eq!(t.req(ShardId(1), rename), Err(EggsError::EdgeLocked));
+    let g = t
+        .req(
+            ShardId(1),
+            ConstructFileReq {
+                typ: InodeType::File,
+            },
+        )
+        .unwrap();
+    let link = LinkFileReq {
+        file_id: g.id,
+        cookie: g.cookie,
+        owner_id: d1,
+        name: n("g"),
+    };
+    assert_eq!(t.req(ShardId(1), link), Err(EggsError::EdgeLocked));
+    t.req(
+        ShardId(1),
+        UnlockCurrentEdgeReq {
+            dir_id: d1,
+            name: n("g"),
+            target_id: f,
+            creation_time: c.creation_time,
+            was_moved: false,
+            txn_id: 7,
+        },
+    )
+    .unwrap();
+    t.req(ShardId(1), unlink).unwrap();
+}
+
+/// Bug D: a copy of CreateCurrentEdge that arrives after its transaction finished (its
+/// deduplication entry expired) must not create the edge again, whatever clients did with
+/// it since (found by the simulator).
+#[test]
+fn a_late_create_step_never_recreates_an_edge() {
+    let mut t = T::new();
+    let d1 = t.mkdir(ROOT, "d1", 1, 1);
+    let (f, _) = t.mkfile(ROOT, "f", b"x");
+    let create = |name: &str, target| {
+        CreateCurrentEdgeReq {
+            dir_id: d1,
+            name: n(name),
+            target_id: target,
+            overwrite_files: true,
+            txn_id: 7,
+        }
+        .into_req()
+    };
+    let s1 = ShardId(1);
+    // The transaction: create locked, then unlock as its last step.
+    let h = t.header();
+    let Ok(ShardResp::CreateCurrentEdge(c)) = t.send_with(s1, h, create("g", f)) else {
+        panic!("create failed");
+    };
+    let unlock = UnlockCurrentEdgeReq {
+        dir_id: d1,
+        name: n("g"),
+        target_id: f,
+        creation_time: c.creation_time,
+        was_moved: false,
+        txn_id: 7,
+    };
+    t.req(s1, unlock).unwrap();
+    // A late copy finds the edge unlocked: the transaction is over.
+    t.forget_dedup();
+    assert_eq!(
+        t.send_with(s1, h, create("g", f)),
+        Err(EggsError::EdgeNotLocked)
+    );
+    assert_eq!(t.core.edge_locked(d1, &n("g")).unwrap(), Some(false));
+    // A client replaces the edge; a late copy must not put the old file back.
+    let (g, gt) = t.mkfile(d1, "g", b"new");
+    t.forget_dedup();
+    assert_eq!(
+        t.send_with(s1, h, create("g", f)),
+        Err(EggsError::EdgeNotLocked)
+    );
+    let lookup = |t: &mut T| {
+        t.req(
+            s1,
+            LookupReq {
+                dir_id: d1,
+                name: n("g"),
+            },
+        )
+    };
+    let found = lookup(&mut t).unwrap();
+    assert_eq!((found.target_id, found.creation_time), (g, gt));
+    // The client unlinks it; a late copy must not bring the old file back either.
+    t.req(
+        s1,
+        SoftUnlinkFileReq {
+            dir_id: d1,
+            target_id: g,
+            name: n("g"),
+            creation_time: gt,
+        },
+    )
+    .unwrap();
+    t.forget_dedup();
+    assert_eq!(
+        t.send_with(s1, h, create("g", f)),
+        Err(EggsError::EdgeNotLocked)
+    );
+    assert_eq!(lookup(&mut t), Err(EggsError::NameNotFound));
+    assert_eq!(t.names(d1), Vec::<String>::new());
+}
+
+/// The same for a directory (MakeDirectory, RenameDirectory, UndeleteDirectory) renamed
+/// within its new parent afterwards: a late copy must not link it a second time. Another
+/// transaction moving it back under that name is no copy and succeeds.
+#[test]
+fn a_late_create_step_never_links_a_directory_twice() {
+    let mut t = T::new();
+    let d1 = t.mkdir(ROOT, "d1", 1, 1);
+    let d5 = InodeId::new(InodeType::Directory, ShardId(5), 5);
+    let s1 = ShardId(1);
+    let create = CreateCurrentEdgeReq {
+        dir_id: d1,
+        name: n("a"),
+        target_id: d5,
+        overwrite_files: false,
+        txn_id: 7,
+    };
+    let h = t.header();
+    let Ok(ShardResp::CreateCurrentEdge(c)) = t.send_with(s1, h, create.clone().into_req()) else {
+        panic!("create failed");
+    };
+    let unlock = |ct| UnlockCurrentEdgeReq {
+        dir_id: d1,
+        name: n("a"),
+        target_id: d5,
+        creation_time: ct,
+        was_moved: false,
+        txn_id: 7,
+    };
+    t.req(s1, unlock(c.creation_time)).unwrap();
+    let r = t
+        .req(
+            s1,
+            SameDirectoryRenameReq {
+                dir_id: d1,
+                target_id: d5,
+                old_name: n("a"),
+                old_creation_time: c.creation_time,
+                new_name: n("b"),
+            },
+        )
+        .unwrap();
+    t.forget_dedup();
+    assert_eq!(
+        t.send_with(s1, h, create.clone().into_req()),
+        Err(EggsError::EdgeNotLocked)
+    );
+    assert_eq!(t.names(d1), ["b"]);
+    assert_eq!(t.core.edge_locked(d1, &n("a")).unwrap(), None);
+    // Moved away for real, then back by another transaction: that one is no late copy.
+    t.req(
+        s1,
+        LockCurrentEdgeReq {
+            dir_id: d1,
+            name: n("b"),
+            target_id: d5,
+            creation_time: r.new_creation_time,
+        },
+    )
+    .unwrap();
+    t.req(
+        s1,
+        UnlockCurrentEdgeReq {
+            dir_id: d1,
+            name: n("b"),
+            target_id: d5,
+            creation_time: r.new_creation_time,
+            was_moved: true,
+            txn_id: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        t.req(s1, create.clone()),
+        Err(EggsError::EdgeNotLocked),
+        "still a late copy"
+    );
+    let again = t
+        .req(
+            s1,
+            CreateCurrentEdgeReq {
+                txn_id: 8,
+                ..create
+            },
+        )
+        .unwrap();
+    assert!(again.creation_time > c.creation_time);
+    assert_eq!(t.core.edge_locked(d1, &n("a")).unwrap(), Some(true));
+}
+
+/// A create that failed, so that its transaction rolled back: the transaction's fence
+/// (creation time 0) removes an edge that a late copy of the create made once the name was
+/// free, and later copies are refused.
+#[test]
+fn a_rolled_back_create_stays_undone() {
+    let mut t = T::new();
+    let d1 = t.mkdir(ROOT, "d1", 1, 1);
+    let (f, _) = t.mkfile(ROOT, "f", b"x");
+    let (g, gt) = t.mkfile(d1, "g", b"y");
+    let s1 = ShardId(1);
+    let create = |txn_id| CreateCurrentEdgeReq {
+        dir_id: d1,
+        name: n("g"),
+        target_id: f,
+        overwrite_files: false,
+        txn_id,
+    };
+    assert_eq!(t.req(s1, create(7)), Err(EggsError::NameExists));
+    t.req(
+        s1,
+        SoftUnlinkFileReq {
+            dir_id: d1,
+            target_id: g,
+            name: n("g"),
+            creation_time: gt,
+        },
+    )
+    .unwrap();
+    // A late copy, before the fence: it takes effect, but only locked.
+    t.req(s1, create(7)).unwrap();
+    assert_eq!(t.core.edge_locked(d1, &n("g")).unwrap(), Some(true));
+    let fence = UnlockCurrentEdgeReq {
+        dir_id: d1,
+        name: n("g"),
+        target_id: f,
+        creation_time: EggsTime(0),
+        was_moved: false,
+        txn_id: 7,
+    };
+    t.req(s1, fence.clone()).unwrap();
+    assert_eq!(t.core.edge_locked(d1, &n("g")).unwrap(), None);
+    t.req(s1, fence).unwrap();
+    assert_eq!(t.req(s1, create(7)), Err(EggsError::EdgeNotLocked));
+    assert_eq!(t.req(s1, create(6)), Err(EggsError::EdgeNotLocked));
+    assert_eq!(t.names(d1), Vec::<String>::new());
+    // A later transaction is no late copy.
+    t.req(s1, create(8)).unwrap();
+    assert_eq!(t.names(d1), ["g"]);
+}
+
+/// A late copy of a transaction's unlock must not release the lock that a later
+/// transaction (here a rename away) holds on the same edge (found by the simulator).
+#[test]
+fn a_late_fence_never_releases_another_lock() {
+    let mut t = T::new();
+    let d1 = t.mkdir(ROOT, "d1", 1, 1);
+    let (f, _) = t.mkfile(ROOT, "f", b"x");
+    let s1 = ShardId(1);
+    let c = t
+        .req(
+            s1,
+            CreateCurrentEdgeReq {
+                dir_id: d1,
+                name: n("g"),
+                target_id: f,
+                overwrite_files: true,
+                txn_id: 7,
+            },
+        )
+        .unwrap();
+    let unlock = UnlockCurrentEdgeReq {
+        dir_id: d1,
+        name: n("g"),
+        target_id: f,
+        creation_time: c.creation_time,
+        was_moved: false,
+        txn_id: 7,
+    };
+    t.req(s1, unlock.clone()).unwrap();
+    t.req(
+        s1,
+        LockCurrentEdgeReq {
+            dir_id: d1,
+            name: n("g"),
+            target_id: f,
+            creation_time: c.creation_time,
+        },
+    )
+    .unwrap();
+    t.req(s1, unlock).unwrap();
+    assert_eq!(t.core.edge_locked(d1, &n("g")).unwrap(), Some(true));
 }
 
 #[test]
@@ -926,6 +1302,7 @@ fn failed_writes_are_remembered() {
         target_id: d,
         creation_time: dt,
         was_moved,
+        txn_id: 0,
     };
     t.req(
         S0,
@@ -963,6 +1340,7 @@ fn rollback_unlock_of_a_changed_edge_is_a_no_op() {
         target_id: f,
         creation_time: ft,
         was_moved: false,
+        txn_id: 0,
     };
     t.req(S0, unlock.clone()).unwrap();
     // Someone renames the now unlocked edge; a fresh copy of the rollback still succeeds.

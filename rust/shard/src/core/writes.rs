@@ -39,6 +39,9 @@ impl<K: Kv> ShardCore<K> {
             ShardReq::LockCurrentEdge(r) => {
                 ShardResp::LockCurrentEdge(self.lock_edge(shard, tx, r)?)
             }
+            ShardReq::UnlockCurrentEdge(r) if r.txn_id != 0 => {
+                ShardResp::UnlockCurrentEdge(self.unlock_new_edge(shard, tx, r)?)
+            }
             ShardReq::UnlockCurrentEdge(r) => {
                 ShardResp::UnlockCurrentEdge(self.unlock_edge(shard, tx, r)?)
             }
@@ -107,8 +110,18 @@ impl<K: Kv> ShardCore<K> {
             target_id: target,
             creation_time: tx.now,
             locked: false,
+            created_by: 0,
         };
         tx.put(keys::current_edge(dir, name), &body);
+    }
+
+    /// The last CDC transaction that finished creating an edge in `dir` (0 if none).
+    fn cdc_fence(&self, dir: InodeId) -> R<u64> {
+        let key = keys::cdc_fence(dir);
+        match self.kv.get(&key)? {
+            Some(v) => Ok(keys::be_u64(&v).ok_or_else(|| super::corrupt(key, "fence"))?),
+            None => Ok(0),
+        }
     }
 
     /// Turns a current edge into a snapshot edge; with `deleted`, also records that the name
@@ -385,6 +398,14 @@ impl<K: Kv> ShardCore<K> {
         Ok(CreateDirectoryInodeResp { mtime: tx.now })
     }
 
+    /// Creates the destination edge of a transaction LOCKED: nobody can replace, unlink or
+    /// rename it until the transaction's last step in this directory unlocks it and fences
+    /// the directory (`unlock_new_edge`). A copy of this step that arrives late (its
+    /// deduplication entry expired, or a CDC resumed after a long outage) therefore finds
+    /// either its own locked edge (the transaction still runs: success) or the fence, and
+    /// then fails (`EdgeNotLocked`) without creating the edge again over what clients did
+    /// since. The fence is exact because the transactions creating edges in a directory all
+    /// lock it in the CDC, so they run one after the other in id order.
     fn create_current_edge(
         &mut self,
         shard: ShardId,
@@ -392,22 +413,82 @@ impl<K: Kv> ShardCore<K> {
         r: &CreateCurrentEdgeReq,
     ) -> R<CreateCurrentEdgeResp> {
         let dir = self.get_live_dir(shard, r.dir_id)?;
+        if r.txn_id <= self.cdc_fence(r.dir_id)? {
+            return Err(EggsError::EdgeNotLocked.into());
+        }
         if let Some(old) = self.get_current_edge(r.dir_id, &r.name)? {
-            if old.target_id == r.target_id {
+            if old.target_id == r.target_id && old.created_by == r.txn_id && old.locked {
                 return Ok(CreateCurrentEdgeResp {
                     creation_time: old.creation_time,
                 });
+            }
+            if old.target_id == r.target_id {
+                // A target has one current edge; during a transaction moving it, that is the
+                // locked source edge elsewhere. Only a request that no transaction sent
+                // gets here.
+                return Err(EggsError::MismatchingTarget.into());
             }
             if !r.overwrite_files {
                 return Err(EggsError::NameExists.into());
             }
         }
         self.clear_for_new_edge(tx, r.dir_id, &r.name, r.target_id)?;
-        self.put_current(tx, r.dir_id, &r.name, r.target_id);
+        let body = CurrentEdgeBody {
+            target_id: r.target_id,
+            creation_time: tx.now,
+            locked: true,
+            created_by: r.txn_id,
+        };
+        tx.put(keys::current_edge(r.dir_id, &r.name), &body);
         self.touch_dir(tx, r.dir_id, dir);
         Ok(CreateCurrentEdgeResp {
             creation_time: tx.now,
         })
+    }
+
+    /// The last step of transaction `r.txn_id` in `r.dir_id`: unlocks the edge its
+    /// CreateCurrentEdge made and fences the directory against late copies of that step. If
+    /// the create failed (the CDC rolls back; `creation_time` 0), a late copy may still have
+    /// made the edge in the meantime: it is removed, since the transaction never took effect.
+    fn unlock_new_edge(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        r: &UnlockCurrentEdgeReq,
+    ) -> R<UnlockCurrentEdgeResp> {
+        if r.was_moved {
+            return Err(EggsError::MalformedRequest.into());
+        }
+        let dir = match self.get_dir(shard, r.dir_id) {
+            Ok(d) => d,
+            // Destroyed by the GC: no edge to unlock, and nothing can be created there.
+            Err(Fail::Eggs(EggsError::DirectoryNotFound)) => return Ok(UnlockCurrentEdgeResp {}),
+            Err(e) => return Err(e),
+        };
+        if r.txn_id > self.cdc_fence(r.dir_id)? {
+            tx.changes
+                .put(keys::cdc_fence(r.dir_id), r.txn_id.to_be_bytes().to_vec());
+        }
+        let Some(mut e) = self.get_current_edge(r.dir_id, &r.name)? else {
+            return Ok(UnlockCurrentEdgeResp {});
+        };
+        if !e.locked || e.created_by != r.txn_id || e.target_id != r.target_id {
+            // Unlocked by an earlier copy of this step (and maybe changed since), or never
+            // made by this transaction.
+            return Ok(UnlockCurrentEdgeResp {});
+        }
+        if e.creation_time == r.creation_time {
+            e.locked = false;
+            // The transaction's claim ends here: a late copy of this step must not take
+            // for its own a lock that a later transaction puts on this edge.
+            e.created_by = 0;
+            tx.put(keys::current_edge(r.dir_id, &r.name), &e);
+        } else {
+            // Nobody could see it unlocked, and its target still lives where it was.
+            tx.changes.delete(keys::current_edge(r.dir_id, &r.name));
+            self.touch_dir(tx, r.dir_id, dir);
+        }
+        Ok(UnlockCurrentEdgeResp {})
     }
 
     fn lock_edge(
