@@ -13,7 +13,10 @@ pub struct DbConfig {
 impl Default for DbConfig {
     fn default() -> Self {
         DbConfig {
-            write_buffer_bytes: 16 << 20,
+            // Small memtables: a skiplist insert or search costs a cache miss per level, and
+            // the metadata writes' profile was dominated by them with 16 MiB memtables
+            // (same-directory renames 19k/s with 16 MiB, 29k/s with 2 MiB, fresh cluster).
+            write_buffer_bytes: 2 << 20,
             block_cache_bytes: 32 << 20,
         }
     }

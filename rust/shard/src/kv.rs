@@ -89,6 +89,11 @@ impl RocksKv {
         let mut opts = eggs_common::db::options(cfg)?;
         opts.create_missing_column_families(true);
         let mut dedup = eggs_common::db::options(cfg)?;
+        // Every write misses in this column family first (a new request id), and with FIFO
+        // compaction every file stays in level 0 where each is consulted: few, large files
+        // keep that cheap. Its keys arrive nearly in order (request ids count up per client),
+        // so the large memtable costs inserts little.
+        dedup.set_write_buffer_size(DEDUP_WRITE_BUFFER_BYTES);
         dedup.set_compaction_style(rocksdb::DBCompactionStyle::Fifo);
         let mut fifo = rocksdb::FifoCompactOptions::default();
         fifo.set_max_table_files_size(dedup_bytes);
@@ -280,6 +285,9 @@ impl WalSyncer {
         Ok(())
     }
 }
+
+/// Memtable size of the deduplication column family (see `RocksKv::open`).
+const DEDUP_WRITE_BUFFER_BYTES: usize = 32 << 20;
 
 /// Entries a [`RocksKv`] caches; about 100 bytes each for typical keys and values.
 const READ_CACHE_ENTRIES: usize = 64 * 1024;
