@@ -417,15 +417,18 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::EdgeNotLocked.into());
         }
         if let Some(old) = self.get_current_edge(r.dir_id, &r.name)? {
-            if old.target_id == r.target_id && old.created_by == r.txn_id && old.locked {
+            // Our own edge (a resent copy while the transaction runs), or the target is
+            // already linked here and nobody is moving it (undeleting a directory twice):
+            // the state asked for holds. (A late copy after the transaction ended was
+            // refused by the fence above.)
+            let ours = old.created_by == r.txn_id && old.locked;
+            if old.target_id == r.target_id && (ours || !old.locked) {
                 return Ok(CreateCurrentEdgeResp {
                     creation_time: old.creation_time,
                 });
             }
             if old.target_id == r.target_id {
-                // A target has one current edge; during a transaction moving it, that is the
-                // locked source edge elsewhere. Only a request that no transaction sent
-                // gets here.
+                // Locked by another transaction that is moving this target.
                 return Err(EggsError::MismatchingTarget.into());
             }
             if !r.overwrite_files {
