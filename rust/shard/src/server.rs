@@ -324,14 +324,10 @@ impl CoreWorker {
         };
         let mut last_expiry = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            loop {
-                match self.control.try_recv() {
-                    Ok(BlockServices(list)) => self.core.set_block_services(list),
-                    Err(TryRecvError::Empty) => break,
-                    Err(TryRecvError::Disconnected) => return,
-                }
+            if !apply_control(&mut self.core, &self.control) {
+                return;
             }
-            match group.run(&mut self.core, &self.socket) {
+            match group.run(&mut self.core, &self.socket, &self.control) {
                 Ok(wrote) => self.reply(wrote, &mut group.replies),
                 Err(e) => {
                     // The store is failing (disk full, I/O error): reply nothing, since
@@ -411,6 +407,17 @@ fn commit_loop(wal: WalSyncer, sockets: Vec<UdpSocket>, queue: Receiver<Commit>)
     }
 }
 
+/// Applies the control messages waiting; false once the server is shutting down.
+fn apply_control(core: &mut ShardCore<RocksKv>, control: &Receiver<BlockServices>) -> bool {
+    loop {
+        match control.try_recv() {
+            Ok(BlockServices(list)) => core.set_block_services(list),
+            Err(TryRecvError::Empty) => return true,
+            Err(TryRecvError::Disconnected) => return false,
+        }
+    }
+}
+
 /// The buffers of one group.
 struct Group {
     bufs: Vec<Vec<u8>>,
@@ -426,6 +433,7 @@ impl Group {
         &mut self,
         core: &mut ShardCore<RocksKv>,
         socket: &UdpSocket,
+        control: &Receiver<BlockServices>,
     ) -> Result<bool, ShardError> {
         let mut wrote = false;
         let mut handled = 0;
@@ -447,6 +455,9 @@ impl Group {
                 break;
             }
             handled += self.got.len();
+            // A block-service list that came while this thread slept in `recvmmsg` goes
+            // before the requests that woke it (the first writes after start-up need it).
+            apply_control(core, control);
             for (&(n, from), buf) in self.got.iter().zip(&self.bufs) {
                 let bytes = &buf[..n.min(buf.len())];
                 let req = match codec::decode::<ShardRequest>(bytes) {
