@@ -86,40 +86,10 @@ impl ShardServer {
         let mut sockets = Vec::with_capacity(n);
         let (commit, commit_rx) = bounded(COMMIT_QUEUE);
         for i in 0..n {
-            let shards: Vec<ShardId> = cfg
-                .shards
-                .iter()
-                .copied()
-                .filter(|s| s.0 as usize % n == i)
-                .collect();
-            let socket = bind(thread_addr(cfg.bind, i)?)?;
-            let addr = socket
-                .local_addr()
-                .map_err(|e| io("reading local address", e))?;
-            let core =
-                ShardCore::open(kv.sibling(), &shards, cfg.options.clone(), EggsTime::now())?;
-            let (control, control_rx) = bounded(CONTROL_QUEUE);
-            sockets.push(socket.try_clone().map_err(|e| io("cloning socket", e))?);
-            let worker = CoreWorker {
-                index: i,
-                core,
-                socket,
-                control: control_rx,
-                commit: commit.clone(),
-                in_commit: Arc::new(AtomicUsize::new(0)),
-            };
-            let stop = stop.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("shard-core-{i}"))
-                .spawn(move || worker.run(&stop))
-                .map_err(|e| io("spawning core thread", e))?;
-            threads.push(t);
-            tracing::info!("core thread {i}: {} shards on {addr}", shards.len());
-            cores.push(CoreThread {
-                shards,
-                addr,
-                control,
-            });
+            let (core, socket, thread) = spawn_core(&cfg, &kv, i, n, &stop, commit.clone())?;
+            sockets.push(socket);
+            threads.push(thread);
+            cores.push(core);
         }
         drop(commit);
         let wal = kv.wal_syncer();
@@ -209,6 +179,51 @@ fn io(what: &str, source: std::io::Error) -> ShardError {
         what: what.into(),
         source,
     }
+}
+
+/// Binds core thread `i` of `n`'s socket and starts it on its share of the shards. Returns
+/// its outside view, a clone of its socket (for the commit thread) and its handle.
+fn spawn_core(
+    cfg: &ShardServerConfig,
+    kv: &RocksKv,
+    i: usize,
+    n: usize,
+    stop: &Arc<AtomicBool>,
+    commit: Sender<Commit>,
+) -> Result<(CoreThread, UdpSocket, JoinHandle<()>), ShardError> {
+    let shards: Vec<ShardId> = cfg
+        .shards
+        .iter()
+        .copied()
+        .filter(|s| s.0 as usize % n == i)
+        .collect();
+    let socket = bind(thread_addr(cfg.bind, i)?)?;
+    let addr = socket
+        .local_addr()
+        .map_err(|e| io("reading local address", e))?;
+    let core = ShardCore::open(kv.sibling(), &shards, cfg.options.clone(), EggsTime::now())?;
+    let (control, control_rx) = bounded(CONTROL_QUEUE);
+    let commit_socket = socket.try_clone().map_err(|e| io("cloning socket", e))?;
+    let worker = CoreWorker {
+        index: i,
+        core,
+        socket,
+        control: control_rx,
+        commit,
+        in_commit: Arc::new(AtomicUsize::new(0)),
+    };
+    let stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("shard-core-{i}"))
+        .spawn(move || worker.run(&stop))
+        .map_err(|e| io("spawning core thread", e))?;
+    tracing::info!("core thread {i}: {} shards on {addr}", shards.len());
+    let core = CoreThread {
+        shards,
+        addr,
+        control,
+    };
+    Ok((core, commit_socket, thread))
 }
 
 /// The address core thread `i` binds: the configured one, its port moved up by `i`.

@@ -5,10 +5,7 @@
 
 use eggs_client::repair::BlockHealth;
 use eggs_client::Client;
-use eggs_protocol::policy::{
-    BlockPolicy, BlockPolicyEntry, DirectoryInfo, Parity, SpanPolicy, SpanPolicyEntry,
-    StorageClass, StripePolicy,
-};
+use eggs_protocol::policy::DirectoryInfo;
 use eggs_protocol::shard::{BlocksSpan, FileSpansReq, SpanBody};
 use eggs_protocol::shuckle::BlockServicesReq;
 use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId, Name, MAX_UDP_MTU};
@@ -20,30 +17,7 @@ use std::time::{Duration, Instant};
 
 /// Mirroring (1+2) up to 64 KiB, then RS(4,2) spans of up to 256 KiB with 64 KiB stripes.
 pub fn policy() -> DirectoryInfo {
-    DirectoryInfo {
-        snapshot: None,
-        span: Some(SpanPolicy {
-            entries: vec![
-                SpanPolicyEntry {
-                    max_span_size: 64 << 10,
-                    parity: Parity { data: 1, parity: 2 },
-                },
-                SpanPolicyEntry {
-                    max_span_size: 256 << 10,
-                    parity: Parity { data: 4, parity: 2 },
-                },
-            ],
-        }),
-        block: Some(BlockPolicy {
-            entries: vec![BlockPolicyEntry {
-                min_size: 0,
-                storage_class: StorageClass::Flash,
-            }],
-        }),
-        stripe: Some(StripePolicy {
-            target_stripe_size: 64 << 10,
-        }),
-    }
+    eggs_tests::rs_4_2_policy(256 << 10, 64 << 10)
 }
 
 /// A cluster with one flash service in each of `domains` failure domains and a directory
