@@ -163,6 +163,26 @@ impl fmt::Display for ChildEvent {
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shuckle gets to start listening.
 const SHUCKLE_START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often eggsrun's shards heartbeat and refresh their block-service lists.
+const SHARD_HEARTBEAT_MS: u64 = 250;
+
+/// Progress of `wait_registered`'s check that every shard's block-service list is complete.
+struct ShardListsSince {
+    /// When every block service was first seen registered.
+    since: Option<EggsTime>,
+    /// Per shard, its first registration seen after `since` (0: none yet).
+    first_seen_after: Vec<EggsTime>,
+}
+
+impl Default for ShardListsSince {
+    fn default() -> Self {
+        ShardListsSince {
+            since: None,
+            first_seen_after: vec![EggsTime(0); 256],
+        }
+    }
+}
+
 /// A registration older than this is not "registered": the process stopped heartbeating.
 const MAX_REGISTRATION_AGE: Duration = Duration::from_secs(10);
 
@@ -318,14 +338,21 @@ impl Cluster {
     }
 
     /// Waits until every shard and the CDC have registered with shuckle since their process
-    /// last started. Fails early if a child exits meanwhile.
+    /// last started, and every shard has a complete list of block services. Fails early if
+    /// a child exits meanwhile.
     pub async fn wait_registered(&self, timeout: Duration) -> Result<(), RunError> {
         let start = Instant::now();
         let shuckle = ShuckleClient::new(self.shuckle_addr);
+        let mut lists = ShardListsSince::default();
         loop {
             self.check_alive()?;
             let missing = match self.missing_registrations(&shuckle).await {
-                Ok(m) if m.is_empty() => return Ok(()),
+                Ok(m) if m.is_empty() => match self.shards_without_list(&shuckle, &mut lists).await
+                {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => format!("{n} shards' block-service lists"),
+                    Err(e) => format!("cannot ask shuckle: {e}"),
+                },
                 Ok(m) => m,
                 Err(e) => format!("cannot ask shuckle: {e}"),
             };
@@ -340,6 +367,38 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// How many shards may still hold a block-service list fetched before every block
+    /// service had registered. A shard fetches the list before each registration, so a
+    /// registration following one seen after `lists.since` proves a fetch after it.
+    async fn shards_without_list(
+        &self,
+        shuckle: &ShuckleClient,
+        lists: &mut ShardListsSince,
+    ) -> Result<usize, RunError> {
+        if self.cfg.block_services.total() == 0 {
+            return Ok(0);
+        }
+        let since = *lists.since.get_or_insert_with(EggsTime::now);
+        let shards = shuckle.request(ShardsReq {}).await?;
+        let mut waiting = 0;
+        for s in self.shard_ranges.iter().flat_map(|r| r.clone()) {
+            let seen = shards
+                .shards
+                .get(s as usize)
+                .map_or(EggsTime(0), |i| i.last_seen);
+            let first = lists.first_seen_after[s as usize];
+            if first.0 == 0 {
+                if seen > since {
+                    lists.first_seen_after[s as usize] = seen;
+                }
+                waiting += 1;
+            } else if seen <= first {
+                waiting += 1;
+            }
+        }
+        Ok(waiting)
     }
 
     /// Describes what has not registered freshly yet; empty when everything has.
@@ -575,6 +634,10 @@ fn specs(
             layout::shards_arg(r),
             "--bind".into(),
             "127.0.0.1:0".into(),
+            // A quick heartbeat (it also refreshes the shards' block-service lists) makes
+            // start-up and block-service changes take effect sooner; it is cheap locally.
+            "--heartbeat-ms".into(),
+            SHARD_HEARTBEAT_MS.to_string(),
         ];
         let mut args = args;
         if let Some(ms) = cfg.transient_deadline_ms {

@@ -139,3 +139,47 @@ async fn a_dead_child_fails_wait_registered_with_its_log() {
         other => panic!("expected ChildExited, got {other:?}"),
     }
 }
+
+/// Once `wait_registered` returns, every shard can place blocks: none is left with a list of
+/// block services fetched before they had all registered.
+#[tokio::test]
+async fn every_shard_can_place_blocks_right_after_wait_registered() {
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let mut cfg = ClusterConfig::new(dir.path());
+    cfg.shard_processes = 2;
+    cfg.block_services = eggs_run::BlockServicesLayout {
+        failure_domains: 3,
+        flash: 3,
+        hdd: 0,
+    };
+    let cluster = Cluster::start(cfg).await.expect("starting the cluster");
+    cluster.wait_registered(REGISTER).await.unwrap();
+    let client = std::sync::Arc::new(cluster.client().await.unwrap());
+    // New directories go round the shards; write into the first one each shard process
+    // (shards 0..=127 and 128..=255) owns.
+    let mut halves = [false; 2];
+    let data = vec![0x5au8; 20_000];
+    for i in 0.. {
+        assert!(i < 256, "256 directories all on one half of the shards");
+        let d = client.mkdir(&format!("/d{i}")).await.unwrap();
+        let half = d.shard().0 as usize / 128;
+        if halves[half] {
+            continue;
+        }
+        let path = format!("/d{i}/f");
+        client
+            .write_file(&path, &data[..])
+            .await
+            .unwrap_or_else(|e| {
+                panic!("writing {path} (shard {}): {e}", d.shard().0);
+            });
+        halves[half] = true;
+        if halves == [true, true] {
+            break;
+        }
+    }
+    let id = client.resolve("/d0/f").await.unwrap();
+    assert_eq!(client.read_file(id).await.unwrap(), data);
+    drop(client);
+    cluster.stop().await.unwrap();
+}

@@ -131,9 +131,18 @@ impl ShardServer {
                 }
             })
             .collect();
+        let controls: Vec<Sender<BlockServices>> =
+            self.cores.iter().map(|c| c.control.clone()).collect();
+        // One loop, in this order: the block-service list is fetched (and handed to the
+        // cores) before every registration, so a registration shuckle records at time T
+        // was preceded by a fetch that started after the previous registration. eggsrun's
+        // readiness check relies on that to know the shards' lists are complete.
         let heartbeat = async {
             let mut registered = false;
             loop {
+                if !refresh_block_services(&shuckle, &controls).await {
+                    return;
+                }
                 let mut ok = true;
                 for register in &registrations {
                     if let Err(e) = shuckle.request(register.clone()).await {
@@ -148,12 +157,8 @@ impl ShardServer {
                 tokio::time::sleep(Duration::from_millis(self.cfg.heartbeat_ms)).await;
             }
         };
-        let controls: Vec<Sender<BlockServices>> =
-            self.cores.iter().map(|c| c.control.clone()).collect();
-        let refresh = refresh_block_services(&shuckle, &controls, self.cfg.heartbeat_ms);
         tokio::select! {
             _ = heartbeat => {}
-            _ = refresh => {}
             _ = shutdown => {}
         }
         self.shutdown();
@@ -268,28 +273,26 @@ fn core_threads(cfg: &ShardServerConfig) -> usize {
     n.clamp(1, cfg.shards.len().max(1))
 }
 
-/// Keeps the cores' list of block services current (placement and certificates need it).
+/// Fetches the list of block services (placement and certificates need it) and hands it to
+/// every core; false once the cores are gone.
 async fn refresh_block_services(
     shuckle: &ShuckleClient,
     controls: &[Sender<BlockServices>],
-    interval_ms: u64,
-) {
-    loop {
-        match shuckle.request(ShardBlockServicesReq {}).await {
-            // Blocking sends: the list must not be lost to a full queue, and core threads
-            // drain their queue at least every IDLE_WAKE. This runs on the current-thread
-            // runtime that only does this and heartbeats.
-            Ok(r) => {
-                for c in controls {
-                    if c.send(BlockServices(r.services.clone())).is_err() {
-                        return;
-                    }
+) -> bool {
+    match shuckle.request(ShardBlockServicesReq {}).await {
+        // Blocking sends: the list must not be lost to a full queue, and core threads
+        // drain their queue at least every IDLE_WAKE. This runs on the current-thread
+        // runtime that only does this and heartbeats.
+        Ok(r) => {
+            for c in controls {
+                if c.send(BlockServices(r.services.clone())).is_err() {
+                    return false;
                 }
             }
-            Err(e) => tracing::warn!("fetching block services from shuckle: {e}"),
         }
-        tokio::time::sleep(Duration::from_millis(interval_ms)).await;
+        Err(e) => tracing::warn!("fetching block services from shuckle: {e}"),
     }
+    true
 }
 
 /// Answers an undecodable datagram with an error if its request id is readable, so that the
