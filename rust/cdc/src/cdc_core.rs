@@ -119,10 +119,9 @@ pub struct Reply {
 #[derive(Clone, PartialEq, Debug)]
 pub enum Write {
     Put(TxnRecord),
-    /// Deletes the record and its dedup index entry.
+    /// Deletes the record (its request is forgotten: a retry now is a new request).
     Delete {
         id: TxnId,
-        header: RequestHeader,
     },
 }
 
@@ -587,14 +586,7 @@ impl CdcCore {
     fn forget(&mut self, id: TxnId) {
         if let Some(done) = self.finished.remove(&id) {
             self.by_header.remove(&done.header);
-            self.write(
-                id,
-                Write::Delete {
-                    id,
-                    header: done.header,
-                },
-                false,
-            );
+            self.write(id, Write::Delete { id }, false);
         }
     }
 

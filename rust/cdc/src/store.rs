@@ -6,17 +6,17 @@
 //! |----------------------------------------------|----------------------------------------|
 //! | `0x00`                                       | [`Counters`]                           |
 //! | `0x01` txn_id:u64                            | [`TxnRecord`]                          |
-//! | `0x02` client_id:u64 request_id:u64          | txn_id: u64 big-endian                 |
+//! | `0x02` client_id:u64 request_id:u64          | (legacy: removed at start, see below)  |
 //! | `0x03`                                       | the CDC's own client id: u64 big-endian |
 //!
-//! Values other than the index are [`crate::record::encode_value`] encodings (a format
-//! version byte, then bincode). The index lets tools find a request's transaction without a
-//! scan; the CDC itself rebuilds it in memory from the records' headers at start.
+//! Values are [`crate::record::encode_value`] encodings (a format version byte, then
+//! bincode). Earlier versions also kept a request → transaction index under `0x02`; the CDC
+//! rebuilds that mapping in memory from the records' headers, and rewriting an index entry
+//! with every progress write cost a random-key memtable insert each, so it is gone.
 
 use crate::cdc_core::{Loaded, Write};
 use crate::record::{decode_value, encode_value, Counters, TxnId, TxnRecord};
 use crate::CdcError;
-use eggs_protocol::RequestHeader;
 use std::path::Path;
 
 const COUNTERS_KEY: [u8; 1] = [0x00];
@@ -27,13 +27,6 @@ const CLIENT_ID_KEY: [u8; 1] = [0x03];
 pub fn txn_key(id: TxnId) -> [u8; 9] {
     let mut k = [TXN_PREFIX; 9];
     k[1..].copy_from_slice(&id.to_be_bytes());
-    k
-}
-
-pub fn index_key(h: RequestHeader) -> [u8; 17] {
-    let mut k = [INDEX_PREFIX; 17];
-    k[1..9].copy_from_slice(&h.client_id.to_be_bytes());
-    k[9..].copy_from_slice(&h.request_id.to_be_bytes());
     k
 }
 
@@ -66,7 +59,7 @@ impl Store {
             let record: TxnRecord = decode_value(&value).map_err(|e| corrupt(&key, e))?;
             records.push(record);
         }
-        self.drop_stale_index_entries(&records)?;
+        self.drop_legacy_index()?;
         let client_id = self.client_id()?;
         Ok(Loaded {
             counters,
@@ -103,20 +96,15 @@ impl Store {
         })
     }
 
-    /// Index entries whose record is gone can only come from a bug or manual surgery; they
-    /// are harmless but would accumulate.
-    fn drop_stale_index_entries(&self, records: &[TxnRecord]) -> Result<(), CdcError> {
-        let live: std::collections::HashSet<[u8; 17]> =
-            records.iter().map(|r| index_key(r.header)).collect();
+    /// Removes the request index older versions kept (see the module comment).
+    fn drop_legacy_index(&self) -> Result<(), CdcError> {
         let mut batch = rocksdb::WriteBatch::default();
         for item in self.scan(INDEX_PREFIX) {
             let (key, _) = item?;
-            if !live.contains(&*key) {
-                batch.delete(&key);
-            }
+            batch.delete(&key);
         }
         if !batch.is_empty() {
-            tracing::warn!("removing {} stale dedup index entries", batch.len());
+            tracing::info!("removing {} legacy request index entries", batch.len());
             self.db
                 .write_opt(batch, &eggs_common::db::unsynced_write())?;
         }
@@ -136,14 +124,8 @@ impl Store {
         }
         for w in writes {
             match w {
-                Write::Put(r) => {
-                    batch.put(txn_key(r.id), encode_value(r));
-                    batch.put(index_key(r.header), r.id.to_be_bytes());
-                }
-                Write::Delete { id, header } => {
-                    batch.delete(txn_key(*id));
-                    batch.delete(index_key(*header));
-                }
+                Write::Put(r) => batch.put(txn_key(r.id), encode_value(r)),
+                Write::Delete { id } => batch.delete(txn_key(*id)),
             }
         }
         let opts = if sync {
@@ -168,7 +150,7 @@ mod tests {
     use super::*;
     use crate::record::{Progress, Step, TxnState};
     use eggs_protocol::cdc::{CdcReq, RemoveDirectoryReq};
-    use eggs_protocol::{EggsError, EggsTime, InodeId, Name};
+    use eggs_protocol::{EggsError, EggsTime, InodeId, Name, RequestHeader};
 
     fn record(id: TxnId, request_id: u64, state: TxnState) -> TxnRecord {
         TxnRecord {
@@ -186,6 +168,13 @@ mod tests {
             arrived_at: EggsTime(2),
             state,
         }
+    }
+
+    fn index_key(h: RequestHeader) -> [u8; 17] {
+        let mut k = [INDEX_PREFIX; 17];
+        k[1..9].copy_from_slice(&h.client_id.to_be_bytes());
+        k[9..].copy_from_slice(&h.request_id.to_be_bytes());
+        k
     }
 
     fn running() -> TxnState {
@@ -224,30 +213,17 @@ mod tests {
                 .unwrap();
             let c = record(3, 12, running());
             store.persist(&[Write::Put(c.clone())], None, true).unwrap();
-            let delete = Write::Delete {
-                id: c.id,
-                header: c.header,
-            };
+            let delete = Write::Delete { id: c.id };
             store.persist(&[delete], None, false).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let loaded = store.load().unwrap();
         assert_eq!(loaded.counters, counters);
         assert_eq!(loaded.records, [a, b_done]);
-        let index: Vec<_> = store.scan(INDEX_PREFIX).map(|kv| kv.unwrap().0).collect();
-        assert_eq!(
-            index.len(),
-            2,
-            "the deleted record's index entry went with it"
-        );
-        assert_eq!(
-            store.db.get(index_key(loaded.records[1].header)).unwrap(),
-            Some(2u64.to_be_bytes().to_vec())
-        );
     }
 
     #[test]
-    fn stale_index_entries_are_dropped_and_corrupt_records_refused() {
+    fn legacy_index_entries_are_dropped_and_corrupt_records_refused() {
         let dir = tempfile::tempdir().expect("create temp dir");
         let store = Store::open(dir.path()).unwrap();
         let stale = RequestHeader {
