@@ -176,6 +176,9 @@ pub fn table_from(shard: ShardId, table: u8, id: InodeId) -> Vec<u8> {
     with_id(shard, table, id)
 }
 
+/// Length of a deduplication key's (shard, table, client) prefix.
+pub const DEDUP_PREFIX_BYTES: usize = 10;
+
 pub fn dedup(shard: ShardId, client_id: u64, request_id: u64) -> Vec<u8> {
     let mut k = vec![shard.0, DEDUP];
     k.extend_from_slice(&client_id.to_be_bytes());

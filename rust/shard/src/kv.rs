@@ -94,6 +94,20 @@ impl RocksKv {
         // keep that cheap. Its keys arrive nearly in order (request ids count up per client),
         // so the large memtable costs inserts little.
         dedup.set_write_buffer_size(DEDUP_WRITE_BUFFER_BYTES);
+        // A hash of skiplists, one per (shard, client): keys of different shards and clients
+        // arrive interleaved, which in one big skiplist made every insert a full search
+        // from the top. Only point lookups read this column family.
+        dedup.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(
+            crate::keys::DEDUP_PREFIX_BYTES,
+        ));
+        dedup.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
+            bucket_count: DEDUP_MEMTABLE_BUCKETS,
+            height: 12,
+            branching_factor: 4,
+        });
+        // The hashed memtable takes one writer at a time.
+        opts.set_allow_concurrent_memtable_write(false);
+        dedup.set_allow_concurrent_memtable_write(false);
         dedup.set_compaction_style(rocksdb::DBCompactionStyle::Fifo);
         let mut fifo = rocksdb::FifoCompactOptions::default();
         fifo.set_max_table_files_size(dedup_bytes);
@@ -257,6 +271,12 @@ impl RocksKv {
             }
         }
         for (k, v) in pending.dedup {
+            // The hashed memtable takes a fixed-length prefix of every key: a shorter key
+            // would be read past its end. Only `keys::dedup` makes these keys.
+            assert!(
+                k.len() >= crate::keys::DEDUP_PREFIX_BYTES,
+                "short dedup key"
+            );
             match v {
                 Some(v) => batch.put_cf(dedup, k, v),
                 None => batch.delete_cf(dedup, k),
@@ -285,6 +305,9 @@ impl WalSyncer {
         Ok(())
     }
 }
+
+/// Hash buckets of the deduplication memtable: about one per (shard, client) pair.
+const DEDUP_MEMTABLE_BUCKETS: usize = 16 * 1024;
 
 /// Memtable size of the deduplication column family (see `RocksKv::open`).
 const DEDUP_WRITE_BUFFER_BYTES: usize = 32 << 20;
@@ -453,6 +476,50 @@ mod tests {
             "the newest value wins"
         );
         assert!(c.hot.len() + c.cold.len() <= 4);
+    }
+
+    /// Deduplication entries of interleaved shards and clients read back from the hashed
+    /// memtable, from SST files after a flush, and after reopening; others stay absent.
+    #[test]
+    fn dedup_entries_read_back_from_memtable_and_files() {
+        use eggs_protocol::ShardId;
+        let dir = std::env::temp_dir().join(format!(
+            "eggs-kv-dedup-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let entry = |i: u64| {
+            let k = crate::keys::dedup(ShardId((i % 7) as u8), i % 3, 1000 + i);
+            (k, i.to_be_bytes().to_vec())
+        };
+        let check = |kv: &RocksKv| {
+            for i in 0..300 {
+                let (k, v) = entry(i);
+                assert_eq!(kv.get_dedup(&k).unwrap(), Some(v), "entry {i}");
+            }
+            let absent = crate::keys::dedup(ShardId(1), 1, 999);
+            assert_eq!(kv.get_dedup(&absent).unwrap(), None);
+        };
+        {
+            let kv = RocksKv::open(&dir, &Default::default(), 1 << 20).unwrap();
+            for i in 0..300 {
+                let (k, v) = entry(i);
+                let mut c = Changes::default();
+                c.put_dedup(k, v);
+                kv.apply(c).unwrap();
+                if i % 50 == 49 {
+                    kv.sync().unwrap();
+                }
+            }
+            kv.sync().unwrap();
+            check(&kv);
+            kv.db.flush_cf(kv.dedup_cf().unwrap()).unwrap();
+            check(&kv);
+        }
+        let kv = RocksKv::open(&dir, &Default::default(), 1 << 20).unwrap();
+        check(&kv);
+        drop(kv);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     fn key(k: u8) -> Vec<u8> {
