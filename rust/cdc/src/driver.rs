@@ -19,7 +19,8 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 /// Requests decoded but not yet handled; more are dropped (clients retry).
@@ -36,6 +37,11 @@ const STEP_RETRY_MAX_MS: u64 = 5_000;
 /// A shard may be down for a restart; the step loop retries forever anyway, this only bounds
 /// one client call so that its failure gets logged now and then.
 const SHARD_CALL_DEADLINE_MS: u64 = 10 * 60 * 1000;
+
+/// The CDC's request socket, registered with the reactor for reading only: registered for
+/// writing too, every datagram the kernel frees would wake the reactor (see the client's
+/// `rpc` module). Replies never wait for buffer space; a dropped one is asked for again.
+type UdpSocket = AsyncFd<std::net::UdpSocket>;
 
 /// A CDC with its state loaded and its socket bound, ready to [`Cdc::run`].
 pub struct Cdc {
@@ -81,10 +87,13 @@ impl Cdc {
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, CdcError> {
-        self.socket.local_addr().map_err(|source| CdcError::Io {
-            what: "reading the socket's address".into(),
-            source,
-        })
+        self.socket
+            .get_ref()
+            .local_addr()
+            .map_err(|source| CdcError::Io {
+                what: "reading the socket's address".into(),
+                source,
+            })
     }
 
     /// Serves until `shutdown` resolves. Transactions in flight then are resumed at the next
@@ -170,7 +179,7 @@ impl Cdc {
             tokio::spawn(perform_step(ctx.clone(), send));
         }
         for reply in out.replies {
-            send_reply(&self.socket, reply.to, &reply.resp).await;
+            send_reply(&self.socket, reply.to, &reply.resp);
         }
         Ok(())
     }
@@ -211,7 +220,10 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = s.set_send_buffer_size(8 << 20);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
+    let socket: std::net::UdpSocket = s.into();
+    // SAFETY: the std socket owns its descriptor and keeps it open, unchanged, for as long
+    // as the AsyncFd holds it.
+    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(|e| e.into())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -286,12 +298,16 @@ fn backoff_ms(attempt: u32) -> u64 {
 async fn read_requests(socket: Arc<UdpSocket>, queue: mpsc::Sender<(SocketAddr, CdcRequest)>) {
     let mut buf = vec![0u8; 65536];
     loop {
-        let (n, from) = match socket.recv_from(&mut buf).await {
-            Ok(x) => x,
-            Err(e) => {
+        let Ok(mut ready) = socket.readable().await else {
+            continue;
+        };
+        let (n, from) = match ready.try_io(|s| s.get_ref().recv_from(&mut buf)) {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
                 tracing::debug!("UDP receive: {e}");
                 continue;
             }
+            Err(_) => continue, // would block: readiness cleared, wait again
         };
         let bytes = &buf[..n];
         match codec::decode::<CdcRequest>(bytes) {
@@ -309,15 +325,15 @@ async fn read_requests(socket: Arc<UdpSocket>, queue: mpsc::Sender<(SocketAddr, 
                         request_id,
                         result: Err(EggsError::MalformedRequest),
                     };
-                    send_reply(&socket, from, &resp).await;
+                    send_reply(&socket, from, &resp);
                 }
             }
         }
     }
 }
 
-async fn send_reply(socket: &UdpSocket, to: SocketAddr, resp: &CdcResponse) {
-    if let Err(e) = socket.send_to(&codec::encode(resp), to).await {
+fn send_reply(socket: &UdpSocket, to: SocketAddr, resp: &CdcResponse) {
+    if let Err(e) = socket.get_ref().send_to(&codec::encode(resp), to) {
         // The client retries and gets the stored result.
         tracing::debug!("reply to {to} failed: {e}");
     }
