@@ -169,7 +169,22 @@ struct LiveTxn {
     step_seq: u32,
     /// Consecutive failures of the current must-complete step, for the back-off.
     failures: u32,
+    /// The next step, sent before its turn (see [`txn::concurrent_successor`]).
+    ahead: Option<Ahead>,
 }
+
+/// A step in flight (or done) before its turn. Its outcome is kept until the current step
+/// completes; then it is that step's outcome. Only its result is early: its progress is
+/// persisted when its turn comes, so after a restart it is simply sent again (with the same
+/// header, which the shard's dedup answers).
+struct Ahead {
+    progress: Progress,
+    seq: u32,
+    outcome: Option<Result<ShardResp, EggsError>>,
+}
+
+/// Marks the sequence numbers of steps sent ahead, apart from the current steps' numbers.
+const AHEAD_SEQ: u32 = 1 << 31;
 
 impl LiveTxn {
     fn record(&self, id: TxnId) -> TxnRecord {
@@ -416,6 +431,7 @@ impl CdcCore {
                 running: false,
                 step_seq: 0,
                 failures: 0,
+                ahead: None,
             },
         );
         if holds {
@@ -455,6 +471,7 @@ impl CdcCore {
                     header,
                     delay_ms,
                 });
+                self.send_ahead(id);
             }
             Err(e) => {
                 // Only a corrupt record gets here: fail loudly rather than guess.
@@ -464,6 +481,39 @@ impl CdcCore {
         }
     }
 
+    /// Sends the step after the current one now if it may run concurrently (once).
+    fn send_ahead(&mut self, id: TxnId) {
+        let Some(t) = self.live.get_mut(&id) else {
+            return;
+        };
+        if t.ahead.is_some() {
+            return;
+        }
+        let Some(progress) = txn::concurrent_successor(&t.req, &t.progress) else {
+            return;
+        };
+        let Ok((shard, req)) = txn::step_request(&t.req, &progress, id) else {
+            return; // sent in its turn instead, which reports the problem
+        };
+        // Attempt 0: the header it would get in its turn, so a resend after a restart is
+        // recognised by the shard.
+        let header = step_header(self.client_id, id, 0, shard, &req);
+        let seq = AHEAD_SEQ | t.step_seq;
+        self.pending.sends.push(ShardSend {
+            txn: id,
+            step: seq,
+            shard,
+            req,
+            header,
+            delay_ms: 0,
+        });
+        t.ahead = Some(Ahead {
+            progress,
+            seq,
+            outcome: None,
+        });
+    }
+
     /// The definite outcome of a step arrived.
     pub fn on_shard_reply(&mut self, now: EggsTime, reply: StepReply) {
         self.now = now;
@@ -471,23 +521,39 @@ impl CdcCore {
             tracing::debug!(txn = reply.txn, "reply for a finished transaction");
             return;
         };
+        if let Some(a) = t.ahead.as_mut().filter(|a| a.seq == reply.step) {
+            match reply.result {
+                Ok(r) => a.outcome = Some(Ok(r)),
+                // Sent again in its turn, where failures are retried with back-off.
+                Err(_) => t.ahead = None,
+            }
+            return;
+        }
         if !t.running || reply.step != t.step_seq {
             tracing::debug!(txn = reply.txn, "stale reply for step {}", reply.step);
             return;
         }
-        match txn::advance(&t.req, &t.progress, reply.result) {
-            Transition::Next(p) => self.next_step(reply.txn, p),
+        self.on_step_outcome(reply.txn, reply.result);
+    }
+
+    /// Moves transaction `id` on after its current step's outcome.
+    fn on_step_outcome(&mut self, id: TxnId, outcome: Result<ShardResp, EggsError>) {
+        let Some(t) = self.live.get_mut(&id) else {
+            return;
+        };
+        match txn::advance(&t.req, &t.progress, outcome) {
+            Transition::Next(p) => self.next_step(id, p),
             Transition::Retry(e) => {
                 t.failures += 1;
                 let delay_ms = retry_delay_ms(t.failures);
                 tracing::warn!(
-                    txn = reply.txn,
+                    txn = id,
                     "step {:?} failed ({e}), retrying in {delay_ms} ms",
                     t.progress.step
                 );
-                self.send_step(reply.txn, delay_ms);
+                self.send_step(id, delay_ms);
             }
-            Transition::Finish(result) => self.finish(reply.txn, result),
+            Transition::Finish(result) => self.finish(id, result),
         }
     }
 
@@ -507,11 +573,29 @@ impl CdcCore {
                 t.progress.step
             );
         }
+        let ahead = t.ahead.take().filter(|a| a.progress == p);
         t.progress = p;
         t.failures = 0;
         let record = t.record(id);
         self.write(id, Write::Put(record), sync);
-        self.send_step(id, 0);
+        match ahead {
+            // Sent ahead and still in flight: its reply is this step's.
+            Some(Ahead {
+                seq, outcome: None, ..
+            }) => {
+                if let Some(t) = self.live.get_mut(&id) {
+                    t.step_seq = seq;
+                }
+            }
+            // Sent ahead and done: go on with its outcome (after this progress write,
+            // which goes out in the same batch).
+            Some(Ahead {
+                outcome: Some(outcome),
+                ..
+            }) => self.on_step_outcome(id, outcome),
+            // Nothing ahead, or something else (its outcome, if it comes, is stale).
+            None => self.send_step(id, 0),
+        }
     }
 
     fn finish(&mut self, id: TxnId, result: Result<CdcResp, EggsError>) {

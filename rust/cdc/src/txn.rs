@@ -451,6 +451,22 @@ fn undo_step(req: &CdcReq) -> Step {
     }
 }
 
+/// The step after `p`'s that may be sent while `p`'s is still in flight, with the progress
+/// it runs under: only a rename's two final unlocks qualify. Both must complete, they are
+/// in different directories, and neither request depends on the other's outcome, so
+/// running them together saves a round trip and leaves the same end state. (In between, the
+/// new edge may be unlocked while the old one still exists, locked; a same-directory rename
+/// or unlink of the new name then is as valid as right after the transaction.)
+pub fn concurrent_successor(req: &CdcReq, p: &Progress) -> Option<Progress> {
+    if p.step != (Step::UnlockOldEdge { moved: true }) || p.failure.is_some() {
+        return None;
+    }
+    match after_must_complete_step(req, p) {
+        Transition::Next(n) if n.step == Step::UnlockNewEdge => Some(n),
+        _ => None,
+    }
+}
+
 fn after_must_complete_step(req: &CdcReq, p: &Progress) -> Transition {
     match p.step {
         Step::SetDirectoryOwner => next(p, Step::UnlockOldEdge { moved: true }),

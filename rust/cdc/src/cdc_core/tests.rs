@@ -231,6 +231,21 @@ fn unlock_new_edge(
     h.reply(&s, Ok(unlocked()))
 }
 
+/// The two final steps of a rename, sent together: the old edge's unlock (as moved) and the
+/// new edge's. Checks them and returns (old, new).
+fn final_unlocks(out: &Output, old_dir: InodeId, new_dir: InodeId) -> (ShardSend, ShardSend) {
+    assert!(out.replies.is_empty(), "no reply before both unlocks");
+    assert_eq!(out.sends.len(), 2, "both unlocks at once: {:?}", out.sends);
+    let (old, new) = (out.sends[0].clone(), out.sends[1].clone());
+    assert!(matches!(&old.req, ShardReq::UnlockCurrentEdge(u)
+        if u.dir_id == old_dir && u.was_moved && u.txn_id == 0));
+    assert_eq!(old.shard, old_dir.shard());
+    assert!(matches!(&new.req, ShardReq::UnlockCurrentEdge(u)
+        if u.dir_id == new_dir && !u.was_moved && u.txn_id == new.txn && u.creation_time == CT));
+    assert_eq!(new.shard, new_dir.shard());
+    (old, new)
+}
+
 /// The first step of a rollback after a failed CreateCurrentEdge: the transaction's last
 /// step in the destination directory (creation time 0: the CDC never learned of an edge),
 /// which fences it against late copies of the create. Answers it; returns the output.
@@ -295,9 +310,13 @@ fn queued(a: Admission) -> TxnId {
 /// finishes; returns the output that finished it (which may start other transactions).
 /// StatDirectory says every directory hangs off the root.
 fn complete(h: &mut Harness, out: Output) -> Output {
-    let mut send = one_send(&out);
-    let txn = send.txn;
+    let first = one_send(&out);
+    let txn = first.txn;
+    let mut queue = std::collections::VecDeque::from([first]);
     for _ in 0..32 {
+        let Some(send) = queue.pop_front() else {
+            panic!("transaction {txn} waits for nothing");
+        };
         let resp = match &send.req {
             ShardReq::CreateDirectoryInode(_) => created_inode(),
             ShardReq::CreateCurrentEdge(_) => created_edge(),
@@ -310,9 +329,9 @@ fn complete(h: &mut Harness, out: Output) -> Output {
             other => panic!("unexpected step {other:?}"),
         };
         let out = h.reply(&send, Ok(resp));
-        match out.sends.iter().find(|s| s.txn == txn) {
-            Some(next) => send = next.clone(),
-            None => return out,
+        queue.extend(out.sends.iter().filter(|s| s.txn == txn).cloned());
+        if !h.core.is_running(txn) {
+            return out;
         }
     }
     panic!("transaction {txn} did not finish");
@@ -456,9 +475,9 @@ fn rename_file_locks_creates_then_unlocks_as_moved() {
     );
     let out = h.reply(&s, Ok(created_edge()));
     assert!(out.sync, "passing the commit point is synced");
-    let s = one_send(&out);
+    let (old, new) = final_unlocks(&out, dir(1), dir(2));
     assert_eq!(
-        s.req,
+        old.req,
         ShardReq::UnlockCurrentEdge(UnlockCurrentEdgeReq {
             dir_id: dir(1),
             name: name("old"),
@@ -468,9 +487,10 @@ fn rename_file_locks_creates_then_unlocks_as_moved() {
             txn_id: 0,
         })
     );
-    let out = h.reply(&s, Ok(unlocked()));
-    assert!(!out.sync, "only the commit point's progress is synced");
-    let out = unlock_new_edge(&mut h, &out, dir(2), "new", file(7));
+    // The new edge's unlock answers first: kept until its turn.
+    let out = h.reply(&new, Ok(unlocked()));
+    assert!(out.sends.is_empty() && out.replies.is_empty() && out.writes.is_empty());
+    let out = h.reply(&old, Ok(unlocked()));
     let resp = CdcResp::RenameFile(RenameFileResp { creation_time: CT });
     assert_final(&out, 1, 1, Ok(resp));
 }
@@ -542,10 +562,15 @@ fn rename_directory_walks_to_the_root_then_moves() {
         })
     );
     let out = h.reply(&s, Ok(owner_set()));
-    let s = one_send(&out);
-    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if u.was_moved));
-    let out = h.reply(&s, Ok(unlocked()));
-    let out = unlock_new_edge(&mut h, &out, dir(2), "new", dir(7));
+    let (old, new) = final_unlocks(&out, dir(1), dir(2));
+    // In its turn order this time: the old edge's unlock answers first.
+    let out = h.reply(&old, Ok(unlocked()));
+    assert!(
+        out.sends.is_empty() && out.replies.is_empty(),
+        "waits for the new edge's"
+    );
+    assert!(!out.sync, "only the commit point's progress is synced");
+    let out = h.reply(&new, Ok(unlocked()));
     let resp = CdcResp::RenameDirectory(RenameDirectoryResp { creation_time: CT });
     assert_final(&out, 1, 1, Ok(resp));
 }
@@ -721,10 +746,11 @@ fn disjoint_transactions_run_concurrently() {
     let out_a = h.reply(&one_send(&out_a), Ok(created_inode()));
     let out_b = h.reply(&one_send(&out_b), Ok(created_edge()));
     let out_a = h.reply(&one_send(&out_a), Ok(created_edge()));
-    let out_b = h.reply(&one_send(&out_b), Ok(unlocked()));
+    let (old_b, new_b) = final_unlocks(&out_b, dir(2), dir(3));
+    h.reply(&old_b, Ok(unlocked()));
     let out_a = h.reply(&one_send(&out_a), Ok(unlocked()));
     assert_eq!(one_reply(&out_a).to, addr(1));
-    let out_b = h.reply(&one_send(&out_b), Ok(unlocked()));
+    let out_b = h.reply(&new_b, Ok(unlocked()));
     assert_eq!(one_reply(&out_b).to, addr(2));
     assert_eq!(h.core.live_txns(), 0);
 }
@@ -1090,40 +1116,53 @@ fn a_resumed_step_keeps_its_header() {
 }
 
 /// Bug D: the edge CreateNewEdge makes is locked, and unlocking it (which also fences the
-/// directory against late copies of the create) is the last step, resent after a crash (the
-/// commit point is synced, so the create itself is never resent once it succeeded and the
-/// unlock went out), and retried until it passes. A rollback after a failed create fences
-/// the directory first too.
+/// directory against late copies of the create) is a final step. In a rename it goes out
+/// together with the old edge's unlock; after a crash both are resent with their headers (the
+/// commit point is synced, so the create itself is never resent once it succeeded), and an
+/// error is retried until it passes. A rollback after a failed create fences the directory
+/// first too.
 #[test]
-fn the_new_edge_is_unlocked_last_even_across_a_restart() {
+fn the_final_unlocks_run_together_and_resume_with_their_headers() {
     let mut h = Harness::new();
     let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
     let out = h.reply(&one_send(&out), Ok(locked()));
     let out = h.reply(&one_send(&out), Ok(created_edge()));
     assert!(out.sync, "passing the commit point is synced");
     let synced = h.disk.clone();
-    let out = h.reply(&one_send(&out), Ok(unlocked()));
-    let unlock_new = one_send(&out);
-    assert!(matches!(&unlock_new.req,
-        ShardReq::UnlockCurrentEdge(u) if u.dir_id == dir(2) && !u.was_moved));
+    let (old, new) = final_unlocks(&out, dir(1), dir(2));
+    let out = h.reply(&old, Ok(unlocked()));
+    assert!(
+        out.sends.is_empty(),
+        "the new edge's unlock is already in flight"
+    );
     // A crash that loses the unsynced progress resumes after the commit point: the create is
-    // not sent again, the old edge's (idempotent) unlock is.
+    // not sent again; both unlocks are, each with the header it had (so the shards answer
+    // them from their dedup tables).
     h.disk = synced;
     let out = h.restart();
-    let s = one_send(&out);
-    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if u.dir_id == dir(1) && u.was_moved));
+    let (old2, new2) = final_unlocks(&out, dir(1), dir(2));
+    assert_eq!((&old2.req, old2.header), (&old.req, old.header));
+    assert_eq!((&new2.req, new2.header), (&new.req, new.header));
     // The client retries against the new process and joins the resumed transaction.
     let (a, _) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
     assert!(matches!(a, Admission::Duplicate(_)));
-    let out = h.reply(&s, Ok(unlocked()));
+    // The early unlock fails: dropped, and sent again in its turn, where a must-complete
+    // step's error is retried with back-off rather than reported.
+    let out = h.reply(&new2, Err(EggsError::DirectoryNotFound));
+    assert!(out.sends.is_empty() && out.replies.is_empty());
+    let out = h.reply(&old2, Ok(unlocked()));
     let s = one_send(&out);
-    assert_eq!(s.req, unlock_new.req);
-    // A must-complete step: an error is retried, not reported.
+    assert_eq!(
+        (&s.req, s.header),
+        (&new.req, new.header),
+        "its turn: attempt 0"
+    );
     let out = h.reply(&s, Err(EggsError::DirectoryNotFound));
     assert!(out.replies.is_empty());
     let s = one_send(&out);
     assert!(s.delay_ms > 0, "retried after a back-off");
-    assert_eq!(s.req, unlock_new.req);
+    assert_eq!(s.req, new.req);
+    assert_ne!(s.header, new.header, "a new attempt, a new request id");
     let out = h.reply(&s, Ok(unlocked()));
     let resp = CdcResp::RenameFile(RenameFileResp { creation_time: CT });
     assert_final(&out, 1, 1, Ok(resp));
