@@ -828,7 +828,9 @@ mod tests {
                 "--shards".into(),
                 "128..=255".into(),
                 "--bind".into(),
-                "127.0.0.1:0".into()
+                "127.0.0.1:0".into(),
+                "--heartbeat-ms".into(),
+                "250".into()
             ]
         );
         assert_eq!(s[3].program, Path::new("/bin/eggscdc"));
