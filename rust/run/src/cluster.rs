@@ -164,7 +164,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shuckle gets to start listening.
 const SHUCKLE_START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often eggsrun's shards heartbeat and refresh their block-service lists.
-const SHARD_HEARTBEAT_MS: u64 = 250;
+const SHARD_HEARTBEAT_MS: u64 = 100;
 
 /// Progress of `wait_registered`'s check that every shard's block-service list is complete.
 struct ShardListsSince {
@@ -830,7 +830,7 @@ mod tests {
                 "--bind".into(),
                 "127.0.0.1:0".into(),
                 "--heartbeat-ms".into(),
-                "250".into()
+                "100".into()
             ]
         );
         assert_eq!(s[3].program, Path::new("/bin/eggscdc"));
