@@ -19,8 +19,6 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::mpsc;
 
 /// Requests decoded but not yet handled; more are dropped (clients retry).
@@ -38,10 +36,9 @@ const STEP_RETRY_MAX_MS: u64 = 5_000;
 /// one client call so that its failure gets logged now and then.
 const SHARD_CALL_DEADLINE_MS: u64 = 10 * 60 * 1000;
 
-/// The CDC's request socket, registered with the reactor for reading only: registered for
-/// writing too, every datagram the kernel frees would wake the reactor (see the client's
-/// `rpc` module). Replies never wait for buffer space; a dropped one is asked for again.
-type UdpSocket = AsyncFd<std::net::UdpSocket>;
+/// The CDC's request socket, registered for reading only (see the type's comment): replies
+/// never wait for buffer space; a dropped one is asked for again.
+type UdpSocket = eggs_common::udp::ReadRegisteredUdp;
 
 /// A CDC with its state loaded and its socket bound, ready to [`Cdc::run`].
 pub struct Cdc {
@@ -213,17 +210,8 @@ fn route_to(peer: SocketAddr) -> Option<IpAddr> {
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     // Bursts of client requests arrive while a batch is being synced.
-    let _ = s.set_recv_buffer_size(8 << 20);
-    let _ = s.set_send_buffer_size(8 << 20);
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    let socket: std::net::UdpSocket = s.into();
-    // SAFETY: the std socket owns its descriptor and keeps it open, unchanged, for as long
-    // as the AsyncFd holds it.
-    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(|e| e.into())
+    eggs_common::udp::bind_read_registered(addr, 8 << 20)
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -12,17 +12,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::sync::oneshot;
 
-/// The client's socket, registered with the reactor for reading only. Registered for
-/// writing too (as `tokio::net::UdpSocket` is), every datagram the kernel frees wakes the
-/// reactor with a write-space event: on loopback that was an extra wake-up of a parked
-/// worker per request, about a fifth of a lookup's client CPU time. Sends never wait for
-/// space instead: with 8 MiB of send buffer a full one means an overload, and a dropped
-/// datagram is resent by its caller.
-type Socket = AsyncFd<std::net::UdpSocket>;
+/// The client's socket: registered for reading only (see the type's comment).
+type Socket = eggs_common::udp::ReadRegisteredUdp;
 
 /// How long to wait for an answer, and for how long to keep trying.
 #[derive(Clone, Copy, Debug)]
@@ -242,15 +235,6 @@ async fn receive_loop(socket: Arc<Socket>, waiters: Waiters) {
 }
 
 fn bind_udp() -> std::io::Result<Socket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     // Large buffers absorb bursts of thousands of concurrent replies.
-    let _ = s.set_recv_buffer_size(8 << 20);
-    let _ = s.set_send_buffer_size(8 << 20);
-    s.set_nonblocking(true)?;
-    s.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
-    let socket: std::net::UdpSocket = s.into();
-    // SAFETY: the std socket owns its descriptor and keeps it open, unchanged, for as long as
-    // the AsyncFd holds it (nothing here takes it out).
-    unsafe { AsyncFd::register_with_interest(socket, Interest::READABLE) }.map_err(|e| e.into())
+    eggs_common::udp::bind_read_registered(SocketAddr::from(([0, 0, 0, 0], 0)), 8 << 20)
 }

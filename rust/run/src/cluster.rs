@@ -178,7 +178,7 @@ impl Default for ShardListsSince {
     fn default() -> Self {
         ShardListsSince {
             since: None,
-            first_seen_after: vec![EggsTime(0); 256],
+            first_seen_after: vec![EggsTime(0); eggs_protocol::NUM_SHARDS],
         }
     }
 }
