@@ -12,7 +12,8 @@ use crate::txn::{self, Transition};
 use eggs_protocol::cdc::{CdcReq, CdcRequest, CdcResp, CdcResponse};
 use eggs_protocol::shard::{ShardReq, ShardRequest, ShardResp};
 use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, RequestHeader, ShardId, NUM_SHARDS};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
 #[derive(Clone, Debug)]
@@ -140,6 +141,11 @@ impl Output {
     pub fn has_writes(&self) -> bool {
         !self.writes.is_empty() || self.counters.is_some()
     }
+
+    /// Nothing to persist and nothing to send.
+    pub fn is_empty(&self) -> bool {
+        !self.has_writes() && self.sends.is_empty() && self.replies.is_empty()
+    }
 }
 
 /// What became of a client request.
@@ -240,10 +246,10 @@ impl CdcCore {
             cfg,
             counters: loaded.counters,
             client_id: loaded.client_id,
-            live: HashMap::new(),
-            finished: HashMap::new(),
+            live: HashMap::default(),
+            finished: HashMap::default(),
             finished_order: VecDeque::new(),
-            by_header: HashMap::new(),
+            by_header: HashMap::default(),
             locks: LockTable::default(),
             pending: Pending::default(),
         };

@@ -7,7 +7,8 @@
 
 use crate::record::TxnId;
 use eggs_protocol::InodeId;
-use std::collections::{HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
 pub enum LockKey {

@@ -7,7 +7,7 @@
 use crate::error::{ClientError, Result};
 use eggs_protocol::codec::{self, peek_request_id};
 use eggs_protocol::{Message, RequestHeader, MAX_UDP_MTU};
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

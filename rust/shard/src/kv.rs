@@ -319,8 +319,8 @@ const READ_CACHE_ENTRIES: usize = 64 * 1024;
 /// when it is full it becomes `cold` (whose entries are dropped), and a hit in `cold` moves
 /// the entry back to `hot`. Lookups and inserts are a hash probe or two; nothing is scanned.
 struct ReadCache {
-    hot: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
-    cold: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    hot: foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>,
+    cold: foldhash::HashMap<Vec<u8>, Option<Vec<u8>>>,
     generation: usize,
 }
 

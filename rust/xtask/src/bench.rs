@@ -759,7 +759,7 @@ fn machine(work: &Path) -> Vec<(String, String)> {
                 .join("; ")
         })
         .unwrap_or_default();
-    let rocksdb = first_line("dpkg-query", &["-W", "-f=${Version}\n", "librocksdb-dev"]);
+    let rocksdb = bundled_rocksdb_version();
     vec![
         ("CPU".into(), format!("{model}, {cores} logical cores")),
         ("RAM".into(), ram),
@@ -772,8 +772,22 @@ fn machine(work: &Path) -> Vec<(String, String)> {
             ),
         ),
         ("Rust".into(), first_line("rustc", &["--version"])),
-        ("RocksDB (librocksdb-dev)".into(), rocksdb),
+        ("RocksDB (bundled by librocksdb-sys)".into(), rocksdb),
     ]
+}
+
+/// The librocksdb-sys version in Cargo.lock, which names the RocksDB it bundles after `+`.
+fn bundled_rocksdb_version() -> String {
+    let lock = std::fs::read_to_string(workspace_root().join("Cargo.lock")).unwrap_or_default();
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"librocksdb-sys\"" {
+            if let Some(v) = lines.next().and_then(|l| l.strip_prefix("version = ")) {
+                return v.trim_matches('"').to_string();
+            }
+        }
+    }
+    "unknown".into()
 }
 
 fn mib(b: u64) -> String {

@@ -9,18 +9,12 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-/// Debian packages the workspace needs to build: bindgen needs libclang, the rocksdb crate
-/// links the system librocksdb (found with pkg-config); and to run and test: eggsfuse mounts
-/// through fusermount3 (fuse3), the FUSE tests use rsync, and eggstests partitions block
-/// services with `ip rule` (iproute2) in a private network namespace.
-const PACKAGES: &[&str] = &[
-    "libclang-dev",
-    "librocksdb-dev",
-    "pkg-config",
-    "fuse3",
-    "rsync",
-    "iproute2",
-];
+/// Debian packages the workspace needs to build: the rocksdb crate compiles the bundled
+/// RocksDB (C++, so g++) and generates its bindings with bindgen (libclang); and to run and
+/// test: eggsfuse mounts through fusermount3 (fuse3), the FUSE tests use rsync, and
+/// eggstests partitions block services with `ip rule` (iproute2) in a private network
+/// namespace.
+const PACKAGES: &[&str] = &["libclang-dev", "g++", "fuse3", "rsync", "iproute2"];
 
 /// The server binaries `run` starts, plus the launcher and the CLI.
 const RUN_PACKAGES: &[&str] = &[
