@@ -1,10 +1,12 @@
-//! Runs [`CdcCore`] on tokio: UDP in and out, RocksDB on a blocking thread, shard steps as
+//! Runs [`CdcCore`] on tokio: UDP in and out, RocksDB on a commit thread, shard steps as
 //! tasks through the shard client, and the shuckle heartbeat.
 //!
-//! The main loop handles a burst of events (everything already waiting, up to a bound), then
-//! persists the burst's records in one batch (one sync), then sends the burst's shard
-//! requests and replies. Events arriving during the write form the next burst, which is the
-//! group commit.
+//! The main loop handles a burst of events (everything already waiting, up to a bound) and
+//! queues the burst's output for the commit thread, then goes on with the next burst. The
+//! commit thread writes every queued burst's records as one batch (one sync), then sends
+//! those bursts' shard requests and replies, in queue order. So nothing leaves before the
+//! records it follows from are durable, as when the loop waited for each write itself, but
+//! the loop keeps handling events while a sync is in flight: the group commit of the shards.
 
 use crate::cdc_core::{is_transient, Admission, CdcCore, CoreConfig, Output, ShardSend, StepReply};
 use crate::store::Store;
@@ -27,6 +29,8 @@ const REQUEST_QUEUE: usize = 4096;
 const STEP_QUEUE: usize = 8192;
 /// Most events handled before persisting, so that a flood cannot delay replies forever.
 const MAX_BURST_EVENTS: usize = 2048;
+/// Bursts waiting for the commit thread; the main loop waits when it is full.
+const COMMIT_QUEUE: usize = 64;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
 /// Back-off between attempts of a step whose shard cannot be reached.
@@ -114,9 +118,10 @@ impl Cdc {
             client,
             replies: step_tx,
         };
+        let committer = Committer::start(self.store.clone(), self.socket.clone(), ctx)?;
         // Resumed transactions' steps.
         let first = self.core.take_output();
-        self.execute(first, &ctx).await?;
+        committer.queue(first).await?;
         let mut housekeeping = tokio::time::interval(HOUSEKEEPING_INTERVAL);
         loop {
             tokio::select! {
@@ -127,14 +132,13 @@ impl Cdc {
                 _ = housekeeping.tick() => self.core.on_tick(EggsTime::now()),
             }
             self.drain(&mut step_rx, &mut req_rx);
-            let out = self.core.take_output();
-            self.execute(out, &ctx).await?;
+            committer.queue(self.core.take_output()).await?;
         }
         tracing::info!(
             "CDC stopping with {} unfinished transactions",
             self.core.live_txns()
         );
-        Ok(())
+        committer.finish().await
     }
 
     /// Handles whatever else is already waiting, to persist it all in one batch.
@@ -165,22 +169,6 @@ impl Cdc {
         }
     }
 
-    /// Persists the output's records, then sends its shard requests and replies.
-    async fn execute(&self, out: Output, ctx: &StepContext) -> Result<(), CdcError> {
-        if out.has_writes() {
-            let store = self.store.clone();
-            let (writes, counters, sync) = (out.writes, out.counters, out.sync);
-            blocking(move || store.persist(&writes, counters, sync)).await?;
-        }
-        for send in out.sends {
-            tokio::spawn(perform_step(ctx.clone(), send));
-        }
-        for reply in out.replies {
-            send_reply(&self.socket, reply.to, &reply.resp);
-        }
-        Ok(())
-    }
-
     /// The address clients should use: the bound one, or when bound to all interfaces, the
     /// one this host uses to reach shuckle.
     fn registered_addr(&self) -> Result<Addr, CdcError> {
@@ -190,6 +178,121 @@ impl Cdc {
         }
         Addr::from_socket_addr(local)
             .ok_or_else(|| CdcError::Config(format!("{local} is not an IPv4 address")))
+    }
+}
+
+/// The commit thread and the queue to it.
+struct Committer {
+    queue: mpsc::Sender<Output>,
+    /// Why the commit thread stopped, if it failed.
+    failure: Arc<std::sync::Mutex<Option<CdcError>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Committer {
+    fn start(
+        store: Arc<Store>,
+        socket: Arc<UdpSocket>,
+        ctx: StepContext,
+    ) -> Result<Committer, CdcError> {
+        let (queue, rx) = mpsc::channel(COMMIT_QUEUE);
+        let failure = Arc::new(std::sync::Mutex::new(None));
+        let sink = Sink {
+            store,
+            socket,
+            ctx,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let failed = failure.clone();
+        let thread = std::thread::Builder::new()
+            .name("cdc-commit".into())
+            .spawn(move || commit_loop(sink, rx, &failed))
+            .map_err(|source| CdcError::Io {
+                what: "spawning the commit thread".into(),
+                source,
+            })?;
+        Ok(Committer {
+            queue,
+            failure,
+            thread,
+        })
+    }
+
+    /// Queues a burst's output; fails if the commit thread could not persist an earlier one.
+    async fn queue(&self, out: Output) -> Result<(), CdcError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        if self.queue.send(out).await.is_ok() {
+            return Ok(());
+        }
+        Err(self.take_failure())
+    }
+
+    fn take_failure(&self) -> CdcError {
+        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure
+            .take()
+            .unwrap_or_else(|| CdcError::Task("the commit thread stopped".into()))
+    }
+
+    /// Persists and sends everything queued, then stops the thread.
+    async fn finish(self) -> Result<(), CdcError> {
+        let Committer {
+            queue,
+            failure,
+            thread,
+        } = self;
+        drop(queue);
+        blocking(move || {
+            thread
+                .join()
+                .map_err(|_| CdcError::Task("the commit thread panicked".into()))
+        })
+        .await?;
+        let mut failure = failure.lock().unwrap_or_else(|e| e.into_inner());
+        failure.take().map_or(Ok(()), Err)
+    }
+}
+
+/// Where the commit thread's output goes once persisted.
+struct Sink {
+    store: Arc<Store>,
+    socket: Arc<UdpSocket>,
+    ctx: StepContext,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Persists every burst waiting (one batch, one sync), then sends their steps and replies
+/// in order; until the queue closes or a write fails (then nothing more is sent: what was
+/// not persisted must not be acknowledged, and the CDC stops).
+fn commit_loop(
+    sink: Sink,
+    mut queue: mpsc::Receiver<Output>,
+    failure: &std::sync::Mutex<Option<CdcError>>,
+) {
+    let mut group = Vec::with_capacity(COMMIT_QUEUE);
+    while let Some(first) = queue.blocking_recv() {
+        group.push(first);
+        while group.len() < COMMIT_QUEUE {
+            match queue.try_recv() {
+                Ok(out) => group.push(out),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = sink.store.persist_all(&group) {
+            tracing::error!("persisting transaction records failed: {e}");
+            *failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            return;
+        }
+        for out in group.drain(..) {
+            for send in out.sends {
+                sink.runtime.spawn(perform_step(sink.ctx.clone(), send));
+            }
+            for reply in out.replies {
+                send_reply(&sink.socket, reply.to, &reply.resp);
+            }
+        }
     }
 }
 

@@ -31,7 +31,8 @@
 //!   commit point, or the start of a rollback): before it, resending any earlier step is
 //!   harmless; after it, it would not be (locking an edge that was already moved away), so that
 //!   write must not be lost even if the machine loses power.
-//! - Everything written while handling one burst of events goes in one batch with one sync.
+//! - Everything written while handling one burst of events goes in one batch with one sync;
+//!   bursts handled while an earlier one was being synced are written together.
 //!
 //! Retries carry the same `(client id, request id)` header: they join the running
 //! transaction or get the stored result. Finished records are deleted after

@@ -14,7 +14,7 @@
 //! rebuilds that mapping in memory from the records' headers, and rewriting an index entry
 //! with every progress write cost a random-key memtable insert each, so it is gone.
 
-use crate::cdc_core::{Loaded, Write};
+use crate::cdc_core::{Loaded, Output, Write};
 use crate::record::{decode_value, encode_value, Counters, TxnId, TxnRecord};
 use crate::CdcError;
 use std::path::Path;
@@ -119,15 +119,24 @@ impl Store {
         sync: bool,
     ) -> Result<(), CdcError> {
         let mut batch = rocksdb::WriteBatch::default();
-        if let Some(c) = counters {
-            batch.put(COUNTERS_KEY, encode_value(&c));
+        add_to_batch(&mut batch, writes, counters.as_ref());
+        self.write(batch, sync)
+    }
+
+    /// Applies several bursts' writes, in order, as one atomic batch: synced if any of them
+    /// asks for it (a later burst may depend on an earlier one, never the other way round).
+    pub fn persist_all(&self, outputs: &[Output]) -> Result<(), CdcError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        for o in outputs {
+            add_to_batch(&mut batch, &o.writes, o.counters.as_ref());
         }
-        for w in writes {
-            match w {
-                Write::Put(r) => batch.put(txn_key(r.id), encode_value(r)),
-                Write::Delete { id } => batch.delete(txn_key(*id)),
-            }
+        if batch.is_empty() {
+            return Ok(());
         }
+        self.write(batch, outputs.iter().any(|o| o.sync))
+    }
+
+    fn write(&self, batch: rocksdb::WriteBatch, sync: bool) -> Result<(), CdcError> {
         let opts = if sync {
             eggs_common::db::sync_write()
         } else {
@@ -135,6 +144,18 @@ impl Store {
         };
         self.db.write_opt(batch, &opts)?;
         Ok(())
+    }
+}
+
+fn add_to_batch(batch: &mut rocksdb::WriteBatch, writes: &[Write], counters: Option<&Counters>) {
+    if let Some(c) = counters {
+        batch.put(COUNTERS_KEY, encode_value(c));
+    }
+    for w in writes {
+        match w {
+            Write::Put(r) => batch.put(txn_key(r.id), encode_value(r)),
+            Write::Delete { id } => batch.delete(txn_key(*id)),
+        }
     }
 }
 
@@ -220,6 +241,45 @@ mod tests {
         let loaded = store.load().unwrap();
         assert_eq!(loaded.counters, counters);
         assert_eq!(loaded.records, [a, b_done]);
+    }
+
+    fn output(writes: Vec<Write>, counters: Option<Counters>) -> Output {
+        Output {
+            writes,
+            counters,
+            sync: false,
+            sends: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn queued_bursts_apply_in_order_as_one_batch() {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let a = record(1, 10, running());
+        let b = record(2, 11, running());
+        let first = Counters {
+            next_txn_id: 3,
+            next_dir_counter: 5,
+        };
+        let later = Counters {
+            next_txn_id: 4,
+            next_dir_counter: 6,
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            // A later burst deletes what an earlier one put, and moves the counters on.
+            let bursts = [
+                output(vec![Write::Put(a.clone()), Write::Put(b)], Some(first)),
+                output(vec![Write::Delete { id: 2 }], Some(later)),
+                output(Vec::new(), None),
+            ];
+            store.persist_all(&bursts).unwrap();
+            store.persist_all(&[]).unwrap();
+        }
+        let loaded = Store::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(loaded.counters, later);
+        assert_eq!(loaded.records, [a]);
     }
 
     #[test]
