@@ -275,6 +275,18 @@ struct Report {
     notes: Vec<String>,
 }
 
+/// Writes back every dirty page now (`sync`): the local runs do not fsync, and their
+/// write-back would otherwise fall into the next EggsFS run, queueing its fsyncs behind it.
+fn write_back_now() -> Result<()> {
+    let status = Command::new("sync")
+        .status()
+        .map_err(|e| Error::Msg(format!("running sync: {e}")))?;
+    if !status.success() {
+        return Err(Error::Msg(format!("sync failed: {status}")));
+    }
+    Ok(())
+}
+
 fn run_all(opts: &Opts, bin: &Path, cluster: &mut Running, plugins_built: bool) -> Result<Report> {
     let mut report = Report {
         startup_ms: cluster.startup_ms,
@@ -306,6 +318,7 @@ fn run_all(opts: &Opts, bin: &Path, cluster: &mut Running, plugins_built: bool) 
                 .arg("--local")
                 .arg(&local_dir),
         )?);
+        write_back_now()?;
         for row in eggs {
             let label = row[0].clone();
             let nums: Vec<f64> = row[1..].iter().map(|c| num(c).unwrap_or(0.0)).collect();
@@ -869,8 +882,9 @@ fn render(opts: &Opts, r: &Report) -> String {
         "`eggsbench meta --seconds {}` (128 requests in flight from one client process with 2 \
          tokio workers; every write durable before its reply) and, in the same run, \
          `eggsbench meta --local DIR` doing the same operations on a directory of the same \
-         disk with 8 threads (not fsynced). The runs alternate; the cluster is the same for all \
-         runs (it grows).\n",
+         disk with 8 threads (not fsynced; `sync` writes its files back after each local run, \
+         so that their write-back does not fall into the next EggsFS run). The runs alternate; \
+         the cluster is the same for all runs (it grows).\n",
         opts.meta_seconds
     );
     let _ = writeln!(
