@@ -230,10 +230,7 @@ impl Committer {
     }
 
     fn take_failure(&self) -> CdcError {
-        let mut failure = self.failure.lock().unwrap_or_else(|e| e.into_inner());
-        failure
-            .take()
-            .unwrap_or_else(|| CdcError::Task("the commit thread stopped".into()))
+        take(&self.failure).unwrap_or_else(|| CdcError::Task("the commit thread stopped".into()))
     }
 
     /// Persists and sends everything queued, then stops the thread.
@@ -250,9 +247,13 @@ impl Committer {
                 .map_err(|_| CdcError::Task("the commit thread panicked".into()))
         })
         .await?;
-        let mut failure = failure.lock().unwrap_or_else(|e| e.into_inner());
-        failure.take().map_or(Ok(()), Err)
+        take(&failure).map_or(Ok(()), Err)
     }
+}
+
+/// The commit thread's failure, if any (a poisoned lock still holds it).
+fn take(failure: &std::sync::Mutex<Option<CdcError>>) -> Option<CdcError> {
+    failure.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// Where the commit thread's output goes once persisted.

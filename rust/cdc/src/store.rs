@@ -111,51 +111,31 @@ impl Store {
         Ok(())
     }
 
-    /// Applies one burst's writes atomically.
-    pub fn persist(
-        &self,
-        writes: &[Write],
-        counters: Option<Counters>,
-        sync: bool,
-    ) -> Result<(), CdcError> {
-        let mut batch = rocksdb::WriteBatch::default();
-        add_to_batch(&mut batch, writes, counters.as_ref());
-        self.write(batch, sync)
-    }
-
     /// Applies several bursts' writes, in order, as one atomic batch: synced if any of them
     /// asks for it (a later burst may depend on an earlier one, never the other way round).
     pub fn persist_all(&self, outputs: &[Output]) -> Result<(), CdcError> {
         let mut batch = rocksdb::WriteBatch::default();
         for o in outputs {
-            add_to_batch(&mut batch, &o.writes, o.counters.as_ref());
+            if let Some(c) = &o.counters {
+                batch.put(COUNTERS_KEY, encode_value(c));
+            }
+            for w in &o.writes {
+                match w {
+                    Write::Put(r) => batch.put(txn_key(r.id), encode_value(r)),
+                    Write::Delete { id } => batch.delete(txn_key(*id)),
+                }
+            }
         }
         if batch.is_empty() {
             return Ok(());
         }
-        self.write(batch, outputs.iter().any(|o| o.sync))
-    }
-
-    fn write(&self, batch: rocksdb::WriteBatch, sync: bool) -> Result<(), CdcError> {
-        let opts = if sync {
+        let opts = if outputs.iter().any(|o| o.sync) {
             eggs_common::db::sync_write()
         } else {
             eggs_common::db::unsynced_write()
         };
         self.db.write_opt(batch, &opts)?;
         Ok(())
-    }
-}
-
-fn add_to_batch(batch: &mut rocksdb::WriteBatch, writes: &[Write], counters: Option<&Counters>) {
-    if let Some(c) = counters {
-        batch.put(COUNTERS_KEY, encode_value(c));
-    }
-    for w in writes {
-        match w {
-            Write::Put(r) => batch.put(txn_key(r.id), encode_value(r)),
-            Write::Delete { id } => batch.delete(txn_key(*id)),
-        }
     }
 }
 
@@ -227,15 +207,19 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             assert!(store.load().unwrap().records.is_empty());
-            let puts = [Write::Put(a.clone()), Write::Put(b)];
-            store.persist(&puts, Some(counters), true).unwrap();
+            let puts = vec![Write::Put(a.clone()), Write::Put(b)];
             store
-                .persist(&[Write::Put(b_done.clone())], None, false)
+                .persist_all(&[output(puts, Some(counters), true)])
                 .unwrap();
+            let done = output(vec![Write::Put(b_done.clone())], None, false);
+            store.persist_all(&[done]).unwrap();
             let c = record(3, 12, running());
-            store.persist(&[Write::Put(c.clone())], None, true).unwrap();
+            let put_c = output(vec![Write::Put(c.clone())], None, true);
+            store.persist_all(&[put_c]).unwrap();
             let delete = Write::Delete { id: c.id };
-            store.persist(&[delete], None, false).unwrap();
+            store
+                .persist_all(&[output(vec![delete], None, false)])
+                .unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         let loaded = store.load().unwrap();
@@ -243,11 +227,11 @@ mod tests {
         assert_eq!(loaded.records, [a, b_done]);
     }
 
-    fn output(writes: Vec<Write>, counters: Option<Counters>) -> Output {
+    fn output(writes: Vec<Write>, counters: Option<Counters>, sync: bool) -> Output {
         Output {
             writes,
             counters,
-            sync: false,
+            sync,
             sends: Vec::new(),
             replies: Vec::new(),
         }
@@ -270,9 +254,13 @@ mod tests {
             let store = Store::open(dir.path()).unwrap();
             // A later burst deletes what an earlier one put, and moves the counters on.
             let bursts = [
-                output(vec![Write::Put(a.clone()), Write::Put(b)], Some(first)),
-                output(vec![Write::Delete { id: 2 }], Some(later)),
-                output(Vec::new(), None),
+                output(
+                    vec![Write::Put(a.clone()), Write::Put(b)],
+                    Some(first),
+                    false,
+                ),
+                output(vec![Write::Delete { id: 2 }], Some(later), true),
+                output(Vec::new(), None, false),
             ];
             store.persist_all(&bursts).unwrap();
             store.persist_all(&[]).unwrap();
