@@ -77,6 +77,12 @@ impl Identity {
         let b: &[u8; ENCODED_LEN] = b
             .try_into()
             .map_err(|_| format!("{} bytes instead of {ENCODED_LEN}", b.len()))?;
+        if b[..7] == MAGIC[..7] && b[7] != MAGIC[7] {
+            return Err(format!(
+                "identity format version {}, this build reads only version {}",
+                b[7], MAGIC[7]
+            ));
+        }
         if b[..8] != MAGIC {
             return Err("bad magic".into());
         }
@@ -171,6 +177,13 @@ mod tests {
             assert!(Identity::decode(&bad).is_err(), "flipped byte {i}");
         }
         assert!(Identity::decode(&bytes[..36]).is_err());
+        let mut newer = bytes;
+        newer[7] = 2;
+        let why = Identity::decode(&newer).unwrap_err();
+        assert!(
+            why.contains("version 2") && why.contains("only version 1"),
+            "{why}"
+        );
     }
 
     #[test]

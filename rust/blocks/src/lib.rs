@@ -78,6 +78,8 @@ pub enum BlocksError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Format(#[from] eggs_common::format_version::FormatError),
     #[error("{}: unreadable identity file ({why}); refusing to make up a new one", path.display())]
     Identity { path: PathBuf, why: String },
     #[error("{}: holds a {stored:?} block service, not {asked:?}", path.display())]

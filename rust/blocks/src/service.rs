@@ -2,7 +2,7 @@
 //! for it.
 
 use crate::identity::Identity;
-use crate::store::Store;
+use crate::store::{Store, LOCK_FILE};
 use crate::BlocksError;
 use eggs_common::crypto::BlockServiceKey;
 use eggs_protocol::policy::StorageClass;
@@ -14,9 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Held locked while a process serves the directory.
-const LOCK_FILE: &str = "lock";
 
 #[derive(Debug)]
 pub(crate) struct Service {
@@ -39,6 +36,7 @@ impl Service {
         }
         std::fs::create_dir_all(dir).map_err(|e| BlocksError::io(dir, e))?;
         let lock = lock_dir(dir)?;
+        crate::store::check_format_version(dir)?;
         let identity = Identity::load_or_create(dir, class)?;
         let store = Store::open(dir).map_err(|e| BlocksError::io(dir, e))?;
         tracing::info!(

@@ -3,9 +3,10 @@
 //!
 //! # On-disk format
 //!
-//! A service directory holds its `identity` file (see [`crate::identity`]), a `lock` file
-//! (held with `flock` while a process serves the directory) and 256 subdirectories `00` ..
-//! `ff`. Block `id` lives in subdirectory `{(id ^ id >> 8) & 0xff:02x}` as a file named by
+//! A service directory holds its `format` file (the layout's version, [`FORMAT_VERSION`], as
+//! a u32 big-endian; see [`check_format_version`]), its `identity` file (see
+//! [`crate::identity`]), a `lock` file (held with `flock` while a process serves the
+//! directory) and 256 subdirectories `00` .. `ff`. Block `id` lives in subdirectory `{(id ^ id >> 8) & 0xff:02x}` as a file named by
 //! the id in 16 lower-case hex digits, e.g. `94/00000000deadbe2a`: spreading blocks keeps
 //! directories small enough for fast lookups and scans.
 //!
@@ -58,6 +59,50 @@ pub const SUBDIRS: u32 = 256;
 
 const MAGIC: [u8; 8] = *b"EGGSBLK\x01";
 const TEMP_PREFIX: &str = "tmp.";
+
+/// The version of the directory layout described above (identity file and block files
+/// included). Directories made before versions were recorded are version 1 too: they get
+/// the record on their first open.
+pub const FORMAT_VERSION: eggs_common::format_version::FormatVersion = 1;
+/// The file in a service directory holding its [`FORMAT_VERSION`].
+pub const FORMAT_FILE: &str = "format";
+/// The file held locked while a process serves the directory.
+pub(crate) const LOCK_FILE: &str = "lock";
+/// Files that are no data of the layout: the lock, and the version record being written.
+const NOT_DATA: [&str; 3] = [LOCK_FILE, FORMAT_FILE, "format.tmp"];
+
+/// Refuses a service directory of another layout version; records the version (durably) in
+/// a new directory, and in one made before versions were recorded. Called before anything
+/// else in the directory is read or written.
+pub fn check_format_version(root: &Path) -> Result<(), crate::BlocksError> {
+    let path = root.join(FORMAT_FILE);
+    let stored = match std::fs::read(&path) {
+        Ok(bytes) => Some(bytes),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(crate::BlocksError::io(&path, e)),
+    };
+    eggs_common::format_version::ensure(
+        &format!("block service directory {}", root.display()),
+        FORMAT_VERSION,
+        stored,
+        || has_data(root).map_err(|e| crate::BlocksError::io(root, e)),
+        |v| {
+            sys::write_atomically(root, FORMAT_FILE, v, 0o644)
+                .map_err(|e| crate::BlocksError::io(&path, e))
+        },
+    )
+}
+
+/// Whether `root` holds anything of a block service (an identity, subdirectories, blocks).
+fn has_data(root: &Path) -> io::Result<bool> {
+    for entry in std::fs::read_dir(root)? {
+        let name = entry?.file_name();
+        if !NOT_DATA.iter().any(|n| name.as_os_str() == *n) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +202,12 @@ impl Header {
 
     fn decode(b: &[u8; HEADER_BYTES as usize], id: BlockId) -> Result<Header, StoreError> {
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        if b[..7] == MAGIC[..7] && b[7] != MAGIC[7] {
+            return Err(StoreError::Corrupt(format!(
+                "block file format version {}, this build reads only version {}",
+                b[7], MAGIC[7]
+            )));
+        }
         if b[..8] != MAGIC {
             return Err(StoreError::Corrupt("bad magic".into()));
         }

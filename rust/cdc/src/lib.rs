@@ -81,6 +81,8 @@ pub enum CdcError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Format(#[from] eggs_common::format_version::FormatError),
     #[error("bad configuration: {0}")]
     Config(String),
     #[error("background task failed: {0}")]

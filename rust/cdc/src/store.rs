@@ -8,6 +8,7 @@
 //! | `0x01` txn_id:u64                            | [`TxnRecord`]                          |
 //! | `0x02` client_id:u64 request_id:u64          | (legacy: removed at start, see below)  |
 //! | `0x03`                                       | the CDC's own client id: u64 big-endian |
+//! | `0x04`                                       | format version of the database: u32 big-endian ([`FORMAT_VERSION`]) |
 //!
 //! Values are [`crate::record::encode_value`] encodings (a format version byte, then
 //! bincode). Earlier versions also kept a request → transaction index under `0x02`; the CDC
@@ -23,6 +24,11 @@ const COUNTERS_KEY: [u8; 1] = [0x00];
 const TXN_PREFIX: u8 = 0x01;
 const INDEX_PREFIX: u8 = 0x02;
 const CLIENT_ID_KEY: [u8; 1] = [0x03];
+const FORMAT_VERSION_KEY: [u8; 1] = [0x04];
+
+/// The version of the layout above. Databases made before versions were recorded are
+/// version 1 too: they get the record on their first open.
+pub const FORMAT_VERSION: eggs_common::format_version::FormatVersion = 1;
 
 pub fn txn_key(id: TxnId) -> [u8; 9] {
     let mut k = [TXN_PREFIX; 9];
@@ -43,7 +49,27 @@ impl Store {
             source,
         })?;
         let db = eggs_common::db::open(dir, &eggs_common::db::DbConfig::default())?;
-        Ok(Store { db })
+        let store = Store { db };
+        store.check_format_version(dir)?;
+        Ok(store)
+    }
+
+    /// Refuses a database of another format version; records the version (synced) in a new
+    /// one, and in one made before versions were recorded.
+    fn check_format_version(&self, dir: &Path) -> Result<(), CdcError> {
+        eggs_common::format_version::ensure(
+            &format!("CDC database {}", dir.display()),
+            FORMAT_VERSION,
+            self.db.get(FORMAT_VERSION_KEY)?,
+            || match self.db.iterator(rocksdb::IteratorMode::Start).next() {
+                Some(entry) => entry.map(|_| true).map_err(CdcError::from),
+                None => Ok(false),
+            },
+            |v| {
+                let sync = eggs_common::db::sync_write();
+                Ok(self.db.put_opt(FORMAT_VERSION_KEY, v, &sync)?)
+            },
+        )
     }
 
     /// Reads every record and the counters. A record that cannot be decoded stops the CDC:
@@ -268,6 +294,36 @@ mod tests {
         let loaded = Store::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(loaded.counters, later);
         assert_eq!(loaded.records, [a]);
+    }
+
+    #[test]
+    fn format_version_is_recorded_and_other_versions_refused() {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let store = Store::open(dir.path()).unwrap();
+        let recorded = store.db.get(FORMAT_VERSION_KEY).unwrap();
+        assert_eq!(recorded, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+        // A database of the code before versions: data, no record. It is version 1.
+        store.db.delete(FORMAT_VERSION_KEY).unwrap();
+        store.db.put(CLIENT_ID_KEY, 9u64.to_be_bytes()).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.db.get(FORMAT_VERSION_KEY).unwrap(), recorded);
+        assert_eq!(store.load().unwrap().client_id, 9);
+        let newer = FORMAT_VERSION + 1;
+        store
+            .db
+            .put(FORMAT_VERSION_KEY, newer.to_be_bytes())
+            .unwrap();
+        drop(store);
+        let Err(e) = Store::open(dir.path()) else {
+            panic!("opened a database of version {newer}");
+        };
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("version {newer}")), "{msg}");
+        assert!(
+            msg.contains(&format!("only version {FORMAT_VERSION}")),
+            "{msg}"
+        );
     }
 
     #[test]

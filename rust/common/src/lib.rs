@@ -2,6 +2,7 @@
 
 pub mod crypto;
 pub mod db;
+pub mod format_version;
 pub mod frame;
 pub mod logging;
 pub mod tcp;

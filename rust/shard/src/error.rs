@@ -13,6 +13,8 @@ pub enum ShardError {
     },
     #[error("bad shard set {0:?}: expected A..=B, A..B or a comma list of 0..=255")]
     BadShardSet(String),
+    #[error(transparent)]
+    Format(#[from] eggs_common::format_version::FormatError),
     #[error("client: {0}")]
     Client(#[from] eggs_client::ClientError),
 }

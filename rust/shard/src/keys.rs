@@ -16,6 +16,7 @@
 //! | shard, BS_FILES, block service id, file id, byte offset | u8: blocks of that span on that service |
 //! | shard, BLOCK_REPLACE, file id, byte offset, block index | `PendingReplaceBody` |
 //! | shard, CDC_FENCE, dir id                         | u64: last CDC transaction done creating an edge there |
+//! | (the empty key: outside every shard's range)    | u32 BE format version of the database (`kv::FORMAT_VERSION`) |
 //!
 //! Names never contain NUL, so terminating them with 0 keeps `(hash, name)` order and makes
 //! no name key a prefix of another.
@@ -41,6 +42,10 @@ pub const RELEASED: u8 = 30;
 /// Per directory, the last CDC transaction that finished creating an edge in it: late copies
 /// of the CreateCurrentEdge of it or of an earlier one are refused (see `core::writes`).
 pub const CDC_FENCE: u8 = 31;
+
+/// The database's format version record: the empty key sorts before, and is part of no
+/// shard's range, so moving a shard's keys never carries it along.
+pub const FORMAT_VERSION_KEY: &[u8] = b"";
 
 pub const META_NEXT_FILE_COUNTER: u8 = 1;
 pub const META_LAST_TIME: u8 = 2;

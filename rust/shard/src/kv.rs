@@ -35,6 +35,13 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+    /// The keys of the deduplication entries among the changes.
+    pub fn dedup_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.ops
+            .iter()
+            .filter(|(t, _, _)| *t == Table::Dedup)
+            .map(|(_, k, _)| k.as_slice())
+    }
 }
 
 pub trait Kv {
@@ -54,6 +61,11 @@ pub trait Kv {
     fn apply(&self, changes: Changes) -> Result<(), ShardError>;
     /// Makes everything applied so far durable.
     fn sync(&self) -> Result<(), ShardError>;
+    /// How many times [`Kv::apply`] has been called on this handle, for the core's checks
+    /// that reads change nothing (`None`: the store does not count, and is not checked).
+    fn applied_count(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// RocksDB with a write-back overlay: changes applied since the last `sync` live in memory
@@ -68,6 +80,8 @@ pub struct RocksKv {
     cache: std::cell::RefCell<ReadCache>,
     /// Reused: `DB::get` would create and destroy a C++ ReadOptions on every call.
     read_opts: rocksdb::ReadOptions,
+    /// Calls of `apply` (see [`Kv::applied_count`]).
+    applied: std::cell::Cell<u64>,
 }
 
 #[derive(Default)]
@@ -117,11 +131,13 @@ impl RocksKv {
             rocksdb::ColumnFamilyDescriptor::new(DEDUP_CF, dedup),
         ];
         let db = rocksdb::DB::open_cf_descriptors(&opts, path, cfs)?;
+        check_format_version(&db, path)?;
         Ok(RocksKv {
             db: std::sync::Arc::new(db),
             pending: Default::default(),
             cache: std::cell::RefCell::new(ReadCache::new(READ_CACHE_ENTRIES)),
             read_opts: rocksdb::ReadOptions::default(),
+            applied: Default::default(),
         })
     }
 
@@ -133,6 +149,7 @@ impl RocksKv {
             pending: Default::default(),
             cache: std::cell::RefCell::new(ReadCache::new(READ_CACHE_ENTRIES)),
             read_opts: rocksdb::ReadOptions::default(),
+            applied: Default::default(),
         }
     }
 
@@ -144,6 +161,26 @@ impl RocksKv {
                 why: "column family missing".into(),
             })
     }
+}
+
+/// The version of the layout in `keys` (and the dedup column family). Databases made before
+/// versions were recorded are version 1 too: they get the record on their first open.
+pub const FORMAT_VERSION: eggs_common::format_version::FormatVersion = 1;
+
+/// Refuses a database of another format version; records the version in a new one (and in
+/// one made before versions were recorded), synced before anything else is written.
+fn check_format_version(db: &rocksdb::DB, path: &std::path::Path) -> Result<(), ShardError> {
+    let key = crate::keys::FORMAT_VERSION_KEY;
+    eggs_common::format_version::ensure(
+        &format!("shard database {}", path.display()),
+        FORMAT_VERSION,
+        db.get(key)?,
+        || match db.iterator(rocksdb::IteratorMode::Start).next() {
+            Some(entry) => entry.map(|_| true).map_err(ShardError::from),
+            None => Ok(false),
+        },
+        |v| Ok(db.put_opt(key, v, &eggs_common::db::sync_write())?),
+    )
 }
 
 impl Kv for RocksKv {
@@ -184,7 +221,7 @@ impl Kv for RocksKv {
         start: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), ShardError> {
-        debug_assert!(start.starts_with(prefix));
+        assert!(start.starts_with(prefix), "scan starts outside its prefix");
         let pending = self.pending.borrow();
         let mut overlay = pending
             .main
@@ -228,6 +265,7 @@ impl Kv for RocksKv {
     }
 
     fn apply(&self, changes: Changes) -> Result<(), ShardError> {
+        self.applied.set(self.applied.get() + 1);
         let mut pending = self.pending.borrow_mut();
         for (table, k, v) in changes.ops {
             match table {
@@ -240,6 +278,10 @@ impl Kv for RocksKv {
 
     fn sync(&self) -> Result<(), ShardError> {
         self.write_pending(&eggs_common::db::sync_write())
+    }
+
+    fn applied_count(&self) -> Option<u64> {
+        Some(self.applied.get())
     }
 }
 
@@ -358,6 +400,7 @@ impl ReadCache {
 pub struct MemKv {
     map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
     dedup: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
+    applied: std::sync::atomic::AtomicU64,
 }
 
 type Map<'a> = std::sync::MutexGuard<'a, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -403,6 +446,8 @@ impl Kv for MemKv {
     }
 
     fn apply(&self, changes: Changes) -> Result<(), ShardError> {
+        self.applied
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (mut map, mut dedup) = (self.map(), self.dedup());
         for (table, k, v) in changes.ops {
             let m = match table {
@@ -419,6 +464,10 @@ impl Kv for MemKv {
 
     fn sync(&self) -> Result<(), ShardError> {
         Ok(())
+    }
+
+    fn applied_count(&self) -> Option<u64> {
+        Some(self.applied.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -520,6 +569,44 @@ mod tests {
         check(&kv);
         drop(kv);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn format_version_is_recorded_and_other_versions_refused() {
+        let dir = std::env::temp_dir().join(format!(
+            "eggs-kv-version-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let open = || RocksKv::open(&dir, &Default::default(), 1 << 20);
+        let key = crate::keys::FORMAT_VERSION_KEY;
+        let kv = open().unwrap();
+        let recorded = kv.db.get(key).unwrap();
+        assert_eq!(recorded, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+        // The record is in no shard's range: scans of shard 0 from its start miss it.
+        assert!(scan_all(&kv, &[0], &[0], 10).is_empty());
+        // A database of the code before versions: data, no record. It is version 1.
+        kv.db.delete(key).unwrap();
+        let mut c = Changes::default();
+        c.put(crate::keys::meta(eggs_protocol::ShardId(0), 2), vec![1; 8]);
+        kv.apply(c).unwrap();
+        kv.sync().unwrap();
+        drop(kv);
+        let kv = open().unwrap();
+        assert_eq!(kv.db.get(key).unwrap(), recorded);
+        let newer = FORMAT_VERSION + 1;
+        kv.db.put(key, newer.to_be_bytes()).unwrap();
+        drop(kv);
+        let Err(e) = open() else {
+            panic!("opened a database of version {newer}");
+        };
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("version {newer}")), "{msg}");
+        assert!(
+            msg.contains(&format!("only version {FORMAT_VERSION}")),
+            "{msg}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn key(k: u8) -> Vec<u8> {

@@ -88,6 +88,8 @@ pub enum ShuckleError {
     },
     #[error("database: {0}")]
     Db(#[from] rocksdb::Error),
+    #[error(transparent)]
+    Format(#[from] eggs_common::format_version::FormatError),
     #[error("corrupt database record under key {key:02x?}: {why}")]
     Corrupt { key: Vec<u8>, why: String },
     #[error("cannot listen on {addr}: {source}")]

@@ -3,7 +3,8 @@
 //! Keys: `s` + shard id byte, `c`, `b` + block service id (big-endian, so that ids iterate
 //! in order). Values use the protocol's codec (its fixed bincode configuration) behind a
 //! 4-byte magic naming the record type and version, so that a future format is detected at
-//! start instead of misread.
+//! start instead of misread. The key `v` holds the format version of the whole database
+//! (u32 big-endian, [`FORMAT_VERSION`]).
 
 use crate::registry::{BlockServiceRecord, Change, Endpoint};
 use crate::ShuckleError;
@@ -21,6 +22,11 @@ impl Message for BlockServiceRecord {
 const SHARD_PREFIX: u8 = b's';
 const CDC_KEY: &[u8] = b"c";
 const BLOCK_SERVICE_PREFIX: u8 = b'b';
+const FORMAT_VERSION_KEY: &[u8] = b"v";
+
+/// The version of the layout above. Databases made before versions were recorded are
+/// version 1 too: they get the record on their first open.
+pub(crate) const FORMAT_VERSION: eggs_common::format_version::FormatVersion = 1;
 
 pub(crate) struct Store {
     db: rocksdb::DB,
@@ -34,7 +40,27 @@ impl Store {
                 source,
             },
         )?;
-        Ok(Store { db })
+        let store = Store { db };
+        store.check_format_version(dir)?;
+        Ok(store)
+    }
+
+    /// Refuses a database of another format version; records the version (synced) in a new
+    /// one, and in one made before versions were recorded.
+    fn check_format_version(&self, dir: &Path) -> Result<(), ShuckleError> {
+        eggs_common::format_version::ensure(
+            &format!("shuckle database {}", dir.display()),
+            FORMAT_VERSION,
+            self.db.get(FORMAT_VERSION_KEY)?,
+            || match self.db.iterator(rocksdb::IteratorMode::Start).next() {
+                Some(entry) => entry.map(|_| true).map_err(ShuckleError::from),
+                None => Ok(false),
+            },
+            |v| {
+                let sync = eggs_common::db::sync_write();
+                Ok(self.db.put_opt(FORMAT_VERSION_KEY, v, &sync)?)
+            },
+        )
     }
 
     /// Every record ever written. Refuses to start on a record it cannot read, rather than
@@ -43,6 +69,10 @@ impl Store {
         let mut records = Vec::new();
         for entry in self.db.iterator(rocksdb::IteratorMode::Start) {
             let (key, value) = entry?;
+            // Checked by `open`; not a record.
+            if *key == *FORMAT_VERSION_KEY {
+                continue;
+            }
             records.push(decode_record(&key, &value)?);
         }
         Ok(records)
@@ -51,6 +81,8 @@ impl Store {
     /// Writes all changes of one request as a single synced batch: a heartbeat of 256 shards
     /// costs one WAL append and one fsync, and a crash never keeps half a request.
     pub(crate) fn write(&self, changes: &[Change]) -> Result<(), ShuckleError> {
+        // The server skips requests without changes: each write here costs an fsync.
+        assert!(!changes.is_empty(), "an empty synced write");
         let mut batch = rocksdb::WriteBatch::default();
         for change in changes {
             match change {
@@ -72,8 +104,9 @@ fn encode_record(change: &Change) -> (Vec<u8>, Vec<u8>) {
         Change::Shard(id, endpoint) => (vec![SHARD_PREFIX, id.0], codec::encode(endpoint)),
         Change::Cdc(endpoint) => (CDC_KEY.to_vec(), codec::encode(endpoint)),
         Change::BlockService(record) => (block_service_key(record.id), codec::encode(record)),
-        // Written as a deletion by `write`.
-        Change::ForgetBlockService(id) => (block_service_key(*id), Vec::new()),
+        Change::ForgetBlockService(id) => {
+            unreachable!("forgetting {id:?} is a deletion, written by `write`")
+        }
     }
 }
 
@@ -174,6 +207,37 @@ mod tests {
         drop(store);
         let loaded = Store::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(loaded, vec![Change::BlockService(block_service(2))]);
+    }
+
+    #[test]
+    fn format_version_is_recorded_and_other_versions_refused() {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let store = Store::open(dir.path()).unwrap();
+        let recorded = store.db.get(FORMAT_VERSION_KEY).unwrap();
+        assert_eq!(recorded, Some(FORMAT_VERSION.to_be_bytes().to_vec()));
+        assert_eq!(store.load().unwrap(), Vec::new(), "the record is no change");
+        // A database of the code before versions: data, no record. It is version 1.
+        store.db.delete(FORMAT_VERSION_KEY).unwrap();
+        store.write(&[Change::Cdc(endpoint(7000, 1))]).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.db.get(FORMAT_VERSION_KEY).unwrap(), recorded);
+        assert_eq!(store.load().unwrap(), vec![Change::Cdc(endpoint(7000, 1))]);
+        let newer = FORMAT_VERSION + 1;
+        store
+            .db
+            .put(FORMAT_VERSION_KEY, newer.to_be_bytes())
+            .unwrap();
+        drop(store);
+        let Err(e) = Store::open(dir.path()) else {
+            panic!("opened a database of version {newer}");
+        };
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("version {newer}")), "{msg}");
+        assert!(
+            msg.contains(&format!("only version {FORMAT_VERSION}")),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -370,3 +370,28 @@ fn unexpected_files_are_left_alone() {
     assert_eq!(store.block_count(), 0);
     assert!(dir.path().join("00").join("README").exists());
 }
+
+#[test]
+fn format_version_is_recorded_and_other_versions_refused() {
+    let dir = tempfile::tempdir().expect("create temp dir");
+    let record = dir.path().join(FORMAT_FILE);
+    check_format_version(dir.path()).expect("fresh directory");
+    let recorded = std::fs::read(&record).expect("record written");
+    assert_eq!(recorded, FORMAT_VERSION.to_be_bytes());
+    check_format_version(dir.path()).expect("same version");
+    // A directory of the code before versions: data, no record. It is version 1.
+    std::fs::remove_file(&record).expect("remove record");
+    Store::open(dir.path()).expect("open");
+    check_format_version(dir.path()).expect("directory from before versions");
+    assert_eq!(std::fs::read(&record).expect("record"), recorded);
+    let newer = FORMAT_VERSION + 1;
+    std::fs::write(&record, newer.to_be_bytes()).expect("write record");
+    let msg = check_format_version(dir.path())
+        .expect_err("a directory of another version")
+        .to_string();
+    assert!(msg.contains(&format!("version {newer}")), "{msg}");
+    assert!(
+        msg.contains(&format!("only version {FORMAT_VERSION}")),
+        "{msg}"
+    );
+}
