@@ -72,17 +72,29 @@ impl InodeId {
     /// The null inode: "no owner" for a removed directory, "no target" for deletion markers.
     pub const NULL: InodeId = InodeId(0);
     /// The root directory, on shard 0 with counter 0.
-    pub const ROOT: InodeId = InodeId(1 << 62);
+    pub const ROOT: InodeId = InodeId(1 << Self::TYPE_SHIFT);
+    /// Bits of the type, at the top.
+    pub const TYPE_BITS: u32 = 2;
+    /// Bits of the counter, between the type and the shard.
+    pub const COUNTER_BITS: u32 = 54;
+    /// Bits of the shard, at the bottom.
+    pub const SHARD_BITS: u32 = 8;
+    const TYPE_SHIFT: u32 = Self::COUNTER_BITS + Self::SHARD_BITS;
     /// Largest counter that fits.
-    pub const MAX_COUNTER: u64 = (1 << 54) - 1;
+    pub const MAX_COUNTER: u64 = (1 << Self::COUNTER_BITS) - 1;
 
+    /// Panics on a counter that does not fit (callers allocate counters and must stop
+    /// before [`Self::MAX_COUNTER`]): a truncated counter would name another inode.
     pub fn new(typ: InodeType, shard: ShardId, counter: u64) -> InodeId {
-        debug_assert!(counter <= Self::MAX_COUNTER);
-        InodeId((typ.bits() << 62) | ((counter & Self::MAX_COUNTER) << 8) | shard.0 as u64)
+        assert!(
+            counter <= Self::MAX_COUNTER,
+            "inode counter {counter} overflows"
+        );
+        InodeId((typ.bits() << Self::TYPE_SHIFT) | (counter << Self::SHARD_BITS) | shard.0 as u64)
     }
     /// The type encoded in the id, or `None` for the null id and other invalid ids.
     pub fn typ(self) -> Option<InodeType> {
-        match self.0 >> 62 {
+        match self.0 >> Self::TYPE_SHIFT {
             1 => Some(InodeType::Directory),
             2 => Some(InodeType::File),
             3 => Some(InodeType::Symlink),
@@ -93,7 +105,7 @@ impl InodeId {
         ShardId(self.0 as u8)
     }
     pub fn counter(self) -> u64 {
-        (self.0 >> 8) & Self::MAX_COUNTER
+        (self.0 >> Self::SHARD_BITS) & Self::MAX_COUNTER
     }
     pub fn is_dir(self) -> bool {
         self.typ() == Some(InodeType::Directory)
@@ -114,6 +126,14 @@ impl fmt::Display for InodeId {
         write!(f, "0x{:016x}", self.0)
     }
 }
+
+// The id layout: type | counter | shard fill exactly 64 bits, the shard field holds every
+// shard, the largest type tag (3) fits its field, and the root is directory 0 of shard 0.
+const _: () = assert!(InodeId::TYPE_BITS + InodeId::COUNTER_BITS + InodeId::SHARD_BITS == 64);
+const _: () = assert!(1usize << InodeId::SHARD_BITS == NUM_SHARDS);
+const _: () = assert!(3 >> InodeId::TYPE_BITS == 0);
+const _: () = assert!(InodeId::ROOT.0 >> InodeId::TYPE_SHIFT == 1);
+const _: () = assert!(InodeId::ROOT.0 & ((1 << InodeId::TYPE_SHIFT) - 1) == 0);
 
 /// Nanoseconds since the Unix epoch.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Encode, Decode)]
@@ -163,8 +183,33 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Encode, Decode)]
 pub struct BlockServiceId(pub u64);
 
+/// A 64-bit block id: `counter (56 bits) | shard (8 bits)`, the counter being the allocating
+/// shard's own, so that ids are unique across shards without coordination.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Encode, Decode)]
 pub struct BlockId(pub u64);
+
+impl BlockId {
+    /// Bits of the allocating shard, at the bottom.
+    pub const SHARD_BITS: u32 = 8;
+    /// Bits of the counter, above the shard.
+    pub const COUNTER_BITS: u32 = 56;
+    /// Largest counter that fits.
+    pub const MAX_COUNTER: u64 = (1 << Self::COUNTER_BITS) - 1;
+
+    /// Panics on a counter that does not fit (the allocating shard must stop before
+    /// [`Self::MAX_COUNTER`]): a truncated counter would reuse another block's id.
+    pub fn new(shard: ShardId, counter: u64) -> BlockId {
+        assert!(
+            counter <= Self::MAX_COUNTER,
+            "block counter {counter} overflows"
+        );
+        BlockId((counter << Self::SHARD_BITS) | shard.0 as u64)
+    }
+}
+
+// The block id layout fills exactly 64 bits and its shard field holds every shard.
+const _: () = assert!(BlockId::COUNTER_BITS + BlockId::SHARD_BITS == 64);
+const _: () = assert!(1usize << BlockId::SHARD_BITS == NUM_SHARDS);
 
 /// An IPv4 socket address (all EggsFS services are reached over IPv4).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Encode, Decode)]
@@ -321,6 +366,25 @@ mod tests {
         assert_eq!(InodeId::ROOT.typ(), Some(InodeType::Directory));
         assert_eq!(InodeId::ROOT.shard(), ShardId(0));
         assert_eq!(InodeId::NULL.typ(), None);
+        let max = InodeId::new(InodeType::Symlink, ShardId(255), InodeId::MAX_COUNTER);
+        assert_eq!(max, InodeId(u64::MAX));
+        assert_eq!(BlockId::new(ShardId(7), 3), BlockId(3 << 8 | 7));
+        assert_eq!(
+            BlockId::new(ShardId(255), BlockId::MAX_COUNTER),
+            BlockId(u64::MAX)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "overflows")]
+    fn inode_counter_overflow_stops() {
+        InodeId::new(InodeType::File, ShardId(0), InodeId::MAX_COUNTER + 1);
+    }
+
+    #[test]
+    #[should_panic(expected = "overflows")]
+    fn block_counter_overflow_stops() {
+        BlockId::new(ShardId(0), BlockId::MAX_COUNTER + 1);
     }
 
     #[test]

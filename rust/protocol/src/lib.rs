@@ -31,6 +31,11 @@ pub const MAX_TCP_MESSAGE: u32 = 1 << 20;
 /// Largest inline span: small file contents are stored in the shard's metadata.
 pub const MAX_INLINE_SPAN: usize = 4096;
 
+// A client's default datagram is never above what servers accept, and the largest inline
+// span with its request's fixed part fits the largest datagram.
+const _: () = assert!(DEFAULT_UDP_MTU <= MAX_UDP_MTU);
+const _: () = assert!(MAX_INLINE_SPAN + 512 <= MAX_UDP_MTU as usize);
+
 /// Identifies a request for retries: servers deduplicate on `(client_id, request_id)`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
 pub struct RequestHeader {
