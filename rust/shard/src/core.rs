@@ -10,7 +10,7 @@ use crate::values::{
 use eggs_protocol::policy::DirectoryInfo;
 use eggs_protocol::shard::*;
 use eggs_protocol::shuckle::BlockServiceWithKey;
-use eggs_protocol::{codec, EggsError, EggsTime, InodeId, InodeType, Name, ShardId};
+use eggs_protocol::{codec, BlockId, EggsError, EggsTime, InodeId, InodeType, Name, ShardId};
 use eggs_protocol::{MAX_INLINE_SPAN, MAX_UDP_MTU, NUM_SHARDS};
 
 #[derive(Clone, Debug)]
@@ -103,9 +103,9 @@ impl<K: Kv> ShardCore<K> {
             core.served[s.0 as usize] = true;
             core.last_time[s.0 as usize] = core.meta(s, keys::META_LAST_TIME)?.unwrap_or(0);
             core.next_file_counter[s.0 as usize] =
-                core.meta(s, keys::META_NEXT_FILE_COUNTER)?.unwrap_or(1);
+                core.counter(s, keys::META_NEXT_FILE_COUNTER, InodeId::MAX_COUNTER)?;
             core.next_block_counter[s.0 as usize] =
-                core.meta(s, keys::META_NEXT_BLOCK_COUNTER)?.unwrap_or(1);
+                core.counter(s, keys::META_NEXT_BLOCK_COUNTER, BlockId::MAX_COUNTER)?;
         }
         if core.served[0] && core.kv.get(&keys::dir(InodeId::ROOT))?.is_none() {
             let mut tx = core.begin(ShardId(0), now);
@@ -142,17 +142,35 @@ impl<K: Kv> ShardCore<K> {
     }
 
     fn meta(&self, shard: ShardId, field: u8) -> Result<Option<u64>, ShardError> {
-        Ok(self
-            .kv
-            .get(&keys::meta(shard, field))?
-            .and_then(|v| keys::be_u64(&v)))
+        let key = keys::meta(shard, field);
+        match self.kv.get(&key)? {
+            Some(v) => Ok(Some(
+                keys::be_u64(&v).ok_or_else(|| corrupt(key, "meta field"))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The next value of an id counter (1 in a new shard). Above `max + 1` it was never
+    /// written by a shard, which stops at `max` (asserted at each allocation).
+    fn counter(&self, shard: ShardId, field: u8, max: u64) -> Result<u64, ShardError> {
+        let next = self.meta(shard, field)?.unwrap_or(1);
+        if next == 0 || next > max.saturating_add(1) {
+            return Err(corrupt(keys::meta(shard, field), "id counter out of range"));
+        }
+        Ok(next)
     }
 
     /// Starts a write on `shard`: times handed out are strictly increasing per shard, even if
     /// the clock steps back (edges are keyed by creation time).
     fn begin(&mut self, shard: ShardId, now: EggsTime) -> Tx {
+        assert!(
+            self.served[shard.0 as usize],
+            "write on shard {shard} not served"
+        );
         let last = &mut self.last_time[shard.0 as usize];
-        let t = now.0.max(*last + 1);
+        let next = last.checked_add(1).expect("shard time at the end of u64");
+        let t = now.0.max(next);
         *last = t;
         let mut changes = Changes::default();
         changes.put(
@@ -179,14 +197,24 @@ impl<K: Kv> ShardCore<K> {
             return Ok(respond(Err(EggsError::WrongShard)));
         }
         if !req.body.is_write() {
-            return match self.read(req.shard, &req.body) {
+            let applied = self.kv.applied_count();
+            let result = self.read(req.shard, &req.body);
+            // The read-only fast path sends a read's reply without a sync: a read that
+            // changed the store would leak unsynced state.
+            assert_eq!(
+                self.kv.applied_count(),
+                applied,
+                "{} wrote",
+                req.body.kind()
+            );
+            return match result {
                 Ok(r) => Ok(respond(Ok(r))),
                 Err(Fail::Eggs(e)) => Ok(respond(Err(e))),
                 Err(Fail::Internal(e)) => Err(e),
             };
         }
         let dedup_key = keys::dedup(req.shard, req.header.client_id, req.header.request_id);
-        if let Some(resp) = self.remembered(&dedup_key, now)? {
+        if let Some(resp) = self.remembered(&dedup_key, request_id, now)? {
             return Ok(resp);
         }
         let mut tx = self.begin(req.shard, now);
@@ -197,8 +225,7 @@ impl<K: Kv> ShardCore<K> {
         match result {
             Ok(r) => {
                 let resp = respond(Ok(r));
-                self.remember(req, &resp, &mut tx);
-                self.kv.apply(tx.changes)?;
+                self.commit(req, &resp, tx)?;
                 Ok(resp)
             }
             Err(Fail::Eggs(e)) => {
@@ -207,18 +234,47 @@ impl<K: Kv> ShardCore<K> {
                 // could then succeed after its sender was told it failed). The failed
                 // attempt's partial changes are dropped; only the dedup entry is written.
                 let resp = respond(Err(e));
-                let mut tx = self.begin(req.shard, now);
-                self.remember(req, &resp, &mut tx);
-                self.kv.apply(tx.changes)?;
+                let tx = self.begin(req.shard, now);
+                self.commit(req, &resp, tx)?;
                 Ok(resp)
             }
             Err(Fail::Internal(e)) => Err(e),
         }
     }
 
+    /// Applies a write's changes with its dedup entry. Every write answered, failed or not,
+    /// carries exactly one, under its own key: a retry must find this answer.
+    fn commit(
+        &mut self,
+        req: &ShardRequest,
+        resp: &ShardResponse,
+        mut tx: Tx,
+    ) -> Result<(), ShardError> {
+        assert_eq!(
+            tx.changes.dedup_keys().count(),
+            0,
+            "{} wrote dedup",
+            req.body.kind()
+        );
+        self.remember(req, resp, &mut tx);
+        let h = req.header;
+        let key = keys::dedup(req.shard, h.client_id, h.request_id);
+        assert!(
+            tx.changes.dedup_keys().eq([key.as_slice()]),
+            "one dedup entry"
+        );
+        self.kv.apply(tx.changes)?;
+        Ok(())
+    }
+
     /// The response to an already applied request, if it is still within the window (entries
     /// past it may linger until the store drops them).
-    fn remembered(&self, key: &[u8], now: EggsTime) -> Result<Option<ShardResponse>, ShardError> {
+    fn remembered(
+        &self,
+        key: &[u8],
+        request_id: u64,
+        now: EggsTime,
+    ) -> Result<Option<ShardResponse>, ShardError> {
         let Some(v) = self.kv.get_dedup(key)? else {
             return Ok(None);
         };
@@ -226,16 +282,24 @@ impl<K: Kv> ShardCore<K> {
         if now.0 >= d.time.0.saturating_add(self.opts.dedup_keep_ns) {
             return Ok(None);
         }
-        let resp = codec::decode(&d.response).map_err(|e| ShardError::Corrupt {
+        let resp: ShardResponse = codec::decode(&d.response).map_err(|e| ShardError::Corrupt {
             key: key.to_vec(),
             why: e.to_string(),
         })?;
+        // Stored data, not a programmer error: refused, never sent to the wrong request.
+        if resp.request_id != request_id {
+            return Err(corrupt(key.to_vec(), "dedup entry of another request"));
+        }
         Ok(Some(resp))
     }
 
     /// Records a write's response (success or failure) so that a retry gets it instead of a
     /// re-run.
     fn remember(&self, req: &ShardRequest, resp: &ShardResponse, tx: &mut Tx) {
+        assert_eq!(
+            resp.request_id, req.header.request_id,
+            "answer to another request"
+        );
         let h = req.header;
         let body = DedupBody {
             time: tx.now,
@@ -281,7 +345,8 @@ impl<K: Kv> ShardCore<K> {
             ShardReq::VisitReleasedFiles(r) => {
                 ShardResp::VisitReleasedFiles(self.visit_released_files(shard, r)?)
             }
-            _ => return Err(EggsError::InternalError.into()),
+            // `handle` sends every other kind to `write`.
+            w => unreachable!("write request {} on the read path", w.kind()),
         })
     }
 
@@ -412,6 +477,14 @@ impl<K: Kv> ShardCore<K> {
         if let Some(key) = bad {
             return Err(corrupt(key, "bad current edge").into());
         }
+        // Pages continue from the last name: out of order, a listing would skip or loop.
+        let order = |e: &CurrentEdge| (e.name_hash, e.name.clone());
+        assert_ascending(
+            entries
+                .iter()
+                .map(order)
+                .chain(next.iter().map(|c| (c.name_hash, c.name.clone()))),
+        );
         Ok(ReadDirResp { next, entries })
     }
 
@@ -469,6 +542,9 @@ impl<K: Kv> ShardCore<K> {
             budget -= cost;
             entries.push(e);
         }
+        let order = |e: &Edge| (e.name_hash, e.name.clone(), e.creation_time);
+        let cursor = |c: &FullDirCursor| (c.name_hash, c.name.clone(), c.creation_time);
+        assert_ascending(entries.iter().map(order).chain(next.iter().map(cursor)));
         Ok(FullReadDirResp { next, entries })
     }
 
@@ -490,6 +566,10 @@ impl<K: Kv> ShardCore<K> {
             }
             out.len() < max
         })?;
+        assert!(
+            out.len() <= max,
+            "scan went on after its callback said stop"
+        );
         match bad {
             Some(k) => Err(corrupt(k, "bad edge").into()),
             None => Ok(out),
@@ -540,6 +620,7 @@ impl<K: Kv> ShardCore<K> {
         if let Some(k) = bad {
             return Err(corrupt(k, "bad span").into());
         }
+        assert_ascending(spans.iter().map(|s| s.byte_offset).chain(next_offset));
         Ok(FileSpansResp { next_offset, spans })
     }
 
@@ -599,6 +680,21 @@ fn page_budget(mtu: u16) -> usize {
     mtu - (4 + 8 + 4 + 4 + 1 + (8 + 1 + 255 + 8) + 8)
 }
 
+/// Asserts that `items` are strictly ascending: what every listing and pagination cursor relies
+/// on, guaranteed by the key order of the store's scans.
+fn assert_ascending<T: Ord + std::fmt::Debug>(items: impl Iterator<Item = T>) {
+    let mut last: Option<T> = None;
+    for item in items {
+        if let Some(prev) = &last {
+            assert!(
+                *prev < item,
+                "listing out of order: {prev:?} before {item:?}"
+            );
+        }
+        last = Some(item);
+    }
+}
+
 fn corrupt(key: Vec<u8>, why: &str) -> ShardError {
     ShardError::Corrupt {
         key,
@@ -636,6 +732,8 @@ mod settime;
 mod spans;
 mod writes;
 
+#[cfg(test)]
+mod crash_tests;
 #[cfg(test)]
 mod gc_tests;
 #[cfg(test)]

@@ -136,7 +136,12 @@ impl Registry {
     /// Rebuilds a registry from persisted records. Nothing changed, so nothing is logged.
     pub fn restore(stale_after: Duration, records: impl IntoIterator<Item = Change>) -> Registry {
         let mut registry = Registry::new(stale_after);
-        for record in records {
+        for mut record in records {
+            // STALE is computed, never stored; a stored bit (no current code writes one) is
+            // dropped here, so that the checks on later changes hold for what was loaded.
+            if let Change::BlockService(r) = &mut record {
+                r.flags &= !flags::STALE;
+            }
             registry.set(record);
         }
         registry
@@ -154,6 +159,24 @@ impl Registry {
 
     /// Answers `req` as of `now` and lists the records it changes; changes nothing itself.
     pub fn handle(&self, req: ShuckleReq, now: EggsTime) -> Outcome {
+        let query = matches!(
+            req,
+            ShuckleReq::Shards(_)
+                | ShuckleReq::Cdc(_)
+                | ShuckleReq::BlockServices(_)
+                | ShuckleReq::ShardBlockServices(_)
+        );
+        let out = self.dispatch(req, now);
+        // The caller persists `changes` before answering: a failure or a query that listed
+        // some would make a write nobody asked for (or one the client is told failed).
+        assert!(
+            out.changes.is_empty() || (out.result.is_ok() && !query),
+            "changes from a query or a failed request"
+        );
+        out
+    }
+
+    fn dispatch(&self, req: ShuckleReq, now: EggsTime) -> Outcome {
         match req {
             ShuckleReq::RegisterShards(r) => self.register_shards(r, now),
             ShuckleReq::RegisterCdc(r) => self.register_cdc(r, now),
@@ -169,6 +192,11 @@ impl Registry {
 
     /// Applies changes [`Registry::handle`] listed, once they are durable, logging what moved.
     pub fn apply(&mut self, changes: Vec<Change>) {
+        for change in &changes {
+            if let Change::BlockService(r) = change {
+                assert_eq!(r.flags & flags::STALE, 0, "STALE stored for {:?}", r.id);
+            }
+        }
         self.log_changes(&changes);
         for change in changes {
             self.set(change);
@@ -176,6 +204,7 @@ impl Registry {
     }
 
     fn set(&mut self, change: Change) {
+        assert_eq!(self.shards.len(), NUM_SHARDS, "shards indexed by every u8");
         match change {
             // Every u8 is a valid index: `shards` has NUM_SHARDS (256) entries.
             Change::Shard(id, endpoint) => self.shards[usize::from(id.0)] = endpoint,
@@ -232,6 +261,7 @@ impl Registry {
     /// flags, which belong to operators and survive re-registration.
     fn upsert(&self, s: BlockServiceRegistration, now: EggsTime) -> BlockServiceRecord {
         let flags = self.block_services.get(&s.id).map_or(0, |old| old.flags);
+        assert_eq!(flags & flags::STALE, 0, "STALE stored for {:?}", s.id);
         BlockServiceRecord {
             id: s.id,
             addr: s.addr,
@@ -255,7 +285,9 @@ impl Registry {
                 addr: e.addr,
                 last_seen: e.last_seen,
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Clients index the reply by shard id.
+        assert_eq!(shards.len(), NUM_SHARDS, "a slot per shard");
         Outcome::answer(ShuckleResp::Shards(ShardsResp { shards }))
     }
 
@@ -303,6 +335,7 @@ impl Registry {
         // STALE is computed, never stored: an operator cannot pin it on or off.
         let mask = r.mask & !flags::STALE;
         let new_flags = (old.flags & !mask) | (r.flags & mask);
+        assert_eq!(new_flags & flags::STALE, 0, "STALE stored for {:?}", r.id);
         let resp = ShuckleResp::SetBlockServiceFlags(SetBlockServiceFlagsResp {});
         if new_flags == old.flags {
             // Nothing to write: spare the synced write.
@@ -328,6 +361,7 @@ impl Registry {
         if old.flags & flags::DECOMMISSIONED == 0 || !self.is_stale(old.last_seen, now) {
             return Outcome::error(EggsError::BlockServiceNotForgettable);
         }
+        assert_eq!(old.id, r.id, "block service filed under another id");
         Outcome {
             result: Ok(resp),
             changes: vec![Change::ForgetBlockService(r.id)],
@@ -667,6 +701,35 @@ mod tests {
         run(&mut reg, set_flags(1, 0xff, 0xff), SEC).unwrap();
         let got = block_services(&reg, SEC)[0].flags;
         assert_eq!(got, !flags::STALE, "every bit but STALE");
+    }
+
+    #[test]
+    fn a_stored_stale_bit_is_dropped_on_restore() {
+        let record = BlockServiceRecord {
+            id: BlockServiceId(1),
+            addr: addr(1),
+            storage_class: StorageClass::Hdd,
+            failure_domain: [1; 16],
+            secret_key: SecretKey([0; 16]),
+            flags: flags::STALE | flags::NO_WRITE,
+            capacity_bytes: 1,
+            available_bytes: 1,
+            blocks: 0,
+            path: "/d".into(),
+            last_seen: EggsTime(SEC),
+        };
+        let changes = vec![Change::BlockService(record)];
+        let mut reg = Registry::restore(Duration::from_secs(60), changes);
+        // Heartbeats and flag changes of the restored service neither keep nor trip on it.
+        run(&mut reg, register_bs(vec![registration(1, 1)]), 2 * SEC).unwrap();
+        run(
+            &mut reg,
+            set_flags(1, flags::NO_READ, flags::NO_READ),
+            2 * SEC,
+        )
+        .unwrap();
+        let want = flags::NO_WRITE | flags::NO_READ;
+        assert_eq!(block_services(&reg, 2 * SEC)[0].flags, want);
     }
 
     #[test]

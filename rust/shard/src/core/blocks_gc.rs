@@ -69,6 +69,8 @@ impl<K: Kv> ShardCore<K> {
             let Some(id) = found else {
                 return Ok((None, ids));
             };
+            // Each seek starts past the last file: the scan must move forward.
+            assert!(id >= from, "file scan went back");
             if ids.len() >= max {
                 return Ok((Some(InodeId(id)), ids));
             }
@@ -140,6 +142,7 @@ impl<K: Kv> ShardCore<K> {
             let excess = abandoned.len().saturating_sub(MAX_ABANDONED);
             abandoned.drain(..excess);
         }
+        assert!(abandoned.len() <= MAX_ABANDONED);
         let target = self.write_target(&new, size)?;
         let body = PendingReplaceBody {
             old_block_id: old.block_id,
@@ -199,9 +202,10 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::BadCertificate.into());
         }
         let mut updated = span.clone();
-        if let SpanStorage::Blocks(ub) = &mut updated.storage {
-            ub.blocks[idx] = new;
-        }
+        let SpanStorage::Blocks(ub) = &mut updated.storage else {
+            unreachable!("a copy of a span with blocks has none");
+        };
+        ub.blocks[idx] = new;
         targets.push(current.clone());
         let erase = targets
             .iter()
@@ -254,7 +258,12 @@ impl<K: Kv> ShardCore<K> {
         // Deterministic order before the random choice, so a seeded run replays exactly.
         candidates.sort_by_key(|s| s.info.id);
         let i = super::spans::pick_by_free_space(&mut self.rng, &candidates);
-        Ok(candidates[i].clone())
+        let chosen = candidates[i].clone();
+        assert!(
+            !used_domains.contains(&chosen.info.failure_domain),
+            "domain taken"
+        );
+        Ok(chosen)
     }
 
     fn write_target(&self, blk: &BlockValue, size: u32) -> R<BlockWriteTarget> {

@@ -102,6 +102,7 @@ impl<K: Kv> ShardCore<K> {
         mut entry: impl FnMut(InodeId, &[u8], &[u8]) -> Option<T>,
     ) -> R<(Option<InodeId>, Vec<T>)> {
         let prefix = vec![shard.0, table];
+        let start_id = start;
         let start = keys::table_from(shard, table, start);
         let mut budget = page_budget(mtu);
         let mut out = Vec::new();
@@ -126,6 +127,11 @@ impl<K: Kv> ShardCore<K> {
             }
             true
         })?;
+        // The GC continues from `next`: a cursor going back would make it loop forever.
+        assert!(
+            next.map_or(true, |n| n >= start_id),
+            "visit cursor went back"
+        );
         match bad {
             Some(k) => Err(super::corrupt(k, "bad key or value in a GC visit").into()),
             None => Ok((next, out)),
@@ -157,6 +163,7 @@ impl<K: Kv> ShardCore<K> {
             })?;
             let current = self.get_current_edge(r.dir_id, &name)?;
             let gone = expired_edges(&edges, current.map(|c| c.creation_time), &r.policy, tx.now);
+            assert_eq!(gone.len(), edges.len(), "a verdict per edge");
             for ((ctime, target, owned), _) in edges.iter().zip(&gone).filter(|(_, &g)| g) {
                 tx.changes
                     .delete(keys::snapshot_edge(r.dir_id, &name, *ctime));
@@ -227,6 +234,8 @@ impl<K: Kv> ShardCore<K> {
     /// The file's last owning edge is gone: make it transient here, or record the release
     /// for the GC to complete on the file's own shard.
     fn release_file(&mut self, shard: ShardId, tx: &mut Tx, file: InodeId) -> R<()> {
+        // Directories are never released: they go by `DestroyDirectory`.
+        assert!(!file.is_dir() && !file.is_null(), "releasing {file}");
         if file.shard() == shard {
             self.make_transient_now(tx, file)?;
         } else {
@@ -238,6 +247,7 @@ impl<K: Kv> ShardCore<K> {
 
     /// A linked file becomes transient with its deadline now and a cookie nobody knows.
     fn make_transient_now(&mut self, tx: &mut Tx, file: InodeId) -> R<()> {
+        assert!(!file.is_dir(), "directory {file} made transient");
         let key = keys::file(file);
         let Some(v) = self.kv.get(&key)? else {
             return Ok(()); // already transient or destroyed
@@ -303,6 +313,10 @@ impl<K: Kv> ShardCore<K> {
         if r.delete_after_ns == 0 || tx.now.0 < d.mtime.0.saturating_add(r.delete_after_ns) {
             return Err(EggsError::NotExpiredYet.into());
         }
+        assert!(
+            d.owner_id.is_null() && r.dir_id != InodeId::ROOT,
+            "destroying a live dir"
+        );
         tx.changes.delete(key);
         // Its CDC fence too: no transaction can create an edge in a destroyed directory.
         tx.changes.delete(keys::cdc_fence(r.dir_id));
@@ -336,6 +350,7 @@ impl<K: Kv> ShardCore<K> {
         if now < t.deadline {
             return Err(EggsError::NotExpiredYet.into());
         }
+        assert!(!id.is_dir(), "directory {id} as a transient file");
         Ok(Some(t))
     }
 
@@ -434,6 +449,8 @@ impl<K: Kv> ShardCore<K> {
             }
         }
         self.delete_span(tx, r.file_id, r.byte_offset, &span)?;
+        // Erasure goes from the first span; a file's spans fit in its size.
+        assert!(t.size >= span.size as u64, "span larger than its file");
         t.size = t.size.saturating_sub(span.size as u64);
         if t.uncertified_span == Some(r.byte_offset) {
             t.uncertified_span = None;
@@ -489,6 +506,7 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::SnapshotNotFound.into());
         }
         // Ownership moves from the snapshot edge to the new current edge.
+        assert!(r.creation_time < tx.now, "snapshot edge from the future");
         tx.changes.delete(key);
         let e = CurrentEdgeBody {
             target_id: s.target_id,
@@ -532,6 +550,10 @@ impl<K: Kv> ShardCore<K> {
         if !d.owner_id.is_null() {
             return Err(EggsError::DirectoryNotRemoved.into());
         }
+        assert!(
+            d.owner_id.is_null() && !r.owner_id.is_null(),
+            "reattaching a live dir"
+        );
         d.owner_id = r.owner_id;
         d.mtime = tx.now;
         tx.put(keys::dir(r.dir_id), &d);
@@ -548,6 +570,7 @@ impl<K: Kv> ShardCore<K> {
         ctime: EggsTime,
         target: InodeId,
     ) {
+        assert!(dir.is_dir(), "snapshot edge {dir}/{name} in a file");
         let body = SnapshotEdgeBody {
             target_id: target,
             owned: false,
@@ -567,6 +590,11 @@ pub(crate) fn expired_edges(
     policy: &SnapshotPolicy,
     now: EggsTime,
 ) -> Vec<bool> {
+    // Oldest first (the scan's key order): each edge ends when the next one begins.
+    assert!(
+        edges.windows(2).all(|w| w[0].0 < w[1].0),
+        "snapshot edges out of order"
+    );
     let n = edges.len();
     let mut gone = vec![false; n];
     if policy.delete_after_versions > 0 {

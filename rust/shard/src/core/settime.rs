@@ -43,6 +43,8 @@ impl<K: Kv> ShardCore<K> {
     /// point (`rsync -a` copies directory times after filling the directory).
     fn set_dir_time(&mut self, shard: ShardId, tx: &mut Tx, r: &SetTimeReq) -> R<SetTimeResp> {
         let mut d = self.get_live_dir(shard, r.id)?;
+        // `get_live_dir` refuses removed directories: their mtime is their removal time.
+        assert!(r.id == eggs_protocol::InodeId::ROOT || !d.owner_id.is_null());
         if let Some(t) = r.mtime {
             d.mtime = t;
             tx.put(keys::dir(r.id), &d);

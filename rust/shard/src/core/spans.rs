@@ -31,6 +31,9 @@ impl<K: Kv> ShardCore<K> {
         }
         let block_size = check_span_shape(r)?;
         let chosen = self.place_blocks(r.storage_class, r.parity, &r.blacklist)?;
+        // `check_span_shape` checked one CRC per block, `place_blocks` one service per block:
+        // a mismatch would make the zip below drop blocks silently.
+        assert_eq!(chosen.len(), r.block_crcs.len(), "services for a span");
         let mut targets = Vec::with_capacity(chosen.len());
         let mut blocks = Vec::with_capacity(chosen.len());
         for (service, &crc) in chosen.iter().zip(&r.block_crcs) {
@@ -67,7 +70,11 @@ impl<K: Kv> ShardCore<K> {
             }),
         };
         self.put_span(tx, r.file_id, r.byte_offset, None, &span);
-        t.size += r.size as u64;
+        // A u32 per span on a size that counts real spans: never near 2^64.
+        t.size = t
+            .size
+            .checked_add(r.size as u64)
+            .expect("file size overflows");
         t.uncertified_span = Some(r.byte_offset);
         self.touch_transient(tx, r.file_id, t);
         Ok(AddSpanInitiateResp { blocks: targets })
@@ -90,6 +97,12 @@ impl<K: Kv> ShardCore<K> {
         if r.proofs.len() != b.blocks.len() {
             return Err(EggsError::BadCertificate.into());
         }
+        // Only the last span can be uncertified (nothing is added after it).
+        assert_eq!(
+            t.uncertified_span,
+            Some(r.byte_offset),
+            "uncertified span elsewhere"
+        );
         for (blk, proof) in b.blocks.iter().zip(&r.proofs) {
             let service = self.service(blk.block_service_id)?;
             let expected =
@@ -138,7 +151,11 @@ impl<K: Kv> ShardCore<K> {
             }
         }
         self.delete_span(tx, r.file_id, r.byte_offset, &span)?;
-        t.size -= span.size as u64;
+        // The span ends at the file's size (checked above), so this cannot go below zero.
+        t.size = t
+            .size
+            .checked_sub(span.size as u64)
+            .expect("span beyond the file's end");
         t.uncertified_span = None;
         self.touch_transient(tx, r.file_id, t);
         Ok(RemoveSpanResp { blocks })
@@ -155,6 +172,7 @@ impl<K: Kv> ShardCore<K> {
         old: Option<&SpanValue>,
         new: &SpanValue,
     ) {
+        assert!(!file.is_dir(), "span of directory {file}");
         let before = blocks_per_service(old);
         let after = blocks_per_service(Some(new));
         for (service, _) in before.iter().filter(|(s, _)| !after.contains_key(s)) {
@@ -180,6 +198,7 @@ impl<K: Kv> ShardCore<K> {
         offset: u64,
         old: &SpanValue,
     ) -> R<()> {
+        assert!(!file.is_dir(), "span of directory {file}");
         for service in blocks_per_service(Some(old)).keys() {
             tx.changes
                 .delete(keys::bs_file_span(*service, file, offset));
@@ -198,6 +217,7 @@ impl<K: Kv> ShardCore<K> {
     }
 
     fn touch_transient(&self, tx: &mut Tx, id: InodeId, mut t: TransientFileBody) {
+        assert!(!id.is_dir(), "directory {id} as a transient file");
         t.mtime = tx.now;
         t.deadline = EggsTime(tx.now.0 + self.opts.transient_deadline_ns);
         tx.put(keys::transient(id), &t);
@@ -223,7 +243,9 @@ impl<K: Kv> ShardCore<K> {
     /// Block ids are unique across shards: a per-shard counter with the shard in the low byte.
     pub(super) fn new_block_id(&mut self, shard: ShardId, tx: &mut Tx) -> BlockId {
         let counter = &mut self.next_block_counter[shard.0 as usize];
-        let id = BlockId((*counter << 8) | shard.0 as u64);
+        // Asserts that the counter fits: 2^56 blocks per shard is never reached, and `open`
+        // refuses a stored counter beyond it.
+        let id = BlockId::new(shard, *counter);
         *counter += 1;
         tx.changes.put(
             keys::meta(shard, keys::META_NEXT_BLOCK_COUNTER),
@@ -265,6 +287,14 @@ impl<K: Kv> ShardCore<K> {
             let i = pick_by_free_space(&mut self.rng, &candidates);
             chosen.push(candidates[i].clone());
         }
+        let mut domains: Vec<_> = chosen.iter().map(|s| s.info.failure_domain).collect();
+        domains.sort_unstable();
+        domains.dedup();
+        assert_eq!(
+            domains.len(),
+            want,
+            "two blocks of a span in one failure domain"
+        );
         Ok(chosen)
     }
 }
@@ -316,17 +346,20 @@ pub(super) fn pick_by_free_space(
     rng: &mut rand::rngs::StdRng,
     candidates: &[&BlockServiceWithKey],
 ) -> usize {
-    debug_assert!(!candidates.is_empty());
+    assert!(!candidates.is_empty(), "no candidate to pick from");
     let weights: Vec<u64> = candidates
         .iter()
         .map(|c| c.info.available_bytes / 4096 + 1)
         .collect();
-    let total: u64 = weights.iter().sum();
+    // Free space is what block services report: a huge sum must not overflow. Saturated,
+    // the total is below the true sum, so the walk below still ends within `weights`.
+    let total = weights.iter().fold(0u64, |a, &w| a.saturating_add(w));
     let mut pick = rng.gen_range(0..total);
     let mut i = 0;
     while pick >= weights[i] {
         pick -= weights[i];
         i += 1;
     }
+    assert!(i < candidates.len());
     i
 }

@@ -94,18 +94,21 @@ impl<K: Kv> ShardCore<K> {
             ShardReq::ReplaceBlockCertify(r) => {
                 ShardResp::ReplaceBlockCertify(self.replace_block_certify(shard, tx, r)?)
             }
-            _ => return Err(EggsError::InternalError.into()),
+            // `handle` sends reads to `read` and SetTime to `set_time`.
+            r => unreachable!("{} on the write path", r.kind()),
         })
     }
 
     // ---- edge helpers ----
 
     fn touch_dir(&self, tx: &mut Tx, dir_id: InodeId, mut d: DirectoryBody) {
+        assert!(dir_id.is_dir(), "touching {dir_id} as a directory");
         d.mtime = tx.now;
         tx.put(keys::dir(dir_id), &d);
     }
 
     fn put_current(&self, tx: &mut Tx, dir: InodeId, name: &Name, target: InodeId) {
+        assert!(dir.is_dir(), "edge {dir}/{name} in a file");
         let body = CurrentEdgeBody {
             target_id: target,
             creation_time: tx.now,
@@ -134,6 +137,12 @@ impl<K: Kv> ShardCore<K> {
         e: &CurrentEdgeBody,
         deleted: bool,
     ) {
+        // Times are strictly increasing per shard, so the snapshot edge and the deletion
+        // marker (at now) are distinct keys: equal times would make one overwrite the other.
+        assert!(
+            e.creation_time < tx.now,
+            "edge {dir}/{name} from the future"
+        );
         tx.changes.delete(keys::current_edge(dir, name));
         let snap = SnapshotEdgeBody {
             target_id: e.target_id,
@@ -271,6 +280,10 @@ impl<K: Kv> ShardCore<K> {
         if r.id == InodeId::ROOT && !r.info.is_complete() {
             return Err(EggsError::BadPolicy.into());
         }
+        assert!(
+            r.id == InodeId::ROOT || !dir.owner_id.is_null(),
+            "policy of a removed dir"
+        );
         dir.info = r.info.clone();
         self.touch_dir(tx, r.id, dir);
         Ok(SetDirectoryInfoResp {})
@@ -286,6 +299,8 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::TypeMismatch.into());
         }
         let counter = &mut self.next_file_counter[shard.0 as usize];
+        // Asserts that the counter fits: 2^54 files per shard is never reached, and `open`
+        // refuses a stored counter beyond it.
         let id = InodeId::new(r.typ, shard, *counter);
         *counter += 1;
         tx.changes.put(
@@ -344,7 +359,11 @@ impl<K: Kv> ShardCore<K> {
             storage: SpanStorage::Inline(r.data.clone()),
         };
         tx.put(keys::span(r.file_id, r.byte_offset), &span);
-        t.size += r.data.len() as u64;
+        // At most 4 KiB per request on a size that counts real spans: never near 2^64.
+        t.size = t
+            .size
+            .checked_add(r.data.len() as u64)
+            .expect("file size overflows");
         t.mtime = tx.now;
         t.deadline = EggsTime(tx.now.0 + self.opts.transient_deadline_ns);
         tx.put(keys::transient(r.file_id), &t);
@@ -357,6 +376,12 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::SpanNotCertified.into());
         }
         let dir = self.get_live_dir(shard, r.owner_id)?;
+        // Both checked to be on this shard: a file lives with the directory it is linked in.
+        assert_eq!(
+            r.file_id.shard(),
+            r.owner_id.shard(),
+            "linking across shards"
+        );
         self.clear_for_new_edge(tx, r.owner_id, &r.name, r.file_id)?;
         tx.changes.delete(keys::transient(r.file_id));
         let f = FileBody {
