@@ -128,10 +128,7 @@ impl<K: Kv> ShardCore<K> {
             true
         })?;
         // The GC continues from `next`: a cursor going back would make it loop forever.
-        assert!(
-            next.map_or(true, |n| n >= start_id),
-            "visit cursor went back"
-        );
+        assert!(next.is_none_or(|n| n >= start_id), "visit cursor went back");
         match bad {
             Some(k) => Err(super::corrupt(k, "bad key or value in a GC visit").into()),
             None => Ok((next, out)),
