@@ -1,11 +1,11 @@
 //! The few system calls std does not offer (through nix), and durable-file helpers. All
 //! blocking.
 
-use std::fs::File;
-use std::io::{self, Write};
 use nix::errno::Errno;
 use nix::fcntl::{fallocate, FallocateFlags, Flock, FlockArg};
 use nix::sys::statvfs::statvfs;
+use std::fs::File;
+use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 

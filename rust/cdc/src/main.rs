@@ -33,7 +33,8 @@ fn main() -> ExitCode {
     }
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build() {
+        .build()
+    {
         Ok(rt) => rt.block_on(serve(args)),
         Err(e) => {
             tracing::error!("starting the tokio runtime: {e}");

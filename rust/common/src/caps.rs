@@ -79,7 +79,8 @@ pub fn describe(kept: &Kept) -> String {
 }
 
 fn reduce_bounding(keep: &[Capability]) -> Result<bool, CapsError> {
-    let bounding = caps::read(None, CapSet::Bounding).map_err(kernel("reading the bounding set"))?;
+    let bounding =
+        caps::read(None, CapSet::Bounding).map_err(kernel("reading the bounding set"))?;
     let mut extra: Vec<Capability> = bounding.into_iter().filter(|c| !keep.contains(c)).collect();
     if extra.is_empty() {
         return Ok(true);

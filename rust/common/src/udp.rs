@@ -36,10 +36,8 @@ fn recv_batch_flags(
     got.clear();
     let n = bufs.len().min(MAX_BATCH);
     let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(n, None);
-    let mut iovs: Vec<[IoSliceMut; 1]> = bufs[..n]
-        .iter_mut()
-        .map(|b| [IoSliceMut::new(b)])
-        .collect();
+    let mut iovs: Vec<[IoSliceMut; 1]> =
+        bufs[..n].iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
     let received = recvmmsg(sock.as_raw_fd(), &mut hdrs, iovs.iter_mut(), flags, None)?;
     for msg in received {
         // A truncated datagram filled its buffer: one more byte than the buffer marks it.
@@ -154,7 +152,10 @@ fn to_sockaddr(a: &SocketAddr) -> SockaddrIn {
 
 fn from_sockaddr(sa: Option<SockaddrIn>) -> SocketAddr {
     // recvmmsg always fills in a UDP sender; an unspecified one makes a reply fail.
-    let v4 = sa.map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), SocketAddrV4::from);
+    let v4 = sa.map_or(
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        SocketAddrV4::from,
+    );
     SocketAddr::V4(v4)
 }
 

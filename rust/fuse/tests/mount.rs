@@ -608,7 +608,10 @@ async fn a_stale_mount_is_cleaned_up_on_the_next_start() {
     // A crash: the mount stays, answering "transport endpoint is not connected".
     m.child.kill().unwrap();
     m.child.wait().unwrap();
-    assert_eq!(eggs_fuse::statfs_errno(&dir), Some(nix::errno::Errno::ENOTCONN as i32));
+    assert_eq!(
+        eggs_fuse::statfs_errno(&dir),
+        Some(nix::errno::Errno::ENOTCONN as i32)
+    );
     std::mem::forget(m);
     let again = Mount::new(s.cluster.shuckle_addr(), &dir);
     assert_eq!(std::fs::read(again.path("t/kept")).unwrap(), b"kept");

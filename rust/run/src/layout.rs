@@ -104,7 +104,7 @@ impl DirLock {
             f.rewind()?;
             writeln!(f, "{}", std::process::id())
         };
-        write_pid(&mut *file).map_err(|e| RunError::io(what(), e))?;
+        write_pid(&mut file).map_err(|e| RunError::io(what(), e))?;
         Ok(DirLock { _file: file })
     }
 }

@@ -33,7 +33,7 @@ mod proc;
 pub use cluster::{BlockServicesLayout, ChildEvent, Cluster, ClusterConfig, GcIntervals};
 pub use error::RunError;
 pub use fuse::{clean_stale_mount, is_fuse_mounted, lazy_unmount, FuseMount};
+pub use layout::{default_bin_dir, free_port, recorded_shard_processes, shards_arg, split_shards};
 /// The signals [`Cluster::kill`] sends.
 pub use nix::sys::signal::Signal;
-pub use layout::{default_bin_dir, free_port, recorded_shard_processes, shards_arg, split_shards};
 pub use proc::{log_tail, rss_bytes, send_signal};
