@@ -38,10 +38,25 @@ fn parse_failure_domain(s: &str) -> Result<[u8; 16], String> {
     eggs_blocks::failure_domain(s).map_err(|e| e.to_string())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     eggs_common::logging::init("info");
+    // Before any other thread starts (each has its own capabilities): servers need none. As
+    // root it still owns, and may write, the directories and files it creates.
+    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(serve(args)),
+        Err(e) => {
+            tracing::error!("starting the tokio runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> ExitCode {
     let cfg = BlocksConfig {
         dirs: args.dirs,
         failure_domain: args

@@ -8,6 +8,7 @@ use eggs_common::crypto::BlockServiceKey;
 use eggs_protocol::policy::StorageClass;
 use eggs_protocol::shuckle::flags;
 use eggs_protocol::BlockServiceId;
+use nix::fcntl::Flock;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ pub(crate) struct Service {
     /// The flags shuckle last reported, refreshed by the registration loop.
     flags: AtomicU8,
     /// Keeps the directory's lock for as long as the service lives.
-    _lock: File,
+    _lock: Flock<File>,
 }
 
 impl Service {
@@ -88,7 +89,7 @@ impl Service {
 }
 
 /// Two processes serving one directory would count and clean up each other's files.
-fn lock_dir(dir: &Path) -> Result<File, BlocksError> {
+fn lock_dir(dir: &Path) -> Result<Flock<File>, BlocksError> {
     let path = dir.join(LOCK_FILE);
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -96,9 +97,9 @@ fn lock_dir(dir: &Path) -> Result<File, BlocksError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| BlocksError::io(&path, e))?;
-    match crate::sys::try_lock(&file) {
-        Ok(true) => Ok(file),
-        Ok(false) => Err(BlocksError::Locked(dir.to_path_buf())),
+    match crate::sys::try_lock(file) {
+        Ok(Some(locked)) => Ok(locked),
+        Ok(None) => Err(BlocksError::Locked(dir.to_path_buf())),
         Err(e) => Err(BlocksError::io(&path, e)),
     }
 }

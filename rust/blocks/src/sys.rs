@@ -1,10 +1,12 @@
-//! The few system calls std does not offer, and durable-file helpers. All blocking.
+//! The few system calls std does not offer (through nix), and durable-file helpers. All
+//! blocking.
 
+use nix::errno::Errno;
+use nix::fcntl::{fallocate, FallocateFlags, Flock, FlockArg};
+use nix::sys::statvfs::statvfs;
 use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
 /// Size and free space of the file system holding a directory.
@@ -14,24 +16,17 @@ pub struct Space {
     pub available_bytes: u64,
 }
 
-/// `statvfs(2)`. Available bytes are those an unprivileged writer may use (`f_bavail`).
+/// `statvfs(2)`. Available bytes are those an unprivileged writer may use (`f_bavail`),
+/// which is all a block service may use: it drops its capabilities (root's reserve too).
 pub fn space(path: &Path) -> io::Result<Space> {
-    let mut c_path = path.as_os_str().as_bytes().to_vec();
-    if c_path.contains(&0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"));
-    }
-    c_path.push(0);
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: c_path is NUL-terminated and outlives the call; st is a valid out-pointer.
-    let rc = unsafe { libc::statvfs(c_path.as_ptr().cast(), st.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: statvfs succeeded, so it filled the struct (which was zeroed anyway).
-    let st = unsafe { st.assume_init() };
+    let st = statvfs(path)?;
     // The field types are 32-bit on some targets and 64-bit on others.
     #[allow(clippy::unnecessary_cast)]
-    let (frsize, blocks, bavail) = (st.f_frsize as u64, st.f_blocks as u64, st.f_bavail as u64);
+    let (frsize, blocks, bavail) = (
+        st.fragment_size() as u64,
+        st.blocks() as u64,
+        st.blocks_available() as u64,
+    );
     Ok(Space {
         capacity_bytes: blocks.saturating_mul(frsize),
         available_bytes: bavail.saturating_mul(frsize),
@@ -45,33 +40,22 @@ pub fn preallocate(file: &File, len_bytes: u64) -> io::Result<()> {
     if len_bytes == 0 {
         return Ok(());
     }
-    let len = libc::off_t::try_from(len_bytes)
+    let len = nix::libc::off_t::try_from(len_bytes)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
-    // SAFETY: the fd is open for as long as `file` lives; fallocate takes no pointers.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => Ok(()),
-        _ => Err(err),
+    match fallocate(file, FallocateFlags::empty(), 0, len) {
+        Ok(()) | Err(Errno::EOPNOTSUPP) | Err(Errno::ENOSYS) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
-/// Takes an exclusive `flock(2)` on `file` without waiting: false when another process
-/// holds it. The lock lasts as long as the file stays open.
-pub fn try_lock(file: &File) -> io::Result<bool> {
-    // SAFETY: the fd is open for as long as `file` lives; flock takes no pointers.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
+/// Takes an exclusive `flock(2)` on `file` without waiting: `None` when another process
+/// holds it. The lock lasts as long as the returned value.
+pub fn try_lock(file: File) -> io::Result<Option<Flock<File>>> {
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(Some(locked)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
     }
-    let err = io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Ok(false);
-    }
-    Err(err)
 }
 
 /// Makes the entries of a directory (creations, renames, removals) durable.

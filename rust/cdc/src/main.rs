@@ -23,10 +23,27 @@ struct Args {
 // One thread: the main loop, the step tasks and the client's UDP tasks hand work to each
 // other constantly, and on one thread that costs no cross-thread wake-ups. RocksDB syncs
 // run on the blocking pool.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     eggs_common::logging::init("info");
     let args = Args::parse();
+    // Before any other thread starts (each has its own capabilities): servers need none.
+    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(serve(args)),
+        Err(e) => {
+            tracing::error!("starting the tokio runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> ExitCode {
     let cfg = CdcConfig {
         dir: args.dir,
         bind: args.bind,

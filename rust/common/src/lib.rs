@@ -1,5 +1,6 @@
 //! Pieces every EggsFS process shares.
 
+pub mod caps;
 pub mod crypto;
 pub mod db;
 pub mod format_version;

@@ -2,8 +2,8 @@
 //! which matters when a request costs a few microseconds and a syscall costs one or two.
 //! IPv4 only, like the protocol.
 
-use std::io;
-use std::mem::MaybeUninit;
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrIn, SockaddrLike};
+use std::io::{self, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 
@@ -15,7 +15,7 @@ pub fn recv_batch(
     bufs: &mut [Vec<u8>],
     got: &mut Vec<(usize, SocketAddr)>,
 ) -> io::Result<()> {
-    recv_batch_flags(sock, bufs, got, libc::MSG_WAITFORONE)
+    recv_batch_flags(sock, bufs, got, MsgFlags::MSG_WAITFORONE)
 }
 
 /// Like [`recv_batch`] but never blocks: `WouldBlock` when nothing is waiting.
@@ -24,59 +24,26 @@ pub fn try_recv_batch(
     bufs: &mut [Vec<u8>],
     got: &mut Vec<(usize, SocketAddr)>,
 ) -> io::Result<()> {
-    recv_batch_flags(sock, bufs, got, libc::MSG_DONTWAIT)
+    recv_batch_flags(sock, bufs, got, MsgFlags::MSG_DONTWAIT)
 }
 
 fn recv_batch_flags(
     sock: &impl AsRawFd,
     bufs: &mut [Vec<u8>],
     got: &mut Vec<(usize, SocketAddr)>,
-    flags: libc::c_int,
+    flags: MsgFlags,
 ) -> io::Result<()> {
     got.clear();
     let n = bufs.len().min(MAX_BATCH);
-    let mut addrs: [MaybeUninit<libc::sockaddr_in>; MAX_BATCH] = [MaybeUninit::uninit(); MAX_BATCH];
-    let mut iovs: Vec<libc::iovec> = bufs[..n]
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr().cast(),
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = (0..n)
-        .map(|i| {
-            // SAFETY: an all-zero msghdr is valid; the pointers set below outlive the call.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = addrs[i].as_mut_ptr().cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            h.msg_hdr.msg_iov = &mut iovs[i];
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
-    // SAFETY: every header points at a live buffer and address of the right size.
-    let r = unsafe {
-        libc::recvmmsg(
-            sock.as_raw_fd(),
-            hdrs.as_mut_ptr(),
-            n as u32,
-            flags,
-            std::ptr::null_mut(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    for (i, h) in hdrs.iter().take(r as usize).enumerate() {
-        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        let len = if truncated {
-            bufs[i].len() + 1
-        } else {
-            h.msg_len as usize
-        };
-        // SAFETY: the kernel wrote a sockaddr_in for each received datagram on an IPv4 socket.
-        let sa = unsafe { addrs[i].assume_init() };
-        got.push((len, from_sockaddr(&sa)));
+    let mut hdrs = MultiHeaders::<SockaddrIn>::preallocate(n, None);
+    let mut iovs: Vec<[IoSliceMut; 1]> =
+        bufs[..n].iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+    let received = recvmmsg(sock.as_raw_fd(), &mut hdrs, iovs.iter_mut(), flags, None)?;
+    for msg in received {
+        // A truncated datagram filled its buffer: one more byte than the buffer marks it.
+        let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+        let len = msg.bytes + usize::from(truncated);
+        got.push((len, from_sockaddr(msg.address)));
     }
     Ok(())
 }
@@ -124,8 +91,11 @@ pub fn send_batch(sock: &impl AsRawFd, msgs: &[(SocketAddr, Vec<u8>)]) -> usize 
 
 const MAX_BATCH: usize = 256;
 
+// nix wraps sendmmsg(2) too, but its only count of the datagrams sent is an iterator that
+// reads each message's receive-address slot, which a send never fills (uninitialised
+// memory): libc directly, with nix's address type.
 fn send_chunk(sock: &impl AsRawFd, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
-    let mut addrs: Vec<libc::sockaddr_in> = msgs.iter().map(|(a, _)| to_sockaddr(a)).collect();
+    let addrs: Vec<SockaddrIn> = msgs.iter().map(|(a, _)| to_sockaddr(a)).collect();
     let mut iovs: Vec<libc::iovec> = msgs
         .iter()
         .map(|(_, b)| libc::iovec {
@@ -133,20 +103,25 @@ fn send_chunk(sock: &impl AsRawFd, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
             iov_len: b.len(),
         })
         .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = (0..msgs.len())
-        .map(|i| {
-            // SAFETY: as in recv_batch.
+    let mut hdrs: Vec<libc::mmsghdr> = addrs
+        .iter()
+        .zip(iovs.iter_mut())
+        .map(|(addr, iov)| {
+            // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths; libc keeps
+            // private padding fields on some targets, so no struct literal).
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-            h.msg_hdr.msg_iov = &mut iovs[i];
+            // The kernel only reads the name and the data of a message it sends.
+            h.msg_hdr.msg_name = addr.as_ptr().cast_mut().cast();
+            h.msg_hdr.msg_namelen = addr.len();
+            h.msg_hdr.msg_iov = iov;
             h.msg_hdr.msg_iovlen = 1;
             h
         })
         .collect();
     let mut done = 0;
     while done < hdrs.len() {
-        // SAFETY: headers point at live addresses and buffers of the right sizes.
+        // SAFETY: every header points at an address in `addrs` and a datagram in `msgs` (through
+        // `iovs`), all alive and unmoved until the call returns; the count is that of `hdrs`.
         let r = unsafe {
             libc::sendmmsg(
                 sock.as_raw_fd(),
@@ -166,25 +141,22 @@ fn send_chunk(sock: &impl AsRawFd, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
     done
 }
 
-fn to_sockaddr(a: &SocketAddr) -> libc::sockaddr_in {
+fn to_sockaddr(a: &SocketAddr) -> SockaddrIn {
     let v4 = match a {
         SocketAddr::V4(v4) => *v4,
         // Not reachable from an IPv4 socket; an unspecified address makes the send fail.
         SocketAddr::V6(_) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
     };
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(v4.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
+    SockaddrIn::from(v4)
 }
 
-fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddr {
-    let ip = Ipv4Addr::from(sa.sin_addr.s_addr.to_ne_bytes());
-    SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sa.sin_port)))
+fn from_sockaddr(sa: Option<SockaddrIn>) -> SocketAddr {
+    // recvmmsg always fills in a UDP sender; an unspecified one makes a reply fail.
+    let v4 = sa.map_or(
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0),
+        SocketAddrV4::from,
+    );
+    SocketAddr::V4(v4)
 }
 
 #[cfg(test)]

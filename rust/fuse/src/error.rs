@@ -2,6 +2,7 @@
 
 use eggs_client::ClientError;
 use eggs_protocol::EggsError;
+use nix::errno::Errno;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FuseError {
@@ -29,21 +30,25 @@ pub enum FuseError {
 
 /// The errno a file-system call returns for a failed client operation.
 pub fn errno(e: &ClientError) -> i32 {
+    errno_of(e) as i32
+}
+
+fn errno_of(e: &ClientError) -> Errno {
     let Some(err) = e.eggs() else {
-        return libc::EIO;
+        return Errno::EIO;
     };
     match err {
         EggsError::NameNotFound
         | EggsError::DirectoryNotFound
         | EggsError::FileNotFound
-        | EggsError::DirectoryRemoved => libc::ENOENT,
-        EggsError::NameExists | EggsError::CannotOverrideDirectory => libc::EEXIST,
-        EggsError::NotADirectory => libc::ENOTDIR,
-        EggsError::IsADirectory => libc::EISDIR,
-        EggsError::DirectoryNotEmpty => libc::ENOTEMPTY,
-        EggsError::LoopInDirectoryRename | EggsError::BadName => libc::EINVAL,
-        EggsError::CannotRemoveRoot | EggsError::EdgeLocked => libc::EBUSY,
-        EggsError::NotEnoughBlockServices => libc::ENOSPC,
-        _ => libc::EIO,
+        | EggsError::DirectoryRemoved => Errno::ENOENT,
+        EggsError::NameExists | EggsError::CannotOverrideDirectory => Errno::EEXIST,
+        EggsError::NotADirectory => Errno::ENOTDIR,
+        EggsError::IsADirectory => Errno::EISDIR,
+        EggsError::DirectoryNotEmpty => Errno::ENOTEMPTY,
+        EggsError::LoopInDirectoryRename | EggsError::BadName => Errno::EINVAL,
+        EggsError::CannotRemoveRoot | EggsError::EdgeLocked => Errno::EBUSY,
+        EggsError::NotEnoughBlockServices => Errno::ENOSPC,
+        _ => Errno::EIO,
     }
 }

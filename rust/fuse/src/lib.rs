@@ -18,9 +18,20 @@ pub use fs::{CacheTimes, MAX_IO_BYTES};
 
 use eggs_client::{Client, ClientOptions};
 use fuser::MountOption;
+use nix::errno::Errno;
+use nix::mount::{umount2, MntFlags};
+use nix::sys::statfs::statfs;
+use nix::unistd::geteuid;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The capabilities eggsfuse keeps, when it has them (as root): mounting and unmounting
+/// with mount(2) and umount2(2) need CAP_SYS_ADMIN. Also kept in the bounding set, so that
+/// the setuid `fusermount3` (the fallback, and what an unprivileged user mounts with) can
+/// still get it. Nothing else: /dev/fuse is open to everyone and the mount point is ours.
+pub const MOUNT_CAPS: &[eggs_common::caps::Capability] =
+    &[eggs_common::caps::Capability::CAP_SYS_ADMIN];
 
 /// How to mount.
 #[derive(Clone, Debug)]
@@ -84,8 +95,7 @@ pub fn mount(cfg: MountConfig) -> Result<(), FuseError> {
         MountOption::NoDev,
         MountOption::NoSuid,
     ];
-    // SAFETY: geteuid cannot fail.
-    if cfg.allow_other || unsafe { libc::geteuid() } == 0 {
+    if cfg.allow_other || geteuid().is_root() {
         opts.push(MountOption::AllowOther);
     }
     let session_err = |source| FuseError::Session {
@@ -149,7 +159,7 @@ pub fn is_mounted(path: &Path) -> bool {
 /// A mount left behind by a process that died answers "transport endpoint is not
 /// connected": unmount it so that the mount point can be used again.
 pub fn clean_stale_mount(path: &Path) {
-    if statfs_errno(path) == Some(libc::ENOTCONN) {
+    if statfs_errno(path) == Some(Errno::ENOTCONN as i32) {
         tracing::warn!("{}: stale mount, unmounting it", path.display());
         lazy_unmount(path);
     }
@@ -158,24 +168,13 @@ pub fn clean_stale_mount(path: &Path) {
 /// The errno of statfs(2) on `path`, which (unlike stat) always reaches a FUSE daemon, so a
 /// dead one shows even while the kernel still caches the attributes.
 pub fn statfs_errno(path: &Path) -> Option<i32> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    // SAFETY: `c` is a valid path and `buf` a properly sized out-parameter.
-    let r = unsafe {
-        let mut buf: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut buf)
-    };
-    (r != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    statfs(path).err().map(|e| e as i32)
 }
 
 /// Detaches the mount at `path` now (busy users keep their open files).
 pub fn lazy_unmount(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
-        // SAFETY: `c` is a valid NUL-terminated path.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-            return true;
-        }
+    if umount2(path, MntFlags::MNT_DETACH).is_ok() {
+        return true;
     }
     // Not root: the setuid helper may unmount what this user mounted.
     let run = |cmd: &str, args: &[&str]| {

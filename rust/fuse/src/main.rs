@@ -36,6 +36,11 @@ struct Args {
 fn main() -> ExitCode {
     eggs_common::logging::init("info");
     let args = Args::parse();
+    // Before any other thread starts (each has its own capabilities).
+    if let Err(e) = eggs_common::caps::drop_all_except(eggs_fuse::MOUNT_CAPS) {
+        eprintln!("eggsfuse: {e}");
+        return ExitCode::FAILURE;
+    }
     let shuckle = args
         .shuckle
         .clone()

@@ -57,8 +57,7 @@ fn can_run() -> bool {
     let ok = bins.join("eggsblocks").is_file()
         && bins.join("eggsshard").is_file()
         && Path::new("/dev/fuse").exists()
-        // SAFETY: geteuid cannot fail.
-        && unsafe { libc::geteuid() } == 0;
+        && nix::unistd::geteuid().is_root();
     if !ok {
         eprintln!("skipped: needs root, /dev/fuse and the server binaries (cargo build --bins)");
     }
@@ -93,6 +92,7 @@ impl Mount {
             assert!(t0.elapsed() < Duration::from_secs(20), "eggsfuse mounts");
             std::thread::sleep(Duration::from_millis(20));
         }
+        assert_keeps_only_mount_caps(m.child.id());
         m
     }
 
@@ -103,8 +103,7 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = eggs_run::send_signal(self.child.id(), eggs_run::Signal::SIGTERM);
         let t0 = Instant::now();
         while matches!(self.child.try_wait(), Ok(None)) && t0.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(20));
@@ -114,6 +113,22 @@ impl Drop for Mount {
         if eggs_fuse::is_mounted(&self.dir) {
             eggs_fuse::lazy_unmount(&self.dir);
         }
+    }
+}
+
+/// eggsfuse, run as root here, keeps CAP_SYS_ADMIN (it mounts and unmounts with mount(2)
+/// itself) in every thread, and nothing else.
+fn assert_keeps_only_mount_caps(pid: u32) {
+    let admin = eggs_common::caps::Capability::CAP_SYS_ADMIN.bitmask();
+    let threads = eggs_common::caps::of_process(pid).expect("eggsfuse's capabilities");
+    assert!(threads.len() > 1, "eggsfuse serves on several threads");
+    for t in threads {
+        assert_eq!(
+            (t.effective, t.permitted, t.bounding),
+            (admin, admin, admin),
+            "{t:?}"
+        );
+        assert_eq!((t.inheritable, t.ambient), (0, 0), "{t:?}");
     }
 }
 
@@ -553,7 +568,7 @@ async fn concurrent_readers_and_reads_with_block_services_down() {
     // everything, rebuilding from parity.
     let killed = vec!["blocks-0".to_string(), "blocks-3".to_string()];
     for k in &killed {
-        s.cluster.kill(k, libc::SIGKILL).unwrap();
+        s.cluster.kill(k, eggs_run::Signal::SIGKILL).unwrap();
     }
     drop(s.mount);
     let fresh = Mount::new(s.cluster.shuckle_addr(), &s.cluster.dir().join("mnt2"));
@@ -593,7 +608,10 @@ async fn a_stale_mount_is_cleaned_up_on_the_next_start() {
     // A crash: the mount stays, answering "transport endpoint is not connected".
     m.child.kill().unwrap();
     m.child.wait().unwrap();
-    assert_eq!(eggs_fuse::statfs_errno(&dir), Some(libc::ENOTCONN));
+    assert_eq!(
+        eggs_fuse::statfs_errno(&dir),
+        Some(nix::errno::Errno::ENOTCONN as i32)
+    );
     std::mem::forget(m);
     let again = Mount::new(s.cluster.shuckle_addr(), &dir);
     assert_eq!(std::fs::read(again.path("t/kept")).unwrap(), b"kept");
@@ -627,8 +645,7 @@ async fn eggsrun_mounts_under_its_directory_and_unmounts_on_exit() {
     }
     std::fs::write(mnt.join("hello"), b"hello").unwrap();
     assert_eq!(std::fs::read(mnt.join("hello")).unwrap(), b"hello");
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    eggs_run::send_signal(child.id(), eggs_run::Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     // The detach may still be settling in the kernel when eggsrun exits.
     let t1 = Instant::now();

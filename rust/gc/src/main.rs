@@ -44,10 +44,24 @@ struct Args {
     once: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     eggs_common::logging::init("info");
     let args = Args::parse();
+    // Before any other thread starts (each has its own capabilities): servers need none.
+    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(serve(args)),
+        Err(e) => {
+            tracing::error!("starting the tokio runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> ExitCode {
     let client = match Client::new(args.shuckle, ClientOptions::default()).await {
         Ok(c) => Arc::new(c),
         Err(e) => {

@@ -74,7 +74,7 @@ async fn wipe_and_check(
 ) -> String {
     let svcs = services(c).await;
     let (path, proc) = svcs[&bs].clone();
-    cluster.kill(&proc, libc_sigkill()).unwrap();
+    cluster.kill(&proc, eggs_run::Signal::SIGKILL).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     std::fs::remove_dir_all(&path).unwrap();
     assert_eq!(count_files(c, bs).await.unwrap(), 0);
@@ -93,10 +93,6 @@ async fn wipe_and_check(
         assert!(c.read_file(*f).await.unwrap() == *data, "{f} reads back");
     }
     proc
-}
-
-fn libc_sigkill() -> i32 {
-    9
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +172,7 @@ async fn two_migrations_at_once_and_of_a_dead_service() {
     let (dead, _) = busiest(&c, &files).await;
     let svcs = services(&c).await;
     let (path, proc) = svcs[&dead].clone();
-    cluster.kill(&proc, libc_sigkill()).unwrap();
+    cluster.kill(&proc, eggs_run::Signal::SIGKILL).unwrap();
     std::fs::remove_dir_all(&path).unwrap();
     decommission(&c, dead).await;
     let s = migrate_block_service(&c, dead, &mut |_| {}).await.unwrap();

@@ -6,6 +6,7 @@ use crate::proc::{describe_status, log_tail, Proc, Spec};
 use eggs_client::{Client, ClientOptions, ShuckleClient};
 use eggs_protocol::shuckle::{BlockServicesReq, CdcReq, ShardsReq};
 use eggs_protocol::{Addr, EggsTime};
+use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
@@ -486,10 +487,10 @@ impl Cluster {
         f(p)
     }
 
-    /// Sends `signal` (e.g. `libc::SIGKILL`) to the named child; does nothing if it is not
+    /// Sends `signal` (e.g. [`Signal::SIGKILL`]) to the named child; does nothing if it is not
     /// running. It is not restarted unless [`Cluster::restart`] (or [`Cluster::supervise`])
     /// does it.
-    pub fn kill(&mut self, name: &str, signal: i32) -> Result<(), RunError> {
+    pub fn kill(&mut self, name: &str, signal: Signal) -> Result<(), RunError> {
         self.with_proc(name, |p| p.signal(signal))
     }
 
@@ -571,7 +572,7 @@ impl Cluster {
 /// Stops the given children concurrently; describes those that did not exit cleanly.
 async fn stop_all(procs: &mut [Proc]) -> Vec<String> {
     for p in procs.iter() {
-        let _ = p.signal(libc::SIGTERM);
+        let _ = p.signal(Signal::SIGTERM);
     }
     let mut unclean = Vec::new();
     for p in procs.iter_mut() {

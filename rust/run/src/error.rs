@@ -39,7 +39,7 @@ pub enum RunError {
     Signal {
         name: String,
         pid: u32,
-        signal: i32,
+        signal: nix::sys::signal::Signal,
         #[source]
         source: std::io::Error,
     },

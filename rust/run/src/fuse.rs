@@ -2,7 +2,11 @@
 //! the data directory, and the clean-up of a mount that a crash left behind.
 
 use crate::error::RunError;
-use crate::proc::die_with_parent;
+use crate::proc::{die_with_parent, send_signal};
+use nix::errno::Errno;
+use nix::mount::{umount2, MntFlags};
+use nix::sys::signal::Signal;
+use nix::sys::statfs::statfs;
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -93,8 +97,7 @@ impl FuseMount {
     /// Asks `eggsfuse` to unmount and exit (SIGTERM), kills it after 5 s, and detaches the
     /// mount if it is still there.
     pub async fn stop(mut self) {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = send_signal(self.child.id(), Signal::SIGTERM);
         let t0 = Instant::now();
         while matches!(self.child.try_wait(), Ok(None)) {
             if t0.elapsed() > Duration::from_secs(5) {
@@ -135,29 +138,16 @@ pub fn is_fuse_mounted(path: &Path) -> bool {
 /// Unmounts a mount whose process died ("transport endpoint is not connected"); returns
 /// whether there was one.
 pub fn clean_stale_mount(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
     // statfs(2), unlike stat, always reaches a FUSE daemon, even while the kernel caches the
     // mount point's attributes.
-    // SAFETY: `c` is a valid path and `buf` a properly sized out-parameter.
-    let r = unsafe {
-        let mut buf: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut buf)
-    };
-    let stale = r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN);
+    let stale = statfs(path).err() == Some(Errno::ENOTCONN);
     stale && lazy_unmount(path)
 }
 
 /// Detaches the mount at `path` (as root directly, else through `fusermount3`).
 pub fn lazy_unmount(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    if let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) {
-        // SAFETY: `c` is a valid NUL-terminated path.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-            return true;
-        }
+    if umount2(path, MntFlags::MNT_DETACH).is_ok() {
+        return true;
     }
     Command::new("fusermount3")
         .args(["-u", "-z"])

@@ -2,10 +2,10 @@
 
 use crate::error::RunError;
 use eggs_protocol::NUM_SHARDS;
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::ops::RangeInclusive;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// Splits the 256 shards into `processes` contiguous ranges whose sizes differ by at most one.
@@ -73,31 +73,32 @@ pub(crate) fn check_port_free(port: u16) -> Result<(), RunError> {
 /// clusters never share one set of databases.
 #[derive(Debug)]
 pub(crate) struct DirLock {
-    _file: File,
+    _file: Flock<File>,
 }
 
 impl DirLock {
     pub(crate) fn acquire(dir: &Path) -> Result<DirLock, RunError> {
         let path = dir.join("eggsrun.lock");
         let what = || format!("locking {}", path.display());
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .open(&path)
             .map_err(|e| RunError::io(what(), e))?;
-        // SAFETY: flock on a file descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim().to_string();
-            return Err(RunError::DirInUse {
-                dir: dir.to_path_buf(),
-                holder: (!holder.is_empty()).then_some(holder),
-            });
-        }
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((mut file, _)) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim().to_string();
+                return Err(RunError::DirInUse {
+                    dir: dir.to_path_buf(),
+                    holder: (!holder.is_empty()).then_some(holder),
+                });
+            }
+        };
         let write_pid = |f: &mut File| -> std::io::Result<()> {
             f.set_len(0)?;
             f.rewind()?;

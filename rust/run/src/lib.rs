@@ -5,14 +5,14 @@
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), eggs_run::RunError> {
-//! use eggs_run::{Cluster, ClusterConfig};
+//! use eggs_run::{Cluster, ClusterConfig, Signal};
 //! use std::time::Duration;
 //!
 //! let mut cluster = Cluster::start(ClusterConfig::new("/tmp/eggs-test")).await?;
 //! cluster.wait_registered(Duration::from_secs(30)).await?;
 //! let client = cluster.client().await?;
 //! client.mkdir("/a").await?;
-//! cluster.kill("shard-0", libc::SIGKILL)?;
+//! cluster.kill("shard-0", Signal::SIGKILL)?;
 //! cluster.restart("shard-0").await?;
 //! cluster.wait_registered(Duration::from_secs(30)).await?;
 //! cluster.stop().await?;
@@ -34,4 +34,6 @@ pub use cluster::{BlockServicesLayout, ChildEvent, Cluster, ClusterConfig, GcInt
 pub use error::RunError;
 pub use fuse::{clean_stale_mount, is_fuse_mounted, lazy_unmount, FuseMount};
 pub use layout::{default_bin_dir, free_port, recorded_shard_processes, shards_arg, split_shards};
-pub use proc::{log_tail, rss_bytes};
+/// The signals [`Cluster::kill`] sends.
+pub use nix::sys::signal::Signal;
+pub use proc::{log_tail, rss_bytes, send_signal};

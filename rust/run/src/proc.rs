@@ -2,6 +2,10 @@
 
 use crate::error::RunError;
 use eggs_protocol::EggsTime;
+use nix::errno::Errno;
+use nix::sys::prctl::set_pdeathsig;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{getppid, Pid};
 use std::ffi::OsString;
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -110,21 +114,17 @@ impl Proc {
     }
 
     /// Sends `signal` to the child if it is running.
-    pub fn signal(&self, signal: i32) -> Result<(), RunError> {
+    pub fn signal(&self, signal: Signal) -> Result<(), RunError> {
         let Some(pid) = self.pid() else {
             return Ok(());
         };
-        // SAFETY: kill(2) has no memory-safety requirements; the pid is our unreaped child, so
-        // it cannot have been reused by another process.
-        if unsafe { libc::kill(pid as libc::pid_t, signal) } != 0 {
-            return Err(RunError::Signal {
-                name: self.spec.name.clone(),
-                pid,
-                signal,
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(())
+        // The pid is our unreaped child, so it cannot have been reused by another process.
+        send_signal(pid, signal).map_err(|source| RunError::Signal {
+            name: self.spec.name.clone(),
+            pid,
+            signal,
+            source,
+        })
     }
 
     /// Reaps the child if it has exited; returns its pid and status the first time only.
@@ -176,7 +176,7 @@ impl Proc {
     /// or `None` if it was not running.
     pub async fn stop(&mut self, timeout: Duration) -> Option<Stopped> {
         self.pid()?;
-        if self.signal(libc::SIGTERM).is_err() {
+        if self.signal(Signal::SIGTERM).is_err() {
             return self.kill_now().map(|status| Stopped {
                 status,
                 killed: true,
@@ -274,19 +274,28 @@ fn open_log(spec: &Spec) -> Result<std::fs::File, RunError> {
 /// The signal is tied to the thread that forks: clusters must be started and restarted from
 /// threads that outlive them (tokio worker threads or the test's own thread do).
 pub(crate) fn die_with_parent(cmd: &mut Command) {
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure only makes async-signal-safe system calls (prctl, getppid).
+    let parent = std::process::id();
+    // SAFETY: pre_exec runs the closure in the forked child before exec, where only
+    // async-signal-safe calls are allowed: two system calls (prctl, getppid), and errors made
+    // from an errno, which allocate nothing (std passes only the errno to the parent anyway).
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("parent exited during spawn"));
+            set_pdeathsig(Signal::SIGTERM)?;
+            if u32::try_from(getppid().as_raw()).ok() != Some(parent) {
+                // The parent exited during the spawn.
+                return Err(Errno::ESRCH.into());
             }
             Ok(())
         });
     }
+}
+
+/// Sends `signal` to process `pid` (a child's id as `std::process::Child` gives it).
+pub fn send_signal(pid: u32, signal: Signal) -> std::io::Result<()> {
+    // Pids never exceed 2^22 (the kernel's largest `pid_max`); one that does not fit the
+    // kernel's signed type names no process.
+    let pid = i32::try_from(pid).map_err(|_| Errno::ESRCH)?;
+    kill(Pid::from_raw(pid), signal).map_err(Into::into)
 }
 
 /// "exit code 1", "killed by SIGKILL", ...
@@ -301,21 +310,10 @@ pub fn describe_status(status: ExitStatus) -> String {
 }
 
 pub fn signal_name(sig: i32) -> String {
-    let name = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGTERM => "SIGTERM",
-        _ => return format!("signal {sig}"),
-    };
-    name.to_string()
+    match Signal::try_from(sig) {
+        Ok(s) => s.as_str().to_string(),
+        Err(_) => format!("signal {sig}"),
+    }
 }
 
 /// The last `lines` lines of a log file (reading at most its last 8 KiB).
@@ -401,7 +399,7 @@ mod tests {
         assert!(p.reap().is_none());
         let stopped = p.stop(Duration::from_secs(5)).await.unwrap();
         assert!(!stopped.killed);
-        assert_eq!(stopped.status.signal(), Some(libc::SIGTERM));
+        assert_eq!(stopped.status.signal(), Some(Signal::SIGTERM as i32));
         assert_eq!(p.pid(), None);
         let tail = log_tail(&d.join("test.log"), 2);
         assert!(tail.contains("starting test"), "{tail}");

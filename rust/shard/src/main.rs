@@ -34,6 +34,11 @@ struct Args {
 fn main() {
     eggs_common::logging::init("info");
     let args = Args::parse();
+    // Before any other thread starts (each has its own capabilities): servers need none.
+    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
+        eprintln!("eggsshard: {e}");
+        std::process::exit(1);
+    }
     if let Err(e) = run(args) {
         eprintln!("eggsshard: {e}");
         std::process::exit(1);

@@ -32,10 +32,24 @@ struct Args {
     idle_timeout_ms: u64,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     eggs_common::logging::init("info");
+    // Before any other thread starts (each has its own capabilities): servers need none.
+    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
+    match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt.block_on(serve(args)),
+        Err(e) => {
+            tracing::error!("starting the tokio runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> ExitCode {
     let cfg = ShuckleConfig {
         addr: args.addr,
         dir: args.dir,

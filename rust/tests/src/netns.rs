@@ -13,8 +13,9 @@
 //! disturb everything else on the machine in its root namespace, so every `ip rule` command
 //! here first checks that the thread runs in the namespace [`enter_private`] made.
 
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::unistd::geteuid;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -95,8 +96,7 @@ pub fn private() -> Result<(), String> {
 }
 
 fn enter() -> Result<Private, NetnsError> {
-    // SAFETY: geteuid(2) has no arguments and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !geteuid().is_root() {
         return Err(NetnsError::NotRoot);
     }
     let threads = thread_count()?;
@@ -108,10 +108,7 @@ fn enter() -> Result<Private, NetnsError> {
     let original =
         std::fs::File::open("/proc/self/ns/net").map_err(io_err("opening /proc/self/ns/net"))?;
     let before = namespace_id().map_err(io_err("reading /proc/self/ns/net"))?;
-    // SAFETY: unshare(2) only takes flags.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(io_err("unshare(CLONE_NEWNET)")(io::Error::last_os_error()));
-    }
+    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| io_err("unshare(CLONE_NEWNET)")(e.into()))?;
     let ns = namespace_id().map_err(io_err("reading /proc/self/ns/net"))?;
     if ns == before {
         return Err(NetnsError::SameNamespace);
@@ -124,8 +121,7 @@ fn enter() -> Result<Private, NetnsError> {
     for args in &setup {
         if let Err(e) = run_ip(&ip, args) {
             // Back to the original namespace; the new one goes away with its last user.
-            // SAFETY: setns(2) with a namespace file descriptor we hold open.
-            unsafe { libc::setns(original.as_raw_fd(), libc::CLONE_NEWNET) };
+            let _ = setns(&original, CloneFlags::CLONE_NEWNET);
             return Err(e);
         }
     }

@@ -77,7 +77,7 @@ async fn kill9_during_cross_directory_renames_loses_nothing() {
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(rng.gen_range(200..600))).await;
         let v = victims[rng.gen_range(0..victims.len())];
-        cluster.kill(v, libc::SIGKILL).unwrap();
+        cluster.kill(v, eggs_run::Signal::SIGKILL).unwrap();
         tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
         cluster.restart(v).await.unwrap();
     }

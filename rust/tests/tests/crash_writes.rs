@@ -51,7 +51,7 @@ async fn kill9_during_writes_loses_no_acknowledged_file() {
         } else {
             format!("blocks-{}", rng.next_u64() % 7)
         };
-        cluster.kill(&victim, libc::SIGKILL).unwrap();
+        cluster.kill(&victim, eggs_run::Signal::SIGKILL).unwrap();
         tokio::time::sleep(Duration::from_millis(100 + rng.next_u64() % 200)).await;
         cluster.restart(&victim).await.unwrap();
         killed.push(victim);

@@ -217,7 +217,7 @@ async fn files_round_trip_through_block_services_and_survive_losses() {
 
     // A dead service: writes go around it (the shard may still pick it, until it is stale).
     let mut killed = vec!["blocks-0".to_string()];
-    cluster.kill("blocks-0", libc::SIGKILL).unwrap();
+    cluster.kill("blocks-0", eggs_run::Signal::SIGKILL).unwrap();
     let mut dead = services.of_process("blocks-0");
     for k in 0..3 {
         let data = random_bytes(SPAN + 1, 100 + k);
@@ -263,7 +263,7 @@ async fn files_round_trip_through_block_services_and_survive_losses() {
         .collect();
     for svc in holders {
         let proc = services.process(svc).to_string();
-        cluster.kill(&proc, libc::SIGKILL).unwrap();
+        cluster.kill(&proc, eggs_run::Signal::SIGKILL).unwrap();
         dead.extend(services.of_process(&proc));
         killed.push(proc);
         check_files(&c, &files, &lost, &dead).await;

@@ -211,8 +211,7 @@ fn loadavg() -> String {
 }
 
 fn drop_caches() {
-    // SAFETY: sync(2) has no preconditions.
-    unsafe { libc::sync() };
+    nix::unistd::sync();
     if let Err(e) = std::fs::write("/proc/sys/vm/drop_caches", "3") {
         eprintln!("eggsfusebench: cannot drop the page cache ({e}); reads may be warm");
     }

@@ -76,7 +76,7 @@ pub(super) async fn kill_load(env: &mut Env) -> TestResult {
         let of_kind: Vec<&String> = victims.iter().filter(|v| v.starts_with(kind)).collect();
         let v = of_kind[(rng.next_u64() % of_kind.len() as u64) as usize].clone();
         let cluster = env.cluster()?;
-        cluster.kill(&v, libc::SIGKILL)?;
+        cluster.kill(&v, eggs_run::Signal::SIGKILL)?;
         tokio::time::sleep(Duration::from_millis(100 + rng.next_u64() % 200)).await;
         cluster.restart(&v).await?;
         *kills
@@ -98,9 +98,9 @@ struct Thaw(Vec<u32>);
 
 impl Drop for Thaw {
     fn drop(&mut self) {
+        // The pids are the cluster's children.
         for pid in &self.0 {
-            // SAFETY: kill(2) only reads its arguments; the pids are the cluster's children.
-            unsafe { libc::kill(*pid as libc::pid_t, libc::SIGCONT) };
+            let _ = eggs_run::send_signal(*pid, eggs_run::Signal::SIGCONT);
         }
     }
 }
@@ -322,8 +322,7 @@ async fn freeze(env: &mut Env, files: &[(InodeId, u64, u64)], victims: &[Victim]
     };
     let thaw = Thaw(pids.clone());
     for pid in &pids {
-        // SAFETY: as in `Thaw::drop`.
-        unsafe { libc::kill(*pid as libc::pid_t, libc::SIGSTOP) };
+        let _ = eggs_run::send_signal(*pid, eggs_run::Signal::SIGSTOP);
     }
     let during = read_all(c, files, env.secs(2.0)).await?;
     drop(thaw);

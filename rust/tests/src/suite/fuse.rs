@@ -48,8 +48,7 @@ impl MountGuard {
 impl Drop for MountGuard {
     fn drop(&mut self) {
         if let Some(m) = self.0.take() {
-            // SAFETY: plain kill(2) on the eggsfuse child.
-            unsafe { libc::kill(m.pid() as libc::pid_t, libc::SIGTERM) };
+            let _ = eggs_run::send_signal(m.pid(), eggs_run::Signal::SIGTERM);
             eggs_run::lazy_unmount(m.mountpoint());
         }
     }

@@ -19,11 +19,11 @@ use eggs_protocol::policy::{DirectoryInfo, Parity};
 use eggs_protocol::shuckle::BlockServicesReq;
 use eggs_protocol::{EggsTime, InodeId, Name};
 use eggs_tests::{FastRng, HashSink, PrngReader};
+use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use std::error::Error;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -298,13 +298,7 @@ fn local_disk(dir: &Path, bytes: u64) -> BoxResult<(Duration, Duration)> {
 }
 
 fn fadvise_dontneed(f: &File) -> std::io::Result<()> {
-    // SAFETY: posix_fadvise only reads its arguments; the descriptor is open for its duration.
-    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::from_raw_os_error(r))
-    }
+    posix_fadvise(f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).map_err(Into::into)
 }
 
 /// Writes and reads back a `size`-byte file; returns both times and how the block files were
@@ -346,10 +340,8 @@ async fn cluster(c: &Client, size: u64) -> BoxResult<(Duration, Duration, String
 /// works when they are on this machine). Says what it did.
 async fn evict_block_files(c: &Client) -> String {
     // Dirty pages cannot be dropped; block services sync their blocks, but be sure.
-    // SAFETY: sync(2) takes no arguments and cannot fail.
-    unsafe { libc::sync() };
-    // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    if unsafe { libc::geteuid() } == 0 && std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok() {
+    nix::unistd::sync();
+    if nix::unistd::geteuid().is_root() && std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok() {
         return "evicted (root: `echo 1 > /proc/sys/vm/drop_caches`)".into();
     }
     let services = match c.shuckle().request(BlockServicesReq {}).await {
