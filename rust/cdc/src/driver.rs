@@ -16,7 +16,7 @@ use eggs_protocol::cdc::{CdcRequest, CdcResponse};
 use eggs_protocol::codec::{self, peek_request_id, RequestBody};
 use eggs_protocol::shard::{ShardReq, ShardResp};
 use eggs_protocol::shuckle::RegisterCdcReq;
-use eggs_protocol::{Addr, EggsError, EggsTime};
+use eggs_protocol::{Addr, EggsError, EggsTime, MAX_UDP_MTU};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -425,7 +425,9 @@ async fn read_requests(socket: Arc<UdpSocket>, queue: mpsc::Sender<(SocketAddr, 
 }
 
 fn send_reply(socket: &UdpSocket, to: SocketAddr, resp: &CdcResponse) {
-    if let Err(e) = socket.get_ref().send_to(&codec::encode(resp), to) {
+    // Every CDC reply is a few ids and times: one larger than a datagram is a bug here.
+    let bytes = codec::encode_within(resp, MAX_UDP_MTU as usize);
+    if let Err(e) = socket.get_ref().send_to(&bytes, to) {
         // The client retries and gets the stored result.
         tracing::debug!("reply to {to} failed: {e}");
     }

@@ -2,10 +2,11 @@
 //! right after a fetch response's frame, so it is never copied into a message.
 
 use crate::codec::{messages, Message};
+use crate::EncodedLen;
 use crate::{BlockId, BlockServiceId, EggsError};
 use bincode::{Decode, Encode};
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct BlocksRequest {
     pub body: BlocksReq,
 }
@@ -14,7 +15,7 @@ impl Message for BlocksRequest {
     const MAGIC: [u8; 4] = *b"BLO\x01";
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct BlocksResponse {
     pub result: Result<BlocksResp, EggsError>,
 }
@@ -24,16 +25,16 @@ impl Message for BlocksResponse {
 }
 
 messages! { BlocksReq, BlocksResp;
-    WriteBlock(WriteBlockReq) -> WriteBlockResp,
-    FetchBlock(FetchBlockReq) -> FetchBlockResp,
-    EraseBlock(EraseBlockReq) -> EraseBlockResp,
-    CheckBlock(CheckBlockReq) -> CheckBlockResp,
-    BlockServiceStats(BlockServiceStatsReq) -> BlockServiceStatsResp,
+     0 write WriteBlock(WriteBlockReq) -> WriteBlockResp,
+     1 read  FetchBlock(FetchBlockReq) -> FetchBlockResp,
+     2 write EraseBlock(EraseBlockReq) -> EraseBlockResp,
+     3 read  CheckBlock(CheckBlockReq) -> CheckBlockResp,
+     4 read  BlockServiceStats(BlockServiceStatsReq) -> BlockServiceStatsResp,
 }
 
 /// Writes a block; `size` bytes of data follow the frame. `certificate` is the shard's MAC
 /// over `(block_service_id, block_id, crc, size)` with the service's secret key.
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct WriteBlockReq {
     pub block_service_id: BlockServiceId,
     pub block_id: BlockId,
@@ -43,13 +44,13 @@ pub struct WriteBlockReq {
 }
 
 /// `proof` is a MAC the shard can check: the block is durably written.
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct WriteBlockResp {
     pub proof: [u8; 8],
 }
 
 /// Reads `count` bytes at `offset`; they follow the response frame.
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct FetchBlockReq {
     pub block_service_id: BlockServiceId,
     pub block_id: BlockId,
@@ -57,25 +58,25 @@ pub struct FetchBlockReq {
     pub count: u32,
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct FetchBlockResp {
     pub count: u32,
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct EraseBlockReq {
     pub block_service_id: BlockServiceId,
     pub block_id: BlockId,
     pub certificate: [u8; 8],
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct EraseBlockResp {
     pub proof: [u8; 8],
 }
 
 /// Verifies the block's CRC on disk.
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct CheckBlockReq {
     pub block_service_id: BlockServiceId,
     pub block_id: BlockId,
@@ -83,15 +84,15 @@ pub struct CheckBlockReq {
     pub crc: u32,
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct CheckBlockResp {}
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct BlockServiceStatsReq {
     pub block_service_id: BlockServiceId,
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct BlockServiceStatsResp {
     pub capacity_bytes: u64,
     pub available_bytes: u64,

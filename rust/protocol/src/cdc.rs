@@ -2,10 +2,11 @@
 
 use crate::codec::{messages, Message};
 use crate::policy::DirectoryInfo;
+use crate::EncodedLen;
 use crate::{EggsError, EggsTime, InodeId, Name, RequestHeader};
 use bincode::{Decode, Encode};
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct CdcRequest {
     pub header: RequestHeader,
     pub body: CdcReq,
@@ -15,7 +16,7 @@ impl Message for CdcRequest {
     const MAGIC: [u8; 4] = *b"CDC\x01";
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct CdcResponse {
     pub request_id: u64,
     pub result: Result<CdcResp, EggsError>,
@@ -26,22 +27,22 @@ impl Message for CdcResponse {
 }
 
 messages! { CdcReq, CdcResp;
-    MakeDirectory(MakeDirectoryReq) -> MakeDirectoryResp,
-    RenameFile(RenameFileReq) -> RenameFileResp,
-    RenameDirectory(RenameDirectoryReq) -> RenameDirectoryResp,
-    RemoveDirectory(RemoveDirectoryReq) -> RemoveDirectoryResp,
-    UndeleteDirectory(UndeleteDirectoryReq) -> UndeleteDirectoryResp,
+     0 write MakeDirectory(MakeDirectoryReq) -> MakeDirectoryResp,
+     1 write RenameFile(RenameFileReq) -> RenameFileResp,
+     2 write RenameDirectory(RenameDirectoryReq) -> RenameDirectoryResp,
+     3 write RemoveDirectory(RemoveDirectoryReq) -> RemoveDirectoryResp,
+     4 write UndeleteDirectory(UndeleteDirectoryReq) -> UndeleteDirectoryResp,
 }
 
 /// Creates a directory named `name` in `owner_id`; `info` holds the policies it sets itself.
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct MakeDirectoryReq {
     pub owner_id: InodeId,
     pub name: Name,
     pub info: DirectoryInfo,
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct MakeDirectoryResp {
     pub id: InodeId,
     pub creation_time: EggsTime,
@@ -49,7 +50,7 @@ pub struct MakeDirectoryResp {
 
 /// Moves a file or symlink between two different directories (replacing a file at the
 /// destination, which becomes a snapshot edge).
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct RenameFileReq {
     pub target_id: InodeId,
     pub old_owner_id: InodeId,
@@ -59,13 +60,13 @@ pub struct RenameFileReq {
     pub new_name: Name,
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct RenameFileResp {
     pub creation_time: EggsTime,
 }
 
 /// Moves a directory under a different parent; refused if that would create a loop.
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct RenameDirectoryReq {
     pub target_id: InodeId,
     pub old_owner_id: InodeId,
@@ -75,13 +76,13 @@ pub struct RenameDirectoryReq {
     pub new_name: Name,
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct RenameDirectoryResp {
     pub creation_time: EggsTime,
 }
 
 /// Removes an empty directory (one with no current edges).
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct RemoveDirectoryReq {
     pub owner_id: InodeId,
     pub target_id: InodeId,
@@ -89,20 +90,20 @@ pub struct RemoveDirectoryReq {
     pub creation_time: EggsTime,
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct RemoveDirectoryResp {}
 
 /// Brings back a removed directory as `name` in `owner_id` (its parent's snapshot edge names
 /// it), while the GC has not deleted it: re-attaches it to `owner_id`, then creates the
 /// current edge; if the name is taken (or the parent removed) it is detached again.
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct UndeleteDirectoryReq {
     pub owner_id: InodeId,
     pub name: Name,
     pub target_id: InodeId,
 }
 
-#[derive(Clone, PartialEq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct UndeleteDirectoryResp {
     pub creation_time: EggsTime,
 }

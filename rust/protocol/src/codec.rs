@@ -9,6 +9,8 @@
 use bincode::config::{self, Configuration, Fixint, Limit, LittleEndian};
 use bincode::{Decode, Encode};
 
+pub use crate::encoded_len::EncodedLen;
+
 /// No single message may make the decoder claim more than this many bytes.
 pub const MAX_DECODE_BYTES: usize = 1 << 20;
 
@@ -54,6 +56,25 @@ pub fn encode<M: Message>(m: &M) -> Vec<u8> {
     buf
 }
 
+/// The length of [`encode`]'s output (magic included), without encoding.
+pub fn message_len<M: Message + EncodedLen>(m: &M) -> usize {
+    M::MAGIC.len() + m.encoded_len()
+}
+
+/// Encodes a message its sender built to fit in `limit` bytes (a reply sized for a datagram).
+/// A larger encoding is a bug in how the sender budgets, not something the peer did, so it
+/// stops the process rather than send a datagram the peer may not receive.
+pub fn encode_within<M: Message>(m: &M, limit: usize) -> Vec<u8> {
+    let bytes = encode(m);
+    assert!(
+        bytes.len() <= limit,
+        "{} of {} bytes built for a limit of {limit} bytes",
+        std::any::type_name::<M>(),
+        bytes.len()
+    );
+    bytes
+}
+
 /// Decodes a whole message (magic included); the slice must contain exactly one message.
 pub fn decode<M: Message>(bytes: &[u8]) -> Result<M, DecodeError> {
     if bytes.len() < 4 {
@@ -88,46 +109,76 @@ pub trait RequestBody: Sized {
     fn from_resp(resp: Self::Resp) -> Option<Self::RespBody>;
 }
 
-/// Encodes/decodes an enum whose variants each hold one value: a `u32` variant index, then
-/// the value (the same layout bincode's derive uses; written out because the derive does not
-/// work inside `macro_rules!`).
+/// Whether a request kind may change the server's state. Declared with each kind in
+/// [`messages!`]; servers send writes through their durable path and answer reads at once.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// One message kind as its definition declares it: its stable number on the wire (the `u32`
+/// tag of the request and of the response), its name and, for requests, its access.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct KindInfo {
+    pub number: u32,
+    pub name: &'static str,
+    pub access: Access,
+}
+
+/// Whether no number appears twice; evaluated at compile time for every message enum.
+pub const fn distinct_kinds(numbers: &[u32]) -> bool {
+    let mut i = 0;
+    while i < numbers.len() {
+        let mut j = i + 1;
+        while j < numbers.len() {
+            if numbers[i] == numbers[j] {
+                return false;
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Encodes/decodes an enum whose variants each hold one value: the variant's kind number as a
+/// `u32`, then the value (the layout bincode's derive uses, with explicit numbers instead of
+/// positions; written out because the derive does not work inside `macro_rules!`). Also
+/// derives its [`EncodedLen`], and refuses to compile if two variants share a number.
 macro_rules! tagged_enum_codec {
-    ($name:ident; $($variant:ident,)*) => {
+    ($name:ident; $($kind:literal => $variant:ident,)*) => {
+        const _: () = assert!(
+            $crate::codec::distinct_kinds(&[$($kind),*]),
+            concat!("two kinds of ", stringify!($name), " have the same number")
+        );
+
         impl bincode::Encode for $name {
-            #[allow(unused_assignments)]
             fn encode<E: bincode::enc::Encoder>(
                 &self,
                 encoder: &mut E,
             ) -> Result<(), bincode::error::EncodeError> {
-                let mut tag = 0u32;
-                $(
-                    if let $name::$variant(x) = self {
-                        bincode::Encode::encode(&tag, encoder)?;
-                        return bincode::Encode::encode(x, encoder);
-                    }
-                    tag += 1;
-                )*
-                unreachable!("every variant is listed")
+                match self {
+                    $($name::$variant(x) => {
+                        bincode::Encode::encode(&($kind as u32), encoder)?;
+                        bincode::Encode::encode(x, encoder)
+                    })*
+                }
             }
         }
 
         impl<Ctx> bincode::Decode<Ctx> for $name {
-            #[allow(unused_assignments)]
             fn decode<D: bincode::de::Decoder<Context = Ctx>>(
                 decoder: &mut D,
             ) -> Result<Self, bincode::error::DecodeError> {
                 let found: u32 = bincode::Decode::decode(decoder)?;
-                let mut tag = 0u32;
-                $(
-                    if found == tag {
-                        return Ok($name::$variant(bincode::Decode::decode(decoder)?));
-                    }
-                    tag += 1;
-                )*
-                Err(bincode::error::DecodeError::OtherString(format!(
-                    "unknown {} kind {found} (known: 0..{tag})",
-                    stringify!($name)
-                )))
+                match found {
+                    $($kind => Ok($name::$variant(bincode::Decode::decode(decoder)?)),)*
+                    _ => Err(bincode::error::DecodeError::OtherString(format!(
+                        "unknown {} kind {found}",
+                        stringify!($name)
+                    ))),
+                }
             }
         }
 
@@ -138,32 +189,74 @@ macro_rules! tagged_enum_codec {
                 bincode::Decode::decode(decoder)
             }
         }
+
+        impl $crate::codec::EncodedLen for $name {
+            fn encoded_len(&self) -> usize {
+                ::std::mem::size_of::<u32>()
+                    + match self {
+                        $($name::$variant(x) => $crate::codec::EncodedLen::encoded_len(x),)*
+                    }
+            }
+        }
+
+        impl $name {
+            /// The kind's number on the wire.
+            pub fn kind_number(&self) -> u32 {
+                match self { $($name::$variant(_) => $kind,)* }
+            }
+
+            pub fn kind(&self) -> &'static str {
+                match self { $($name::$variant(_) => stringify!($variant),)* }
+            }
+        }
     };
 }
 pub(crate) use tagged_enum_codec;
 
+/// `read` or `write` in a [`messages!`] list.
+macro_rules! access {
+    (read) => {
+        $crate::codec::Access::Read
+    };
+    (write) => {
+        $crate::codec::Access::Write
+    };
+}
+pub(crate) use access;
+
 /// Defines a request enum and a response enum with one variant per kind, plus the
-/// [`RequestBody`] impls pairing each request struct with its response struct.
+/// [`RequestBody`] impls pairing each request struct with its response struct. Each kind is
+/// declared as `NUMBER ACCESS Kind(KindReq) -> KindResp`: `NUMBER` is its stable `u32` tag
+/// on the wire (in both enums; never reused or renumbered), `ACCESS` is `read` or `write`.
 macro_rules! messages {
-    ($req:ident, $resp:ident; $($variant:ident($reqty:ident) -> $respty:ident,)*) => {
+    ($req:ident, $resp:ident;
+     $($kind:literal $access:ident $variant:ident($reqty:ident) -> $respty:ident,)*) => {
         #[derive(Clone, PartialEq, Debug)]
         pub enum $req { $($variant($reqty),)* }
 
         #[derive(Clone, PartialEq, Debug)]
         pub enum $resp { $($variant($respty),)* }
 
-        $crate::codec::tagged_enum_codec!($req; $($variant,)*);
-        $crate::codec::tagged_enum_codec!($resp; $($variant,)*);
+        $crate::codec::tagged_enum_codec!($req; $($kind => $variant,)*);
+        $crate::codec::tagged_enum_codec!($resp; $($kind => $variant,)*);
 
         impl $req {
-            pub fn kind(&self) -> &'static str {
-                match self { $($req::$variant(_) => stringify!($variant),)* }
-            }
-        }
+            /// Every kind, in declaration order.
+            pub const KINDS: &'static [$crate::codec::KindInfo] = &[$(
+                $crate::codec::KindInfo {
+                    number: $kind,
+                    name: stringify!($variant),
+                    access: $crate::codec::access!($access),
+                },
+            )*];
 
-        impl $resp {
-            pub fn kind(&self) -> &'static str {
-                match self { $($resp::$variant(_) => stringify!($variant),)* }
+            pub fn access(&self) -> $crate::codec::Access {
+                match self { $($req::$variant(_) => $crate::codec::access!($access),)* }
+            }
+
+            /// Whether the request may change state (and so goes through the durable path).
+            pub fn is_write(&self) -> bool {
+                self.access() == $crate::codec::Access::Write
             }
         }
 
@@ -177,6 +270,10 @@ macro_rules! messages {
                     #[allow(unreachable_patterns)]
                     match resp { $resp::$variant(r) => Some(r), _ => None }
                 }
+            }
+
+            impl From<$respty> for $resp {
+                fn from(r: $respty) -> $resp { $resp::$variant(r) }
             }
         )*
     };

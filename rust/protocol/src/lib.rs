@@ -5,16 +5,21 @@
 //! configuration (little-endian, fixed-width integers, bounded size; see [`codec`]) so that
 //! other implementations (the kernel module's C codec) can follow `docs/PROTOCOL.md` exactly.
 
+// The derive names paths as `::eggs_protocol::...`, here as in other crates.
+extern crate self as eggs_protocol;
+
 pub mod blocks;
 pub mod cdc;
 pub mod codec;
+mod encoded_len;
 pub mod error;
 pub mod ids;
 pub mod policy;
 pub mod shard;
 pub mod shuckle;
 
-pub use codec::{decode, encode, encode_into, DecodeError, Message};
+pub use codec::{decode, encode, encode_into, message_len, DecodeError, EncodedLen, Message};
+pub use eggs_protocol_derive::EncodedLen;
 pub use error::EggsError;
 pub use ids::{
     Addr, BlockId, BlockServiceId, EggsTime, InodeId, InodeType, Name, NameError, ShardId,
@@ -37,7 +42,7 @@ const _: () = assert!(DEFAULT_UDP_MTU <= MAX_UDP_MTU);
 const _: () = assert!(MAX_INLINE_SPAN + 512 <= MAX_UDP_MTU as usize);
 
 /// Identifies a request for retries: servers deduplicate on `(client_id, request_id)`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, bincode::Encode, bincode::Decode, EncodedLen)]
 pub struct RequestHeader {
     /// Comes first so that [`codec::peek_request_id`] finds it at a fixed offset.
     pub request_id: u64,

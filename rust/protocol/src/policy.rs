@@ -1,10 +1,11 @@
 //! Directory policies. Each directory may set any of them; unset ones are inherited from the
 //! nearest ancestor that sets them (the root always sets all of them).
 
+use crate::EncodedLen;
 use bincode::{Decode, Encode};
 
 /// When snapshot edges (deleted or overwritten names) expire.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, EncodedLen)]
 pub struct SnapshotPolicy {
     /// Expire snapshot edges this long after they stopped being current; 0 = never by age.
     pub delete_after_ns: u64,
@@ -14,7 +15,7 @@ pub struct SnapshotPolicy {
 
 /// Parity scheme of a span: `data` blocks plus `parity` Reed-Solomon blocks. `data == 1`
 /// means mirroring (`parity` extra copies).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Encode, Decode)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Encode, Decode, EncodedLen)]
 pub struct Parity {
     pub data: u8,
     pub parity: u8,
@@ -28,7 +29,7 @@ impl Parity {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, EncodedLen)]
 pub struct SpanPolicyEntry {
     /// Spans up to this many bytes use `parity`.
     pub max_span_size: u32,
@@ -36,37 +37,37 @@ pub struct SpanPolicyEntry {
 }
 
 /// Span size ladder: entries sorted by `max_span_size`; the last one also sets the largest span.
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, EncodedLen)]
 pub struct SpanPolicy {
     pub entries: Vec<SpanPolicyEntry>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Encode, Decode)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Encode, Decode, EncodedLen)]
 pub enum StorageClass {
     Inline,
     Flash,
     Hdd,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, EncodedLen)]
 pub struct BlockPolicyEntry {
     /// Blocks of at least this many bytes go to `storage_class`.
     pub min_size: u32,
     pub storage_class: StorageClass,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, EncodedLen)]
 pub struct BlockPolicy {
     pub entries: Vec<BlockPolicyEntry>,
 }
 
-#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Debug, Encode, Decode, EncodedLen)]
 pub struct StripePolicy {
     pub target_stripe_size: u32,
 }
 
 /// The policies a directory sets itself (`None` = inherit).
-#[derive(Clone, PartialEq, Eq, Debug, Default, Encode, Decode)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, Encode, Decode, EncodedLen)]
 pub struct DirectoryInfo {
     pub snapshot: Option<SnapshotPolicy>,
     pub span: Option<SpanPolicy>,

@@ -11,7 +11,9 @@ use eggs_protocol::policy::DirectoryInfo;
 use eggs_protocol::shard::*;
 use eggs_protocol::shuckle::BlockServiceWithKey;
 use eggs_protocol::{codec, BlockId, EggsError, EggsTime, InodeId, InodeType, Name, ShardId};
-use eggs_protocol::{MAX_INLINE_SPAN, MAX_UDP_MTU, NUM_SHARDS};
+use eggs_protocol::{MAX_INLINE_SPAN, NUM_SHARDS};
+pub use page::reply_limit;
+use page::Page;
 
 #[derive(Clone, Debug)]
 pub struct ShardOptions {
@@ -438,7 +440,11 @@ impl<K: Kv> ShardCore<K> {
             Some(c) => keys::current_edge_at(r.dir_id, c.name_hash, c.name.as_bytes()),
             None => prefix.clone(),
         };
-        let mut budget = page_budget(r.mtu);
+        let empty = ShardResp::ReadDir(ReadDirResp {
+            next: Some(page::longest_dir_cursor()),
+            entries: Vec::new(),
+        });
+        let mut page = Page::new(page::listing_limit(r.mtu), empty);
         let mut entries = Vec::new();
         let mut next = None;
         let mut bad = None;
@@ -451,27 +457,24 @@ impl<K: Kv> ShardCore<K> {
                 bad = Some(k.to_vec());
                 return false;
             };
-            let cost = 25 + name.as_bytes().len();
-            if cost > budget {
+            let Ok(e) = values::decode::<CurrentEdgeBody>(k, v) else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            let entry = CurrentEdge {
+                name_hash: hash,
+                name,
+                target_id: e.target_id,
+                creation_time: e.creation_time,
+            };
+            if !page.take(&entry) {
                 next = Some(DirCursor {
                     name_hash: hash,
-                    name,
+                    name: entry.name,
                 });
                 return false;
             }
-            budget -= cost;
-            match values::decode::<CurrentEdgeBody>(k, v) {
-                Ok(e) => entries.push(CurrentEdge {
-                    name_hash: hash,
-                    name,
-                    target_id: e.target_id,
-                    creation_time: e.creation_time,
-                }),
-                Err(_) => {
-                    bad = Some(k.to_vec());
-                    return false;
-                }
-            }
+            entries.push(entry);
             true
         })?;
         if let Some(key) = bad {
@@ -490,9 +493,13 @@ impl<K: Kv> ShardCore<K> {
 
     fn full_read_dir(&self, shard: ShardId, r: &FullReadDirReq) -> R<FullReadDirResp> {
         self.get_dir(shard, r.dir_id)?;
-        let budget = page_budget(r.mtu);
+        let empty = ShardResp::FullReadDir(FullReadDirResp {
+            next: Some(page::longest_full_dir_cursor()),
+            entries: Vec::new(),
+        });
+        let mut page = Page::new(page::listing_limit(r.mtu), empty);
         // At most this many entries can fit; take that many from each table and merge.
-        let max_entries = budget / 27 + 1;
+        let max_entries = page.left() / page::shortest_edge_len() + 1;
         let (cur_start, snap_start, min_time) = match &r.start {
             Some(c) => (
                 keys::current_edge_at(r.dir_id, c.name_hash, c.name.as_bytes()),
@@ -526,12 +533,10 @@ impl<K: Kv> ShardCore<K> {
                 b.creation_time,
             ))
         });
-        let mut budget = budget;
         let mut entries = Vec::new();
         let mut next = None;
         for e in all {
-            let cost = 26 + e.name.as_bytes().len();
-            if cost > budget || entries.len() >= max_entries {
+            if entries.len() >= max_entries || !page.take(&e) {
                 next = Some(FullDirCursor {
                     name_hash: e.name_hash,
                     name: e.name,
@@ -539,7 +544,6 @@ impl<K: Kv> ShardCore<K> {
                 });
                 break;
             }
-            budget -= cost;
             entries.push(e);
         }
         let order = |e: &Edge| (e.name_hash, e.name.clone(), e.creation_time);
@@ -584,10 +588,16 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::FileNotFound.into());
         }
         let prefix = keys::span_prefix(r.file_id);
-        let mut budget = page_budget(r.mtu.max(MAX_UDP_MTU.min(MAX_INLINE_SPAN as u16 + 512)));
+        let empty = ShardResp::FileSpans(FileSpansResp {
+            next_offset: Some(0),
+            spans: Vec::new(),
+        });
+        // The limit leaves room for any one span, so every page holds at least one.
+        let mut page = Page::new(page::spans_limit(r.mtu), empty);
         let mut spans = Vec::new();
         let mut next_offset = None;
         let mut bad = None;
+        let mut oversized = None;
         self.kv.scan(&prefix, &prefix, &mut |k, v| {
             let Some(off) = keys::be_u64(&k[prefix.len()..]) else {
                 bad = Some(k.to_vec());
@@ -600,27 +610,30 @@ impl<K: Kv> ShardCore<K> {
             if off + s.size as u64 <= r.byte_offset {
                 return true;
             }
-            let cost = match &s.storage {
-                SpanStorage::Inline(d) => 40 + d.len(),
-                SpanStorage::Blocks(b) => 60 + 26 * b.blocks.len(),
-            };
-            if cost > budget && !spans.is_empty() {
-                next_offset = Some(off);
-                return false;
-            }
-            budget = budget.saturating_sub(cost);
-            spans.push(FetchedSpan {
+            let span = FetchedSpan {
                 byte_offset: off,
                 size: s.size,
                 crc: s.crc,
                 body: self.span_body(s.storage),
-            });
+            };
+            if !page.take(&span) {
+                if spans.is_empty() {
+                    oversized = Some(k.to_vec());
+                } else {
+                    next_offset = Some(off);
+                }
+                return false;
+            }
+            spans.push(span);
             true
         })?;
         if let Some(k) = bad {
             return Err(corrupt(k, "bad span").into());
         }
         assert_ascending(spans.iter().map(|s| s.byte_offset).chain(next_offset));
+        if let Some(k) = oversized {
+            return Err(corrupt(k, "span larger than any span the shard accepts").into());
+        }
         Ok(FileSpansResp { next_offset, spans })
     }
 
@@ -673,13 +686,6 @@ impl<K: Kv> ShardCore<K> {
     }
 }
 
-/// Bytes available for entries in a listing reply of at most `mtu` bytes, after the fixed
-/// part (magic, request id, result and kind tags, a full-size cursor, the vector length).
-fn page_budget(mtu: u16) -> usize {
-    let mtu = mtu.clamp(eggs_protocol::DEFAULT_UDP_MTU, MAX_UDP_MTU) as usize;
-    mtu - (4 + 8 + 4 + 4 + 1 + (8 + 1 + 255 + 8) + 8)
-}
-
 /// Asserts that `items` are strictly ascending: what every listing and pagination cursor relies
 /// on, guaranteed by the key order of the store's scans.
 fn assert_ascending<T: Ord + std::fmt::Debug>(items: impl Iterator<Item = T>) {
@@ -728,6 +734,7 @@ fn decode_edge(prefix: &[u8], current: bool, k: &[u8], v: &[u8]) -> Option<Edge>
 
 mod blocks_gc;
 mod gc;
+mod page;
 mod settime;
 mod spans;
 mod writes;

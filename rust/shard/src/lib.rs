@@ -12,7 +12,7 @@ mod kv;
 pub mod server;
 mod values;
 
-pub use crate::core::{ShardCore, ShardOptions};
+pub use crate::core::{reply_limit, ShardCore, ShardOptions};
 pub use error::ShardError;
 pub use kv::{Changes, Kv, MemKv, RocksKv, Table};
 pub use server::{parse_shard_set, ShardServer, ShardServerConfig};

@@ -9,7 +9,7 @@
 //! socket, so clients' sends wake nobody. Blocking calls never run on an async executor.
 //! Registration with shuckle (every second, doubling as a heartbeat) runs on tokio.
 
-use crate::core::{ShardCore, ShardOptions};
+use crate::core::{reply_limit, ShardCore, ShardOptions};
 use crate::error::ShardError;
 use crate::kv::{RocksKv, WalSyncer};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
@@ -307,7 +307,7 @@ fn reject_malformed(socket: &UdpSocket, bytes: &[u8], from: SocketAddr) {
             request_id,
             result: Err(EggsError::MalformedRequest),
         };
-        let _ = socket.send_to(&codec::encode(&resp), from);
+        let _ = socket.send_to(&codec::encode_within(&resp, MAX_UDP_MTU as usize), from);
     }
 }
 
@@ -490,7 +490,9 @@ impl Group {
                 if let Err(e) = &resp.result {
                     tracing::debug!("{} failed: {e}", req.body.kind());
                 }
-                self.replies.push((from, codec::encode(&resp)));
+                // The core built the reply for this limit: larger would be its bug.
+                let bytes = codec::encode_within(&resp, reply_limit(&req.body));
+                self.replies.push((from, bytes));
             }
         }
         if wrote {

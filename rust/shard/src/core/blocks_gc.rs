@@ -8,8 +8,9 @@
 //! recorded target. Re-running either step (after a crash, or by a second GC at the same
 //! time) converges on one outcome; see `docs` of each function for the exact rules.
 
+use super::page::{self, Page};
 use super::spans::NO_NEW_BLOCKS;
-use super::{page_budget, ShardCore, Tx, R};
+use super::{ShardCore, Tx, R};
 use crate::keys;
 use crate::kv::Kv;
 use crate::values::{self, BlockValue, PendingReplaceBody, SpanStorage};
@@ -30,7 +31,12 @@ impl<K: Kv> ShardCore<K> {
         r: &BlockServiceFilesReq,
     ) -> R<BlockServiceFilesResp> {
         let prefix = keys::bs_files_prefix(shard, r.block_service_id);
-        let (next_file_id, file_ids) = self.distinct_files(&prefix, r.start_file_id, r.mtu)?;
+        let empty = ShardResp::BlockServiceFiles(BlockServiceFilesResp {
+            next_file_id: Some(InodeId::NULL),
+            file_ids: Vec::new(),
+        });
+        let page = Page::new(page::listing_limit(r.mtu), empty);
+        let (next_file_id, file_ids) = self.distinct_files(&prefix, r.start_file_id, page)?;
         Ok(BlockServiceFilesResp {
             next_file_id,
             file_ids,
@@ -39,7 +45,12 @@ impl<K: Kv> ShardCore<K> {
 
     pub(super) fn visit_files(&self, shard: ShardId, r: &VisitFilesReq) -> R<VisitFilesResp> {
         let prefix = keys::spans_of_shard(shard);
-        let (next_file_id, file_ids) = self.distinct_files(&prefix, r.start_file_id, r.mtu)?;
+        let empty = ShardResp::VisitFiles(VisitFilesResp {
+            next_file_id: Some(InodeId::NULL),
+            file_ids: Vec::new(),
+        });
+        let page = Page::new(page::listing_limit(r.mtu), empty);
+        let (next_file_id, file_ids) = self.distinct_files(&prefix, r.start_file_id, page)?;
         Ok(VisitFilesResp {
             next_file_id,
             file_ids,
@@ -47,15 +58,13 @@ impl<K: Kv> ShardCore<K> {
     }
 
     /// The distinct file ids among keys `prefix, file id, ...` from `start`, as many as fit
-    /// in a reply of `mtu` bytes, and where to continue. Each file costs one seek, however
-    /// many spans it has.
+    /// in `page`, and where to continue. Each file costs one seek, however many spans it has.
     fn distinct_files(
         &self,
         prefix: &[u8],
         start: InodeId,
-        mtu: u16,
+        mut page: Page,
     ) -> R<(Option<InodeId>, Vec<InodeId>)> {
-        let max = page_budget(mtu) / 8;
         let mut ids = Vec::new();
         let mut from = start.0;
         loop {
@@ -71,7 +80,7 @@ impl<K: Kv> ShardCore<K> {
             };
             // Each seek starts past the last file: the scan must move forward.
             assert!(id >= from, "file scan went back");
-            if ids.len() >= max {
+            if !page.take(&InodeId(id)) {
                 return Ok((Some(InodeId(id)), ids));
             }
             ids.push(InodeId(id));

@@ -18,7 +18,8 @@
 //! Every request is idempotent and decided by the shard's own state and time, so two GC
 //! processes, retries and restarts are all safe.
 
-use super::{page_budget, ShardCore, Tx, R};
+use super::page::{self, Page};
+use super::{ShardCore, Tx, R};
 use crate::error::ShardError;
 use crate::keys;
 use crate::kv::Kv;
@@ -30,7 +31,7 @@ use eggs_common::crypto;
 use eggs_protocol::policy::SnapshotPolicy;
 use eggs_protocol::shard::*;
 use eggs_protocol::shuckle::flags;
-use eggs_protocol::{EggsError, EggsTime, InodeId, Name, ShardId};
+use eggs_protocol::{EggsError, EggsTime, EncodedLen, InodeId, Name, ShardId};
 use rand::Rng;
 
 /// Most snapshot edges one `CollectDirectory` looks at (it stops at the next name after
@@ -48,8 +49,12 @@ impl<K: Kv> ShardCore<K> {
         shard: ShardId,
         r: &VisitDirectoriesReq,
     ) -> R<VisitDirectoriesResp> {
+        let empty = ShardResp::VisitDirectories(VisitDirectoriesResp {
+            next_id: Some(InodeId::NULL),
+            dirs: Vec::new(),
+        });
         let (next_id, dirs) =
-            self.visit_ids(shard, keys::DIR, r.start_id, r.mtu, 40, |id, k, v| {
+            self.visit_ids(shard, keys::DIR, r.start_id, r.mtu, empty, |id, k, v| {
                 let d: DirectoryBody = values::decode(k, v).ok()?;
                 Some(VisitedDirectory {
                     id,
@@ -66,15 +71,25 @@ impl<K: Kv> ShardCore<K> {
         shard: ShardId,
         r: &VisitTransientFilesReq,
     ) -> R<VisitTransientFilesResp> {
-        let (next_id, files) =
-            self.visit_ids(shard, keys::TRANSIENT, r.start_id, r.mtu, 24, |id, k, v| {
+        let empty = ShardResp::VisitTransientFiles(VisitTransientFilesResp {
+            next_id: Some(InodeId::NULL),
+            files: Vec::new(),
+        });
+        let (next_id, files) = self.visit_ids(
+            shard,
+            keys::TRANSIENT,
+            r.start_id,
+            r.mtu,
+            empty,
+            |id, k, v| {
                 let t: TransientFileBody = values::decode(k, v).ok()?;
                 Some(TransientFileEntry {
                     id,
                     size: t.size,
                     deadline: t.deadline,
                 })
-            })?;
+            },
+        )?;
         Ok(VisitTransientFilesResp { next_id, files })
     }
 
@@ -83,28 +98,36 @@ impl<K: Kv> ShardCore<K> {
         shard: ShardId,
         r: &VisitReleasedFilesReq,
     ) -> R<VisitReleasedFilesResp> {
-        let (next_id, file_ids) =
-            self.visit_ids(shard, keys::RELEASED, r.start_id, r.mtu, 8, |id, _, _| {
-                Some(id)
-            })?;
+        let empty = ShardResp::VisitReleasedFiles(VisitReleasedFilesResp {
+            next_id: Some(InodeId::NULL),
+            file_ids: Vec::new(),
+        });
+        let (next_id, file_ids) = self.visit_ids(
+            shard,
+            keys::RELEASED,
+            r.start_id,
+            r.mtu,
+            empty,
+            |id, _, _| Some(id),
+        )?;
         Ok(VisitReleasedFilesResp { next_id, file_ids })
     }
 
-    /// Pages through the keys `shard, table, id` from `start` in id order, `cost` reply
-    /// bytes per entry, until the reply is full.
-    fn visit_ids<T>(
+    /// Pages through the keys `shard, table, id` from `start` in id order until the reply
+    /// (`empty` with its entries) is full.
+    fn visit_ids<T: EncodedLen>(
         &self,
         shard: ShardId,
         table: u8,
         start: InodeId,
         mtu: u16,
-        cost: usize,
+        empty: ShardResp,
         mut entry: impl FnMut(InodeId, &[u8], &[u8]) -> Option<T>,
     ) -> R<(Option<InodeId>, Vec<T>)> {
         let prefix = vec![shard.0, table];
         let start_id = start;
         let start = keys::table_from(shard, table, start);
-        let mut budget = page_budget(mtu);
+        let mut page = Page::new(page::listing_limit(mtu), empty);
         let mut out = Vec::new();
         let mut next = None;
         let mut bad = None;
@@ -113,18 +136,15 @@ impl<K: Kv> ShardCore<K> {
                 bad = Some(k.to_vec());
                 return false;
             };
-            if cost > budget {
+            let Some(e) = entry(id, k, v) else {
+                bad = Some(k.to_vec());
+                return false;
+            };
+            if !page.take(&e) {
                 next = Some(id);
                 return false;
             }
-            budget -= cost;
-            match entry(id, k, v) {
-                Some(e) => out.push(e),
-                None => {
-                    bad = Some(k.to_vec());
-                    return false;
-                }
-            }
+            out.push(e);
             true
         })?;
         // The GC continues from `next`: a cursor going back would make it loop forever.

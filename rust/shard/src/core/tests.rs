@@ -1,7 +1,7 @@
 use super::*;
 use crate::kv::MemKv;
 use eggs_protocol::codec::RequestBody;
-use eggs_protocol::RequestHeader;
+use eggs_protocol::{EncodedLen, RequestHeader, MAX_INLINE_SPAN};
 
 struct T {
     core: ShardCore<MemKv>,
@@ -1166,6 +1166,65 @@ mod spans {
         );
     }
 
+    /// Spans with the most blocks a span may have fill `FileSpans` pages up to the reply
+    /// limit: each encoded reply fits, and the next page's first span would not have.
+    #[test]
+    fn span_pages_fill_to_their_limit() {
+        let mut t = T::new();
+        let width = Parity::MAX_DATA + Parity::MAX_PARITY;
+        let svcs = services(width as u64, width as u64, |_| 0);
+        t.core.set_block_services(svcs.clone());
+        let f = t
+            .req(
+                S0,
+                ConstructFileReq {
+                    typ: InodeType::File,
+                },
+            )
+            .unwrap();
+        let span_size = 4096 * Parity::MAX_DATA as u64;
+        for i in 0..12 {
+            let mut r = initiate(&f, i * span_size);
+            r.size = span_size as u32;
+            r.parity = Parity {
+                data: Parity::MAX_DATA,
+                parity: Parity::MAX_PARITY,
+            };
+            r.stripes = 1;
+            r.block_crcs = vec![7; width as usize];
+            let blocks = t.req(S0, r).unwrap().blocks;
+            let proofs = blocks
+                .iter()
+                .map(|b| {
+                    let key = key_of(&svcs, b.block_service_id);
+                    crypto::write_proof(&key, b.block_service_id, b.block_id)
+                })
+                .collect();
+            t.req(
+                S0,
+                AddSpanCertifyReq {
+                    file_id: f.id,
+                    cookie: f.cookie,
+                    byte_offset: i * span_size,
+                    proofs,
+                },
+            )
+            .unwrap();
+        }
+        for mtu in [0, 1472, 6000, u16::MAX] {
+            let pages = fill_pages(
+                &mut t,
+                |next| FileSpansReq {
+                    file_id: f.id,
+                    byte_offset: next.unwrap_or(0),
+                    mtu,
+                },
+                |r| (r.next_offset, r.spans.first().map(|s| s.encoded_len())),
+            );
+            assert!(pages.len() > 1, "mtu {mtu}: {pages:?}");
+        }
+    }
+
     #[test]
     fn placement_needs_enough_failure_domains() {
         let mut t = T::new();
@@ -1357,4 +1416,97 @@ fn rollback_unlock_of_a_changed_edge_is_a_no_op() {
     .unwrap();
     t.req(S0, unlock).unwrap();
     assert_eq!(t.names(ROOT), ["g"]);
+}
+
+/// Sends `req(cursor)` page after page; checks that each encoded reply fits in its limit and
+/// that the first entry of the next page would not have fitted in it. Returns the encoded
+/// length of each page. `next` gives a reply's cursor and the encoded length of its first
+/// entry.
+fn fill_pages<B, C: Clone>(
+    t: &mut T,
+    req: impl Fn(Option<C>) -> B,
+    next: impl Fn(&B::RespBody) -> (Option<C>, Option<usize>),
+) -> Vec<usize>
+where
+    B: RequestBody<Req = ShardReq, Resp = ShardResp> + Clone,
+    B::RespBody: Clone,
+    ShardResp: From<B::RespBody>,
+{
+    let mut cursor = None;
+    let mut previous: Option<(usize, usize)> = None;
+    let mut pages = Vec::new();
+    loop {
+        let body = req(cursor.clone());
+        let limit = reply_limit(&body.clone().into_req());
+        let resp = t.req(S0, body).unwrap();
+        let (after, first) = next(&resp);
+        if let (Some((len, limit)), Some(first)) = (previous, first) {
+            assert!(
+                len + first > limit,
+                "{len} + {first} bytes would have fitted in {limit}"
+            );
+        }
+        let len = codec::message_len(&ShardResponse {
+            request_id: 0,
+            result: Ok(resp.into()),
+        });
+        assert!(
+            len <= limit,
+            "a reply of {len} bytes for a limit of {limit}"
+        );
+        pages.push(len);
+        previous = Some((len, limit));
+        match after {
+            Some(c) => cursor = Some(c),
+            None => return pages,
+        }
+    }
+}
+
+/// Entries with names of the longest length fill `ReadDir` pages exactly: the fixed part is
+/// budgeted for the longest cursor, which is then the real one.
+#[test]
+fn read_dir_pages_fill_to_their_limit() {
+    let mut t = T::new();
+    for i in 0..60 {
+        let name = format!("{i:03}{}", "x".repeat(Name::MAX_LEN - 3));
+        t.mkfile(ROOT, &name, b"a");
+    }
+    let entry_len = CurrentEdge {
+        name_hash: 0,
+        name: page::longest_dir_cursor().name,
+        target_id: ROOT,
+        creation_time: EggsTime(0),
+    }
+    .encoded_len();
+    let fixed = codec::message_len(&ShardResponse {
+        request_id: 0,
+        result: Ok(ShardResp::ReadDir(ReadDirResp {
+            next: Some(page::longest_dir_cursor()),
+            entries: vec![],
+        })),
+    });
+    // Room for exactly five entries: every page but the last is exactly that long.
+    let exact = (fixed + 5 * entry_len) as u16;
+    assert!(exact > eggs_protocol::DEFAULT_UDP_MTU, "not clamped");
+    for mtu in [0, 1472, 3000, u16::MAX, exact] {
+        let pages = fill_pages(
+            &mut t,
+            |start| ReadDirReq {
+                dir_id: ROOT,
+                start,
+                mtu,
+            },
+            |r| (r.next.clone(), r.entries.first().map(|e| e.encoded_len())),
+        );
+        assert!(pages.len() > 1, "mtu {mtu}: {pages:?}");
+        if mtu == exact {
+            assert!(
+                pages[..pages.len() - 1]
+                    .iter()
+                    .all(|&l| l == exact as usize),
+                "{pages:?}"
+            );
+        }
+    }
 }
