@@ -1,7 +1,6 @@
 //! Pieces every EggsFS process shares.
 
 pub mod crypto;
-pub mod db;
 pub mod frame;
 pub mod logging;
 pub mod tcp;

@@ -83,12 +83,12 @@ impl RocksKv {
     /// `dedup_bytes` of entries, dropping the oldest files first.
     pub fn open(
         path: &std::path::Path,
-        cfg: &eggs_common::db::DbConfig,
+        cfg: &eggs_db::DbConfig,
         dedup_bytes: u64,
     ) -> Result<RocksKv, ShardError> {
-        let mut opts = eggs_common::db::options(cfg)?;
+        let mut opts = eggs_db::options(cfg)?;
         opts.create_missing_column_families(true);
-        let mut dedup = eggs_common::db::options(cfg)?;
+        let mut dedup = eggs_db::options(cfg)?;
         // Every write misses in this column family first (a new request id), and with FIFO
         // compaction every file stays in level 0 where each is consulted: few, large files
         // keep that cheap. Its keys arrive nearly in order (request ids count up per client),
@@ -239,7 +239,7 @@ impl Kv for RocksKv {
     }
 
     fn sync(&self) -> Result<(), ShardError> {
-        self.write_pending(&eggs_common::db::sync_write())
+        self.write_pending(&eggs_db::sync_write())
     }
 }
 
@@ -248,7 +248,7 @@ impl RocksKv {
     /// only once a later [`WalSyncer::sync`] (or synced write) returns. Lets a core thread
     /// go on with the next group while another thread waits for the fsync.
     pub fn write_unsynced(&self) -> Result<(), ShardError> {
-        self.write_pending(&eggs_common::db::unsynced_write())
+        self.write_pending(&eggs_db::unsynced_write())
     }
 
     /// A handle that makes every write made so far through this database durable.

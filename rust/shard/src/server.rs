@@ -14,7 +14,7 @@ use crate::error::ShardError;
 use crate::kv::{RocksKv, WalSyncer};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use eggs_client::ShuckleClient;
-use eggs_common::db::DbConfig;
+use eggs_db::DbConfig;
 use eggs_protocol::shard::{ShardRequest, ShardResponse};
 use eggs_protocol::shuckle::{BlockServiceWithKey, RegisterShardsReq, ShardBlockServicesReq};
 use eggs_protocol::{codec, Addr, EggsError, EggsTime, ShardId, MAX_UDP_MTU};

@@ -28,12 +28,12 @@ pub(crate) struct Store {
 
 impl Store {
     pub(crate) fn open(dir: &Path) -> Result<Store, ShuckleError> {
-        let db = eggs_common::db::open(dir, &eggs_common::db::DbConfig::default()).map_err(
-            |source| ShuckleError::OpenDb {
+        let db = eggs_db::open(dir, &eggs_db::DbConfig::default()).map_err(|source| {
+            ShuckleError::OpenDb {
                 path: dir.to_path_buf(),
                 source,
-            },
-        )?;
+            }
+        })?;
         Ok(Store { db })
     }
 
@@ -62,7 +62,7 @@ impl Store {
             }
         }
         self.db
-            .write_opt(batch, &eggs_common::db::sync_write())
+            .write_opt(batch, &eggs_db::sync_write())
             .map_err(ShuckleError::from)
     }
 }
