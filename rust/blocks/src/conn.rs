@@ -51,29 +51,30 @@ impl Conn {
     /// Sends one response frame.
     pub async fn reply(&mut self, result: Result<BlocksResp, EggsError>) -> Flow {
         let resp = BlocksResponse { result };
-        match tokio::time::timeout(IO_TIMEOUT, write_frame(&mut self.write, &resp)).await {
-            Ok(Ok(())) => Flow::Continue,
-            Ok(Err(e)) => {
-                tracing::debug!("{}: cannot send response: {e}", self.peer);
-                Flow::Close
-            }
-            Err(_) => {
-                tracing::debug!("{}: not reading responses, closing", self.peer);
-                Flow::Close
-            }
-        }
+        let sent = tokio::time::timeout(IO_TIMEOUT, write_frame(&mut self.write, &resp)).await;
+        self.sent(sent, "responses")
     }
 
     /// Sends block data after a response frame.
     pub async fn send_data(&mut self, data: &[u8]) -> Flow {
-        match tokio::time::timeout(IO_TIMEOUT, self.write.write_all(data)).await {
+        let sent = tokio::time::timeout(IO_TIMEOUT, self.write.write_all(data)).await;
+        self.sent(sent, "data")
+    }
+
+    /// Whether a timed send of `what` left the connection usable; logs why not.
+    fn sent<E: std::fmt::Display>(
+        &self,
+        sent: Result<Result<(), E>, tokio::time::error::Elapsed>,
+        what: &str,
+    ) -> Flow {
+        match sent {
             Ok(Ok(())) => Flow::Continue,
             Ok(Err(e)) => {
-                tracing::debug!("{}: cannot send data: {e}", self.peer);
+                tracing::debug!("{}: cannot send {what}: {e}", self.peer);
                 Flow::Close
             }
             Err(_) => {
-                tracing::debug!("{}: not reading data, closing", self.peer);
+                tracing::debug!("{}: not reading {what}, closing", self.peer);
                 Flow::Close
             }
         }
