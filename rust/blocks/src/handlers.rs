@@ -1,7 +1,7 @@
 //! What each request does. File I/O runs on tokio's blocking pool, a bounded window at a
 //! time, so async workers never wait on a disk and no request holds a whole block in memory.
 
-use crate::server::{Conn, Flow};
+use crate::conn::{Conn, Flow};
 use crate::service::{Service, Services};
 use crate::store::{self, BlockFile, BlockWriter, StoreError, WINDOW_BYTES};
 use eggs_common::crypto;

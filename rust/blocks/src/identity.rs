@@ -15,7 +15,7 @@
 //! exists but does not parse stops the service from starting: making up a new identity would
 //! orphan every block stored under the old one.
 
-use crate::BlocksError;
+use crate::error::BlocksError;
 use eggs_common::crypto::BlockServiceKey;
 use eggs_protocol::policy::StorageClass;
 use eggs_protocol::BlockServiceId;

@@ -2,13 +2,18 @@
 //! their CRCs, and streams them over TCP. One process serves several disks, one directory
 //! and one block service each, behind a single TCP listener (requests name their service).
 //!
-//! Layers, from the inside out:
+//! Layers, from the inside out; a module uses only modules above it in this list (never one
+//! below, so there is no import loop), and the crate root puts them together:
+//! - `error` ([`BlocksError`]) and `sys` (system calls, durable-file helpers);
 //! - [`store`]: the on-disk format and all blocking file I/O (documented there);
 //! - [`identity`]: the per-directory id, secret key and storage class;
 //! - `service`: a directory opened and locked, with the flags shuckle reports for it;
-//! - `server` and `handlers`: the TCP loop and the requests, file I/O on tokio's blocking pool;
 //! - `register`: registration with shuckle and flag refresh, every interval;
-//! - [`client`]: async helpers to send each request (used by tests and clients).
+//! - `conn`: one TCP connection, the framing of requests, responses and block data;
+//! - `handlers`: what each request does, file I/O on tokio's blocking pool;
+//! - `server`: the accept loop, one task per connection handing requests to `handlers`;
+//! - [`client`]: async helpers to send each request (used by tests and clients); it uses
+//!   only the protocol.
 //!
 //! Writes and erasures are authorised by MACs from [`eggs_common::crypto`].
 //!
@@ -29,6 +34,8 @@
 //! ```
 
 pub mod client;
+mod conn;
+mod error;
 mod handlers;
 pub mod identity;
 mod register;
@@ -37,17 +44,18 @@ mod service;
 pub mod store;
 mod sys;
 
+pub use error::BlocksError;
+pub use server::MAX_CONNECTIONS;
+
 use eggs_protocol::policy::StorageClass;
 use eggs_protocol::{Addr, BlockServiceId};
 use service::Services;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Connections served at once; further ones wait in the kernel's accept queue.
-pub const MAX_CONNECTIONS: usize = 512;
 /// Longest wait at shutdown for file work already started (it cannot be cancelled).
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// Default time between registrations with shuckle (which also refresh the flags).
@@ -65,53 +73,6 @@ pub struct BlocksConfig {
     pub shuckle: SocketAddr,
     /// Time between registrations (heartbeats and flag refreshes); at least 1.
     pub register_interval_ms: u64,
-}
-
-/// Everything that stops block services from starting. Problems with single requests or
-/// connections are answered or logged instead, and never stop the server.
-#[derive(Debug, thiserror::Error)]
-pub enum BlocksError {
-    #[error("bad configuration: {0}")]
-    BadConfig(String),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Format(#[from] eggs_common::format_version::FormatError),
-    #[error("{}: unreadable identity file ({why}); refusing to make up a new one", path.display())]
-    Identity { path: PathBuf, why: String },
-    #[error("{}: holds a {stored:?} block service, not {asked:?}", path.display())]
-    StorageClassMismatch {
-        path: PathBuf,
-        stored: StorageClass,
-        asked: StorageClass,
-    },
-    #[error("{}: already served by another block service (this process or another)", .0.display())]
-    Locked(PathBuf),
-    #[error("{} and {} have the same block service id {:016x}", first.display(), second.display(), id.0)]
-    DuplicateId {
-        id: BlockServiceId,
-        first: PathBuf,
-        second: PathBuf,
-    },
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("background task failed: {0}")]
-    Background(String),
-}
-
-impl BlocksError {
-    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> BlocksError {
-        BlocksError::Io {
-            path: path.as_ref().to_path_buf(),
-            source,
-        }
-    }
 }
 
 /// A failure domain from its name: at most 16 bytes, zero-padded.

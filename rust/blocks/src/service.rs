@@ -1,9 +1,9 @@
 //! One block service: a directory with its identity, its blocks, and the flags shuckle holds
 //! for it.
 
+use crate::error::BlocksError;
 use crate::identity::Identity;
 use crate::store::{Store, LOCK_FILE};
-use crate::BlocksError;
 use eggs_common::crypto::BlockServiceKey;
 use eggs_protocol::policy::StorageClass;
 use eggs_protocol::shuckle::flags;

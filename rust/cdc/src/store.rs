@@ -48,7 +48,7 @@ impl Store {
             what: format!("creating {}", dir.display()),
             source,
         })?;
-        let db = eggs_common::db::open(dir, &eggs_common::db::DbConfig::default())?;
+        let db = eggs_db::open(dir, &eggs_db::DbConfig::default())?;
         let store = Store { db };
         store.check_format_version(dir)?;
         Ok(store)
@@ -66,7 +66,7 @@ impl Store {
                 None => Ok(false),
             },
             |v| {
-                let sync = eggs_common::db::sync_write();
+                let sync = eggs_db::sync_write();
                 Ok(self.db.put_opt(FORMAT_VERSION_KEY, v, &sync)?)
             },
         )
@@ -106,11 +106,8 @@ impl Store {
             return Ok(u64::from_be_bytes(bytes));
         }
         let id = rand::random::<u64>();
-        self.db.put_opt(
-            CLIENT_ID_KEY,
-            id.to_be_bytes(),
-            &eggs_common::db::sync_write(),
-        )?;
+        self.db
+            .put_opt(CLIENT_ID_KEY, id.to_be_bytes(), &eggs_db::sync_write())?;
         Ok(id)
     }
 
@@ -131,8 +128,7 @@ impl Store {
         }
         if !batch.is_empty() {
             tracing::info!("removing {} legacy request index entries", batch.len());
-            self.db
-                .write_opt(batch, &eggs_common::db::unsynced_write())?;
+            self.db.write_opt(batch, &eggs_db::unsynced_write())?;
         }
         Ok(())
     }
@@ -156,9 +152,9 @@ impl Store {
             return Ok(());
         }
         let opts = if outputs.iter().any(|o| o.sync) {
-            eggs_common::db::sync_write()
+            eggs_db::sync_write()
         } else {
-            eggs_common::db::unsynced_write()
+            eggs_db::unsynced_write()
         };
         self.db.write_opt(batch, &opts)?;
         Ok(())

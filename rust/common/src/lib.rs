@@ -2,7 +2,6 @@
 
 pub mod caps;
 pub mod crypto;
-pub mod db;
 pub mod format_version;
 pub mod frame;
 pub mod logging;

@@ -1,10 +1,20 @@
-/// Failures of the shard process itself (as opposed to errors answered to clients).
+/// Failures of the shard's storage and logic (as opposed to errors answered to clients):
+/// what [`crate::ShardCore`] and a [`crate::Kv`] can return. Nothing here comes from the
+/// network, so the core does not depend on the client library.
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
     #[error("RocksDB: {0}")]
     Db(#[from] rocksdb::Error),
     #[error("corrupt value under key {key:02x?}: {why}")]
     Corrupt { key: Vec<u8>, why: String },
+}
+
+/// Failures of the shard process around the core: configuration, sockets, threads and the
+/// registration with shuckle, plus the core's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Shard(#[from] ShardError),
     #[error("{what}: {source}")]
     Io {
         what: String,

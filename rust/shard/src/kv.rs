@@ -1,9 +1,9 @@
-//! The storage a shard core reads and writes: RocksDB in production, an in-memory map in
-//! unit tests and simulations.
+//! The storage a shard core reads and writes: RocksDB in production, an in-memory map
+//! ([`MemKv`]) in unit tests and in the simulator.
 
 use crate::error::ShardError;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Where a key lives.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -97,12 +97,12 @@ impl RocksKv {
     /// `dedup_bytes` of entries, dropping the oldest files first.
     pub fn open(
         path: &std::path::Path,
-        cfg: &eggs_common::db::DbConfig,
+        cfg: &eggs_db::DbConfig,
         dedup_bytes: u64,
     ) -> Result<RocksKv, ShardError> {
-        let mut opts = eggs_common::db::options(cfg)?;
+        let mut opts = eggs_db::options(cfg)?;
         opts.create_missing_column_families(true);
-        let mut dedup = eggs_common::db::options(cfg)?;
+        let mut dedup = eggs_db::options(cfg)?;
         // Every write misses in this column family first (a new request id), and with FIFO
         // compaction every file stays in level 0 where each is consulted: few, large files
         // keep that cheap. Its keys arrive nearly in order (request ids count up per client),
@@ -179,7 +179,7 @@ fn check_format_version(db: &rocksdb::DB, path: &std::path::Path) -> Result<(), 
             Some(entry) => entry.map(|_| true).map_err(ShardError::from),
             None => Ok(false),
         },
-        |v| Ok(db.put_opt(key, v, &eggs_common::db::sync_write())?),
+        |v| Ok(db.put_opt(key, v, &eggs_db::sync_write())?),
     )
 }
 
@@ -277,7 +277,7 @@ impl Kv for RocksKv {
     }
 
     fn sync(&self) -> Result<(), ShardError> {
-        self.write_pending(&eggs_common::db::sync_write())
+        self.write_pending(&eggs_db::sync_write())
     }
 
     fn applied_count(&self) -> Option<u64> {
@@ -290,7 +290,7 @@ impl RocksKv {
     /// only once a later [`WalSyncer::sync`] (or synced write) returns. Lets a core thread
     /// go on with the next group while another thread waits for the fsync.
     pub fn write_unsynced(&self) -> Result<(), ShardError> {
-        self.write_pending(&eggs_common::db::unsynced_write())
+        self.write_pending(&eggs_db::unsynced_write())
     }
 
     /// A handle that makes every write made so far through this database durable.
@@ -395,36 +395,115 @@ impl ReadCache {
     }
 }
 
-/// In-memory storage for tests: durable "forever", and `sync` is free.
-#[derive(Default)]
+/// In-memory storage for unit tests and the simulator, losing what was not synced the way
+/// RocksDB behind the server's write-back overlays would: changes are visible at once,
+/// durable at `sync`, and [`MemKv::crash`] rolls back everything applied through this handle
+/// since its last sync. Tests that never crash may ignore `sync` (the undo log then only
+/// grows, which is fine at their sizes).
+///
+/// Cloning shares the store and the undo log (the simulator keeps a handle across crashes).
+/// [`MemKv::sibling`] shares only the store, like `RocksKv::sibling` for a core thread: each
+/// handle syncs its own changes (its group commit), and their keys never overlap because each
+/// core serves other shards.
+#[derive(Clone, Default)]
 pub struct MemKv {
-    map: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-    dedup: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
-    applied: std::sync::atomic::AtomicU64,
+    maps: Arc<Mutex<Maps>>,
+    /// Previous values of keys this handle changed since its last sync, oldest first.
+    undo: Arc<Mutex<Undo>>,
+    /// Calls of `apply` through this handle and its clones (see [`Kv::applied_count`]).
+    applied: Arc<std::sync::atomic::AtomicU64>,
 }
 
-type Map<'a> = std::sync::MutexGuard<'a, BTreeMap<Vec<u8>, Vec<u8>>>;
+type Map = BTreeMap<Vec<u8>, Vec<u8>>;
+type Undo = Vec<(Table, Vec<u8>, Option<Vec<u8>>)>;
+
+#[derive(Default)]
+struct Maps {
+    main: Map,
+    dedup: Map,
+    /// Sabotage for testing checkers: retries are never recognised.
+    forget_dedup: bool,
+}
+
+impl Maps {
+    fn table(&mut self, table: Table) -> &mut Map {
+        match table {
+            Table::Main => &mut self.main,
+            Table::Dedup => &mut self.dedup,
+        }
+    }
+}
 
 impl MemKv {
-    fn map(&self) -> Map<'_> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    /// A store that never finds deduplication entries, so that retried writes are applied
+    /// again: a deliberately broken shard, to show that a checker notices.
+    pub fn forgetting_dedup() -> MemKv {
+        let kv = MemKv::default();
+        kv.maps().forget_dedup = true;
+        kv
     }
-    fn dedup(&self) -> Map<'_> {
-        self.dedup.lock().unwrap_or_else(|p| p.into_inner())
+
+    /// Another handle on the same store with its own unsynced changes.
+    pub fn sibling(&self) -> MemKv {
+        MemKv {
+            maps: self.maps.clone(),
+            undo: Default::default(),
+            applied: Default::default(),
+        }
+    }
+
+    /// Drops every change applied through this handle since its last sync, newest first.
+    pub fn crash(&self) {
+        let mut maps = self.maps();
+        let mut undo = self.undo();
+        while let Some((table, k, old)) = undo.pop() {
+            let m = maps.table(table);
+            match old {
+                Some(v) => m.insert(k, v),
+                None => m.remove(&k),
+            };
+        }
+    }
+
+    /// Forgets the deduplication entry of `(client_id, request_id)` on every shard, as its
+    /// expiry (or the FIFO column family dropping it early) would.
+    pub fn expire_request(&self, client_id: u64, request_id: u64) {
+        let mut id = client_id.to_be_bytes().to_vec();
+        id.extend_from_slice(&request_id.to_be_bytes());
+        // `keys::dedup`: shard, table, then the two ids.
+        self.maps().dedup.retain(|k, _| k.get(2..) != Some(&id[..]));
+    }
+
+    /// Changes applied through this handle but not yet synced.
+    pub fn unsynced(&self) -> usize {
+        self.undo().len()
+    }
+
+    // A panic while a lock is held leaves the maps consistent (every change is one insert or
+    // remove), so a poisoned lock is simply taken over.
+    fn maps(&self) -> MutexGuard<'_, Maps> {
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn undo(&self) -> MutexGuard<'_, Undo> {
+        self.undo.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl Kv for MemKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
-        Ok(self.map().get(key).cloned())
+        Ok(self.maps().main.get(key).cloned())
     }
 
     fn get_dedup(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ShardError> {
-        Ok(self.dedup().get(key).cloned())
+        let maps = self.maps();
+        if maps.forget_dedup {
+            return Ok(None);
+        }
+        Ok(maps.dedup.get(key).cloned())
     }
 
     fn expire_dedup(&self, expired: &dyn Fn(&[u8]) -> bool) -> Result<usize, ShardError> {
-        let mut d = self.dedup();
+        let d = &mut self.maps().dedup;
         let before = d.len();
         d.retain(|_, v| !expired(v));
         Ok(before - d.len())
@@ -436,8 +515,8 @@ impl Kv for MemKv {
         start: &[u8],
         f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), ShardError> {
-        let map = self.map();
-        for (k, v) in map.range(start.to_vec()..) {
+        let maps = self.maps();
+        for (k, v) in maps.main.range(start.to_vec()..) {
             if !k.starts_with(prefix) || !f(k, v) {
                 break;
             }
@@ -448,21 +527,21 @@ impl Kv for MemKv {
     fn apply(&self, changes: Changes) -> Result<(), ShardError> {
         self.applied
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let (mut map, mut dedup) = (self.map(), self.dedup());
+        let mut maps = self.maps();
+        let mut undo = self.undo();
         for (table, k, v) in changes.ops {
-            let m = match table {
-                Table::Main => &mut map,
-                Table::Dedup => &mut dedup,
-            };
-            match v {
-                Some(v) => m.insert(k, v),
+            let m = maps.table(table);
+            let old = match v {
+                Some(v) => m.insert(k.clone(), v),
                 None => m.remove(&k),
             };
+            undo.push((table, k, old));
         }
         Ok(())
     }
 
     fn sync(&self) -> Result<(), ShardError> {
+        self.undo().clear();
         Ok(())
     }
 
@@ -607,6 +686,74 @@ mod tests {
             "{msg}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn put(kv: &MemKv, k: &[u8], v: Option<&[u8]>) {
+        let mut c = Changes::default();
+        match v {
+            Some(v) => c.put(k.to_vec(), v.to_vec()),
+            None => c.delete(k.to_vec()),
+        }
+        kv.apply(c).unwrap();
+    }
+
+    #[test]
+    fn mem_crash_loses_exactly_the_unsynced_changes() {
+        let kv = MemKv::default();
+        let other = kv.sibling();
+        put(&kv, b"a", Some(b"1"));
+        put(&kv, b"b", Some(b"1"));
+        kv.sync().unwrap();
+        put(&kv, b"a", Some(b"2"));
+        put(&kv, b"a", None);
+        put(&kv, b"c", Some(b"3"));
+        put(&other, b"d", Some(b"4"));
+        other.sync().unwrap();
+        put(&other, b"e", Some(b"5"));
+        assert_eq!(kv.unsynced(), 3);
+        assert_eq!(other.get(b"c").unwrap(), Some(b"3".to_vec()), "one store");
+        kv.clone().crash();
+        other.crash();
+        assert_eq!(kv.unsynced(), 0, "a clone shares the undo log");
+        assert_eq!(kv.get(b"a").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get(b"b").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get(b"c").unwrap(), None);
+        assert_eq!(
+            kv.get(b"d").unwrap(),
+            Some(b"4".to_vec()),
+            "synced by its own handle"
+        );
+        assert_eq!(kv.get(b"e").unwrap(), None);
+    }
+
+    #[test]
+    fn mem_dedup_entries_expire_and_can_be_forgotten() {
+        use eggs_protocol::ShardId;
+        let kv = MemKv::default();
+        let mut c = Changes::default();
+        for (shard, client, request, age) in
+            [(0, 1, 7, 1u8), (3, 1, 7, 1), (0, 1, 8, 9), (0, 2, 7, 1)]
+        {
+            c.put_dedup(
+                crate::keys::dedup(ShardId(shard), client, request),
+                vec![age],
+            );
+        }
+        kv.apply(c).unwrap();
+        kv.sync().unwrap();
+        let k = |shard, client, request| crate::keys::dedup(ShardId(shard), client, request);
+        kv.expire_request(1, 7);
+        assert_eq!(kv.get_dedup(&k(0, 1, 7)).unwrap(), None);
+        assert_eq!(kv.get_dedup(&k(3, 1, 7)).unwrap(), None, "on every shard");
+        assert_eq!(kv.get_dedup(&k(0, 2, 7)).unwrap(), Some(vec![1]));
+        assert_eq!(kv.expire_dedup(&|v| v[0] > 5).unwrap(), 1);
+        assert_eq!(kv.get_dedup(&k(0, 1, 8)).unwrap(), None);
+        assert_eq!(kv.get_dedup(&k(0, 2, 7)).unwrap(), Some(vec![1]));
+        let broken = MemKv::forgetting_dedup();
+        let mut c = Changes::default();
+        c.put_dedup(k(0, 2, 7), vec![1]);
+        broken.apply(c).unwrap();
+        assert_eq!(broken.get_dedup(&k(0, 2, 7)).unwrap(), None);
     }
 
     fn key(k: u8) -> Vec<u8> {

@@ -13,6 +13,6 @@ pub mod server;
 mod values;
 
 pub use crate::core::{reply_limit, ShardCore, ShardOptions};
-pub use error::ShardError;
+pub use error::{ServerError, ShardError};
 pub use kv::{Changes, Kv, MemKv, RocksKv, Table};
 pub use server::{parse_shard_set, ShardServer, ShardServerConfig};

@@ -10,11 +10,11 @@
 //! Registration with shuckle (every second, doubling as a heartbeat) runs on tokio.
 
 use crate::core::{reply_limit, ShardCore, ShardOptions};
-use crate::error::ShardError;
+use crate::error::{ServerError, ShardError};
 use crate::kv::{RocksKv, WalSyncer};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use eggs_client::ShuckleClient;
-use eggs_common::db::DbConfig;
+use eggs_db::DbConfig;
 use eggs_protocol::shard::{ShardRequest, ShardResponse};
 use eggs_protocol::shuckle::{BlockServiceWithKey, RegisterShardsReq, ShardBlockServicesReq};
 use eggs_protocol::{codec, Addr, EggsError, EggsTime, ShardId, MAX_UDP_MTU};
@@ -77,7 +77,7 @@ pub struct ShardServer {
 
 impl ShardServer {
     /// Opens RocksDB, binds one socket per core thread and starts serving.
-    pub fn start(cfg: ShardServerConfig) -> Result<ShardServer, ShardError> {
+    pub fn start(cfg: ShardServerConfig) -> Result<ShardServer, ServerError> {
         let kv = RocksKv::open(&cfg.dir, &cfg.db, DEDUP_BYTES)?;
         let stop = Arc::new(AtomicBool::new(false));
         let n = core_threads(&cfg);
@@ -179,8 +179,8 @@ impl Drop for ShardServer {
     }
 }
 
-fn io(what: &str, source: std::io::Error) -> ShardError {
-    ShardError::Io {
+fn io(what: &str, source: std::io::Error) -> ServerError {
+    ServerError::Io {
         what: what.into(),
         source,
     }
@@ -195,7 +195,7 @@ fn spawn_core(
     n: usize,
     stop: &Arc<AtomicBool>,
     commit: Sender<Commit>,
-) -> Result<(CoreThread, UdpSocket, JoinHandle<()>), ShardError> {
+) -> Result<(CoreThread, UdpSocket, JoinHandle<()>), ServerError> {
     let shards: Vec<ShardId> = cfg
         .shards
         .iter()
@@ -232,7 +232,7 @@ fn spawn_core(
 }
 
 /// The address core thread `i` binds: the configured one, its port moved up by `i`.
-fn thread_addr(base: SocketAddr, i: usize) -> Result<SocketAddr, ShardError> {
+fn thread_addr(base: SocketAddr, i: usize) -> Result<SocketAddr, ServerError> {
     let mut addr = base;
     if base.port() != 0 {
         let port = u16::try_from(base.port() as usize + i).map_err(|_| {
@@ -246,7 +246,7 @@ fn thread_addr(base: SocketAddr, i: usize) -> Result<SocketAddr, ShardError> {
     Ok(addr)
 }
 
-fn bind(addr: SocketAddr) -> Result<UdpSocket, ShardError> {
+fn bind(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| io("creating socket", e))?;
@@ -503,8 +503,8 @@ impl Group {
 }
 
 /// Parses `A..=B`, `A..B`, `N` or a comma list of those into shard ids.
-pub fn parse_shard_set(s: &str) -> Result<Vec<ShardId>, ShardError> {
-    let bad = || ShardError::BadShardSet(s.to_string());
+pub fn parse_shard_set(s: &str) -> Result<Vec<ShardId>, ServerError> {
+    let bad = || ServerError::BadShardSet(s.to_string());
     let num = |x: &str| x.trim().parse::<u8>().map_err(|_| bad());
     let mut out = Vec::new();
     for part in s.split(',') {

@@ -34,12 +34,12 @@ pub(crate) struct Store {
 
 impl Store {
     pub(crate) fn open(dir: &Path) -> Result<Store, ShuckleError> {
-        let db = eggs_common::db::open(dir, &eggs_common::db::DbConfig::default()).map_err(
-            |source| ShuckleError::OpenDb {
+        let db = eggs_db::open(dir, &eggs_db::DbConfig::default()).map_err(|source| {
+            ShuckleError::OpenDb {
                 path: dir.to_path_buf(),
                 source,
-            },
-        )?;
+            }
+        })?;
         let store = Store { db };
         store.check_format_version(dir)?;
         Ok(store)
@@ -57,7 +57,7 @@ impl Store {
                 None => Ok(false),
             },
             |v| {
-                let sync = eggs_common::db::sync_write();
+                let sync = eggs_db::sync_write();
                 Ok(self.db.put_opt(FORMAT_VERSION_KEY, v, &sync)?)
             },
         )
@@ -94,7 +94,7 @@ impl Store {
             }
         }
         self.db
-            .write_opt(batch, &eggs_common::db::sync_write())
+            .write_opt(batch, &eggs_db::sync_write())
             .map_err(ShuckleError::from)
     }
 }

@@ -216,9 +216,10 @@ impl<K: Kv> ShardCore<K> {
         };
         ub.blocks[idx] = new;
         targets.push(current.clone());
+        // Nobody can erase on a service the shard no longer knows: those are left out.
         let erase = targets
             .iter()
-            .filter_map(|blk| self.erase_target(blk))
+            .filter_map(|blk| self.erase_target(blk).ok())
             .collect();
         self.put_span(tx, r.file_id, r.byte_offset, Some(&span), &updated);
         tx.changes.delete(pending_key);
@@ -287,21 +288,6 @@ impl<K: Kv> ShardCore<K> {
                 blk.block_id,
                 blk.crc,
                 size,
-            ),
-        })
-    }
-
-    /// `None` for a service the shard no longer knows: nobody can erase there any more.
-    fn erase_target(&self, blk: &BlockValue) -> Option<BlockWriteTarget> {
-        let service = self.block_services.get(&blk.block_service_id)?;
-        Some(BlockWriteTarget {
-            block_service_id: blk.block_service_id,
-            addr: service.info.addr,
-            block_id: blk.block_id,
-            certificate: crypto::erase_certificate(
-                &service.secret_key,
-                blk.block_service_id,
-                blk.block_id,
             ),
         })
     }

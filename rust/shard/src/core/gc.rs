@@ -413,17 +413,7 @@ impl<K: Kv> ShardCore<K> {
         let mut blocks = Vec::new();
         if let SpanStorage::Blocks(b) = &span.storage {
             for blk in &b.blocks {
-                let service = self.service(blk.block_service_id)?;
-                blocks.push(BlockWriteTarget {
-                    block_service_id: blk.block_service_id,
-                    addr: service.info.addr,
-                    block_id: blk.block_id,
-                    certificate: crypto::erase_certificate(
-                        &service.secret_key,
-                        blk.block_service_id,
-                        blk.block_id,
-                    ),
-                });
+                blocks.push(self.erase_target(blk)?);
             }
         }
         Ok(PrepareSpanErasureResp {

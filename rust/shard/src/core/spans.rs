@@ -133,22 +133,12 @@ impl<K: Kv> ShardCore<K> {
         }
         let mut blocks = Vec::new();
         if let SpanStorage::Blocks(b) = &span.storage {
-            for blk in &b.blocks {
-                // A service we no longer know cannot be asked to erase; GC will retry.
-                let Ok(service) = self.service(blk.block_service_id) else {
-                    continue;
-                };
-                blocks.push(BlockWriteTarget {
-                    block_service_id: blk.block_service_id,
-                    addr: service.info.addr,
-                    block_id: blk.block_id,
-                    certificate: crypto::erase_certificate(
-                        &service.secret_key,
-                        blk.block_service_id,
-                        blk.block_id,
-                    ),
-                });
-            }
+            // A service we no longer know cannot be asked to erase; GC will retry.
+            blocks.extend(
+                b.blocks
+                    .iter()
+                    .filter_map(|blk| self.erase_target(blk).ok()),
+            );
         }
         self.delete_span(tx, r.file_id, r.byte_offset, &span)?;
         // The span ends at the file's size (checked above), so this cannot go below zero.
@@ -238,6 +228,23 @@ impl<K: Kv> ShardCore<K> {
         self.block_services
             .get(&id)
             .ok_or(EggsError::BlockServiceNotFound.into())
+    }
+
+    /// Where and with what certificate `blk` can be erased: the one place erase certificates
+    /// are made (span removal, span erasure by the GC, blocks replaced by scrubbing).
+    /// `BlockServiceNotFound` for a service the shard no longer knows.
+    pub(super) fn erase_target(&self, blk: &BlockValue) -> R<BlockWriteTarget> {
+        let service = self.service(blk.block_service_id)?;
+        Ok(BlockWriteTarget {
+            block_service_id: blk.block_service_id,
+            addr: service.info.addr,
+            block_id: blk.block_id,
+            certificate: crypto::erase_certificate(
+                &service.secret_key,
+                blk.block_service_id,
+                blk.block_id,
+            ),
+        })
     }
 
     /// Block ids are unique across shards: a per-shard counter with the shard in the low byte.

@@ -1,5 +1,8 @@
 //! RocksDB opened the same way by every server: small memory footprint, WAL on, no
 //! compression (metadata values are tiny and CPU matters more than space here).
+//!
+//! A crate of its own, apart from `eggs-common`, so that only the servers that keep a
+//! database (shards, CDC, shuckle) compile and link RocksDB; the client, CLI and FUSE do not.
 
 use std::path::Path;
 
