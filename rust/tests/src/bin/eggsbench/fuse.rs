@@ -371,7 +371,7 @@ fn parallel_read(path: &Path, size: u64, readers: u64) {
 }
 
 fn report(
-    args: &Args,
+    args: &FuseArgs,
     rows: &[Row],
     library: &(f64, f64),
     load_before: &str,
