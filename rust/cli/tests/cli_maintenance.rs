@@ -3,9 +3,9 @@
 //! must be built first; `cargo xtask test` does that).
 
 use eggs_client::Client;
-use eggs_protocol::shard::{FileSpansReq, SpanBody};
+use eggs_protocol::shard::SpanBody;
 use eggs_protocol::shuckle::BlockServicesReq;
-use eggs_protocol::{BlockId, BlockServiceId, InodeId, MAX_UDP_MTU};
+use eggs_protocol::{BlockId, BlockServiceId, InodeId};
 use eggs_run::{BlockServicesLayout, Cluster, ClusterConfig};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,19 +45,8 @@ fn wait_writable(cli: &Cli) {
 
 /// `(service, block)` of every block of a file.
 async fn blocks_of(c: &Client, file: InodeId) -> Vec<(BlockServiceId, BlockId)> {
-    let r = c
-        .shard_request(
-            file.shard(),
-            FileSpansReq {
-                file_id: file,
-                byte_offset: 0,
-                mtu: MAX_UDP_MTU,
-            },
-        )
-        .await
-        .unwrap();
     let mut out = Vec::new();
-    for s in r.spans {
+    for s in c.file_spans(file).await.unwrap() {
         if let SpanBody::Blocks(b) = s.body {
             out.extend(b.blocks.iter().map(|b| (b.block_service_id, b.block_id)));
         }

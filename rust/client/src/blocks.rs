@@ -71,6 +71,15 @@ struct AttemptError {
 
 type Attempt<T> = std::result::Result<T, AttemptError>;
 
+/// Block data that travels outside the frames of a request.
+enum Data<'a> {
+    None,
+    /// Follows the request frame (a write), in pieces.
+    Send(&'a [&'a [u8]]),
+    /// Follows the response frame (a fetch), into the caller's buffer.
+    Receive(&'a mut [u8]),
+}
+
 fn fatal(err: ClientError) -> AttemptError {
     AttemptError {
         err,
@@ -166,39 +175,13 @@ impl BlockPool {
         let request = BlocksRequest {
             body: BlocksReq::WriteBlock(req.clone()),
         };
-        for _ in 0..2 {
-            let (mut conn, reused) = self.checkout(addr, &what).await?;
-            let r = self.attempt_write(&mut conn, &what, &request, pieces).await;
-            match self.finish(addr, conn, reused, r) {
-                Ok(Some(proof)) => return Ok(proof),
-                Ok(None) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(stale_twice(&what))
-    }
-
-    async fn attempt_write(
-        &self,
-        conn: &mut TcpStream,
-        what: &str,
-        request: &BlocksRequest,
-        pieces: &[&[u8]],
-    ) -> Attempt<[u8; 8]> {
-        let t = self.opts.io_timeout;
-        with_timeout(t, write_frame(conn, request))
-            .await
-            .map_err(|e| frame_error(what, e, true))?;
-        for piece in pieces {
-            for chunk in piece.chunks(IO_CHUNK) {
-                with_timeout(t, conn.write_all(chunk))
-                    .await
-                    .map_err(|e| frame_error(what, e, true))?;
-            }
-        }
-        match self.read_response(conn, what).await? {
+        let expect = |r: &BlocksResp| matches!(r, BlocksResp::WriteBlock(_));
+        match self
+            .call(addr, &what, &request, expect, Data::Send(pieces))
+            .await?
+        {
             BlocksResp::WriteBlock(r) => Ok(r.proof),
-            _ => Err(fatal(wrong_kind(what))),
+            _ => Err(wrong_kind(&what)),
         }
     }
 
@@ -242,46 +225,9 @@ impl BlockPool {
                 count,
             }),
         };
-        for _ in 0..2 {
-            let (mut conn, reused) = self.checkout(addr, &what).await?;
-            let r = self.attempt_fetch(&mut conn, &what, &request, dest).await;
-            match self.finish(addr, conn, reused, r) {
-                Ok(Some(())) => return Ok(()),
-                Ok(None) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(stale_twice(&what))
-    }
-
-    async fn attempt_fetch(
-        &self,
-        conn: &mut TcpStream,
-        what: &str,
-        request: &BlocksRequest,
-        dest: &mut [u8],
-    ) -> Attempt<()> {
-        let t = self.opts.io_timeout;
-        with_timeout(t, write_frame(conn, request))
-            .await
-            .map_err(|e| frame_error(what, e, true))?;
-        let count = match self.read_response(conn, what).await? {
-            BlocksResp::FetchBlock(r) => r.count,
-            _ => return Err(fatal(wrong_kind(what))),
-        };
-        if count as usize != dest.len() {
-            return Err(fatal(ClientError::BadResponse {
-                what: what.into(),
-                why: format!("{count} bytes announced, {} asked for", dest.len()),
-            }));
-        }
-        // A service that finds a corrupt page after streaming earlier ones closes the
-        // connection: that shows up here as a short read, and fails the block.
-        for chunk in dest.chunks_mut(IO_CHUNK) {
-            with_timeout(t, conn.read_exact(chunk))
-                .await
-                .map_err(|e| frame_error(what, e, false))?;
-        }
+        let expect = |r: &BlocksResp| matches!(r, BlocksResp::FetchBlock(_));
+        self.call(addr, &what, &request, expect, Data::Receive(dest))
+            .await?;
         Ok(())
     }
 
@@ -294,20 +240,11 @@ impl BlockPool {
         let request = BlocksRequest {
             body: BlocksReq::EraseBlock(req.clone()),
         };
-        for _ in 0..2 {
-            let (mut conn, reused) = self.checkout(addr, &what).await?;
-            let r = self.attempt_simple(&mut conn, &what, &request).await;
-            let r = r.and_then(|resp| match resp {
-                BlocksResp::EraseBlock(e) => Ok(e.proof),
-                _ => Err(fatal(wrong_kind(&what))),
-            });
-            match self.finish(addr, conn, reused, r) {
-                Ok(Some(proof)) => return Ok(proof),
-                Ok(None) => continue,
-                Err(e) => return Err(e),
-            }
+        let expect = |r: &BlocksResp| matches!(r, BlocksResp::EraseBlock(_));
+        match self.call(addr, &what, &request, expect, Data::None).await? {
+            BlocksResp::EraseBlock(e) => Ok(e.proof),
+            _ => Err(wrong_kind(&what)),
         }
-        Err(stale_twice(&what))
     }
 
     /// Asks the service to verify a whole block on its disk (every page CRC and the block's
@@ -320,32 +257,78 @@ impl BlockPool {
         let request = BlocksRequest {
             body: BlocksReq::CheckBlock(req.clone()),
         };
-        for _ in 0..2 {
-            let (mut conn, reused) = self.checkout(addr, &what).await?;
-            let r = self.attempt_simple(&mut conn, &what, &request).await;
-            let r = r.and_then(|resp| match resp {
-                BlocksResp::CheckBlock(_) => Ok(()),
-                _ => Err(fatal(wrong_kind(&what))),
-            });
-            match self.finish(addr, conn, reused, r) {
-                Ok(Some(())) => return Ok(()),
-                Ok(None) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(stale_twice(&what))
+        let expect = |r: &BlocksResp| matches!(r, BlocksResp::CheckBlock(_));
+        self.call(addr, &what, &request, expect, Data::None).await?;
+        Ok(())
     }
 
-    async fn attempt_simple(
+    /// The one retry loop of every block request: an attempt on a pooled connection that the
+    /// service had closed meanwhile is tried again, once, on a fresh connection. `expect`
+    /// says whether a response is of the kind asked for (one of another kind fails the
+    /// request and drops the connection).
+    async fn call(
+        &self,
+        addr: SocketAddr,
+        what: &str,
+        request: &BlocksRequest,
+        expect: fn(&BlocksResp) -> bool,
+        mut data: Data<'_>,
+    ) -> Result<BlocksResp> {
+        for _ in 0..2 {
+            let (mut conn, reused) = self.checkout(addr, what).await?;
+            let r = self
+                .attempt(&mut conn, what, request, expect, &mut data)
+                .await;
+            if let Some(resp) = self.finish(addr, conn, reused, r)? {
+                return Ok(resp);
+            }
+        }
+        Err(stale_twice(what))
+    }
+
+    /// One request on one connection: the frame, the data that follows it (writes), the
+    /// response frame and the data that follows that (fetches).
+    async fn attempt(
         &self,
         conn: &mut TcpStream,
         what: &str,
         request: &BlocksRequest,
+        expect: fn(&BlocksResp) -> bool,
+        data: &mut Data<'_>,
     ) -> Attempt<BlocksResp> {
-        with_timeout(self.opts.io_timeout, write_frame(conn, request))
+        let t = self.opts.io_timeout;
+        with_timeout(t, write_frame(conn, request))
             .await
             .map_err(|e| frame_error(what, e, true))?;
-        self.read_response(conn, what).await
+        if let Data::Send(pieces) = data {
+            for piece in pieces.iter() {
+                for chunk in piece.chunks(IO_CHUNK) {
+                    with_timeout(t, conn.write_all(chunk))
+                        .await
+                        .map_err(|e| frame_error(what, e, true))?;
+                }
+            }
+        }
+        let resp = self.read_response(conn, what).await?;
+        if !expect(&resp) {
+            return Err(fatal(wrong_kind(what)));
+        }
+        if let (Data::Receive(dest), BlocksResp::FetchBlock(r)) = (data, &resp) {
+            if r.count as usize != dest.len() {
+                return Err(fatal(ClientError::BadResponse {
+                    what: what.into(),
+                    why: format!("{} bytes announced, {} asked for", r.count, dest.len()),
+                }));
+            }
+            // A service that finds a corrupt page after streaming earlier ones closes the
+            // connection: that shows up here as a short read, and fails the block.
+            for chunk in dest.chunks_mut(IO_CHUNK) {
+                with_timeout(t, conn.read_exact(chunk))
+                    .await
+                    .map_err(|e| frame_error(what, e, false))?;
+            }
+        }
+        Ok(resp)
     }
 
     /// Reads one response frame; a server error is reported with the connection reusable

@@ -1,4 +1,4 @@
-//! Reading files: spans from the shard (`FileSpans`), block spans from block services.
+//! Reading files: spans as `SpanPager` lists them, block spans from block services.
 //!
 //! A block span is read from its `D` data blocks, fetched in parallel. A block that cannot be
 //! read (service down, timeout, bad CRC on the service's disk, short read, or a CRC mismatch
@@ -10,12 +10,12 @@
 //! two spans are in memory.
 
 use crate::blocks::BlockPool;
+use crate::client::Client;
 use crate::error::{ClientError, Result};
-use crate::fs::Client;
 use crate::span::{logical_pieces, rebuild, SpanLayout};
-use eggs_protocol::shard::{self, FetchedBlock, FetchedSpan, SpanBody};
+use crate::span_pager::SpanPager;
+use eggs_protocol::shard::{FetchedBlock, FetchedSpan, SpanBody};
 use eggs_protocol::InodeId;
-use std::collections::VecDeque;
 use std::ops::Range;
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -23,62 +23,6 @@ use tokio::task::JoinSet;
 
 /// Largest buffer [`Client::read_range`] reserves before it knows how much there is to read.
 const MAX_PREALLOCATED: usize = 64 << 20;
-
-/// The spans of a file in order, page by page, checking that they follow each other.
-struct SpanCursor {
-    file_id: InodeId,
-    page: VecDeque<FetchedSpan>,
-    /// Where the next page starts; `None` once the shard said there is no more.
-    next_page: Option<u64>,
-    /// Where the next span must start (once the first one is known).
-    expected: Option<u64>,
-}
-
-impl SpanCursor {
-    fn new(file_id: InodeId, offset: u64) -> SpanCursor {
-        SpanCursor {
-            file_id,
-            page: VecDeque::new(),
-            next_page: Some(offset),
-            expected: None,
-        }
-    }
-
-    async fn next(&mut self, client: &Client) -> Result<Option<FetchedSpan>> {
-        while self.page.is_empty() {
-            let Some(offset) = self.next_page else {
-                return Ok(None);
-            };
-            let r = client
-                .shard_request(
-                    self.file_id.shard(),
-                    shard::FileSpansReq {
-                        file_id: self.file_id,
-                        byte_offset: offset,
-                        mtu: client.options().mtu,
-                    },
-                )
-                .await?;
-            if r.spans.is_empty() && r.next_offset.is_some() {
-                return Err(corrupt(self.file_id, offset, "empty page of spans".into()));
-            }
-            self.next_page = r.next_offset;
-            self.page.extend(r.spans);
-        }
-        let span = self.page.pop_front();
-        if let Some(s) = &span {
-            if self.expected.is_some_and(|e| e != s.byte_offset) || s.size == 0 {
-                return Err(corrupt(
-                    self.file_id,
-                    s.byte_offset,
-                    "spans do not follow each other".into(),
-                ));
-            }
-            self.expected = Some(s.byte_offset.saturating_add(s.size as u64));
-        }
-        Ok(span)
-    }
-}
 
 /// The readable bytes of one span.
 enum Loaded {
@@ -115,24 +59,28 @@ impl Loaded {
 }
 
 impl Client {
+    /// Reads a whole file, checking every span's CRC (see [`Client::read_file_to`]).
+    pub async fn read_file(&self, file_id: InodeId) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.read_file_to(file_id, &mut out).await?;
+        Ok(out)
+    }
+
     /// Writes the whole file to `writer`; returns its size.
     pub async fn read_file_to(
         &self,
         file_id: InodeId,
         mut writer: impl AsyncWrite + Unpin,
     ) -> Result<u64> {
-        let mut cursor = SpanCursor::new(file_id, 0);
-        let Some(first) = cursor.next(self).await? else {
+        let mut pager = SpanPager::new(file_id, 0);
+        let Some(first) = pager.next(self).await? else {
             return Ok(0);
         };
-        if first.byte_offset != 0 {
-            return Err(corrupt(file_id, 0, "the first span is not at 0".into()));
-        }
         let mut size = first.size as u64;
         let mut spare = Vec::new();
         let mut current = self.load_whole(file_id, first, Vec::new()).await?;
         loop {
-            let Some(next) = cursor.next(self).await? else {
+            let Some(next) = pager.next(self).await? else {
                 write_out(&mut writer, &current).await?;
                 break;
             };
@@ -158,13 +106,13 @@ impl Client {
         let end = offset.saturating_add(len as u64);
         // Not more than the file could hold: `len` may be a caller's "everything".
         let mut out = Vec::with_capacity(len.min(MAX_PREALLOCATED));
-        let mut cursor = SpanCursor::new(file_id, offset);
+        let mut pager = SpanPager::new(file_id, offset);
         while (out.len() as u64) < len as u64 {
-            let Some(span) = cursor.next(self).await? else {
+            let Some(span) = pager.next(self).await? else {
                 break;
             };
             let start = span.byte_offset;
-            // `SpanCursor` checked that spans follow each other; the first must hold `offset`.
+            // `SpanPager` checked that spans follow each other; the first must hold `offset`.
             if start > offset.saturating_add(out.len() as u64) {
                 return Err(corrupt(file_id, start, "hole before the span".into()));
             }
@@ -181,19 +129,6 @@ impl Client {
             for piece in loaded.pieces() {
                 out.extend_from_slice(piece);
             }
-        }
-        Ok(out)
-    }
-
-    /// Every span of a file, in order, checked to follow each other from offset 0.
-    pub async fn file_spans(&self, file_id: InodeId) -> Result<Vec<FetchedSpan>> {
-        let mut cursor = SpanCursor::new(file_id, 0);
-        let mut out = Vec::new();
-        while let Some(span) = cursor.next(self).await? {
-            if out.is_empty() && span.byte_offset != 0 {
-                return Err(corrupt(file_id, 0, "the first span is not at 0".into()));
-            }
-            out.push(span);
         }
         Ok(out)
     }
@@ -467,8 +402,9 @@ fn data_path_futures_are_send(c: &Client) {
     send(c.read_file_to(InodeId::ROOT, tokio::io::sink()));
     send(c.read_range(InodeId::ROOT, 0, 1));
     send(c.read_file(InodeId::ROOT));
-    send(c.write_file("/x", &b""[..]));
-    send(c.write_file_with_progress(
+    send(crate::FileWriter::write_path(c, "/x", &b""[..]));
+    send(crate::FileWriter::write_in_with_progress(
+        c,
         InodeId::ROOT,
         &eggs_protocol::Name::new("x").unwrap(),
         &b""[..],

@@ -9,8 +9,8 @@
 //! be interrupted and re-run: the shard's records decide, not the caller's memory.
 
 use crate::blocks::BlockPool;
+use crate::client::Client;
 use crate::error::{ClientError, Result};
-use crate::fs::Client;
 use crate::span::{rebuild, SpanLayout};
 use eggs_protocol::blocks::{CheckBlockReq, EraseBlockReq, WriteBlockReq};
 use eggs_protocol::shard::{

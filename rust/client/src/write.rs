@@ -1,16 +1,17 @@
 //! Writing files: construct a transient file, append its spans, link it.
 //!
-//! The input is read one span at a time into one buffer, which (padded) already holds the data
-//! blocks (see `span.rs`), so memory stays at about one span plus its parity blocks whatever
-//! the file size. Files of at most `MAX_INLINE_SPAN` bytes are stored inline in the shard; the
-//! others go to block services: `AddSpanInitiate` (the shard picks the services and signs a
+//! [`FileWriter`] is the only writer. Its input goes into a span buffer which (padded) already
+//! holds the data blocks (see `span.rs`); a full span is stored by a task of its own while the
+//! next one fills, so memory stays at about two spans plus parity whatever the file size.
+//! Files of at most `MAX_INLINE_SPAN` bytes are stored inline in the shard; the others go to
+//! block services: `AddSpanInitiate` (the shard picks the services and signs a
 //! certificate per block), all blocks written in parallel, `AddSpanCertify` with the services'
 //! proofs. A span whose blocks cannot all be written is removed and written again elsewhere,
 //! avoiding the services that failed.
 
 use crate::blocks::BlockPool;
+use crate::client::Client;
 use crate::error::{ClientError, Result};
-use crate::fs::Client;
 use crate::span::{max_span_size, EncodedSpan, LayoutError, SpanLayout};
 use eggs_protocol::blocks::{EraseBlockReq, WriteBlockReq};
 use eggs_protocol::policy::DirectoryInfo;
@@ -33,72 +34,6 @@ struct Transient {
 type ParityBuffers = Vec<Vec<u8>>;
 
 impl Client {
-    /// Writes everything `reader` yields as a new file at `path` (replacing a file there) and
-    /// returns its id.
-    pub async fn write_file(&self, path: &str, reader: impl AsyncRead + Unpin) -> Result<InodeId> {
-        let (owner_id, name) = self.resolve_parent(path).await?;
-        self.write_file_in(owner_id, &name, reader)
-            .await
-            .map_err(|e| e.with_context(&format!("writing {path}")))
-    }
-
-    /// Writes a new file named `name` in the directory `owner_id`.
-    pub async fn write_file_in(
-        &self,
-        owner_id: InodeId,
-        name: &Name,
-        reader: impl AsyncRead + Unpin,
-    ) -> Result<InodeId> {
-        self.write_file_with_progress(owner_id, name, reader, &mut |_| {})
-            .await
-    }
-
-    /// Like [`Client::write_file_in`], calling `progress` with the number of bytes stored so
-    /// far after each span.
-    pub async fn write_file_with_progress(
-        &self,
-        owner_id: InodeId,
-        name: &Name,
-        mut reader: impl AsyncRead + Unpin,
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<InodeId> {
-        // Read one byte more than fits inline, to know whether the file does.
-        let mut buf = Vec::new();
-        fill(&mut reader, &mut buf, MAX_INLINE_SPAN + 1).await?;
-        let f = self
-            .shard_request(
-                owner_id.shard(),
-                shard::ConstructFileReq {
-                    typ: InodeType::File,
-                },
-            )
-            .await?;
-        let file = Transient {
-            id: f.id,
-            cookie: f.cookie,
-        };
-        let written = if buf.len() <= MAX_INLINE_SPAN {
-            self.add_inline(&file, buf).await?
-        } else {
-            // Only files stored in blocks need the policies, which cost a walk to the root.
-            let info = self.effective_directory_info(owner_id).await?;
-            self.add_block_spans(&file, &info, buf, &mut reader, progress)
-                .await?
-        };
-        progress(written);
-        self.shard_request(
-            owner_id.shard(),
-            shard::LinkFileReq {
-                file_id: file.id,
-                cookie: file.cookie,
-                owner_id,
-                name: name.clone(),
-            },
-        )
-        .await?;
-        Ok(file.id)
-    }
-
     async fn add_inline(&self, file: &Transient, data: Vec<u8>) -> Result<u64> {
         let len = data.len() as u64;
         if data.is_empty() {
@@ -117,46 +52,6 @@ impl Client {
         )
         .await?;
         Ok(len)
-    }
-
-    /// Writes spans of `max_span` bytes (the last one shorter) until the reader is done;
-    /// `buf` holds what was read already. Returns the file size.
-    async fn add_block_spans(
-        &self,
-        file: &Transient,
-        info: &DirectoryInfo,
-        mut buf: Vec<u8>,
-        reader: &mut (impl AsyncRead + Unpin),
-        progress: &mut (dyn FnMut(u64) + Send),
-    ) -> Result<u64> {
-        let max_span = max_span_size(info).map_err(|e| layout_error(file.id, e))? as usize;
-        let mut offset = 0u64;
-        let mut parity = ParityBuffers::new();
-        // Services that failed for this file are avoided for its later spans too.
-        let mut blacklist = Vec::new();
-        // Room for the padding of a full span, so that encoding never reallocates (copies).
-        let padded = SpanLayout::for_span(info, max_span as u32).map_or(max_span, |l| l.capacity());
-        buf.reserve(padded.saturating_sub(buf.len()));
-        loop {
-            fill(reader, &mut buf, max_span).await?;
-            if buf.is_empty() {
-                return Ok(offset);
-            }
-            // Only when the policy's spans are smaller than what was read to rule out an
-            // inline file: keep the excess for the next span.
-            let excess = (buf.len() > max_span).then(|| buf.split_off(max_span));
-            let len = buf.len() as u64;
-            let (data, par) = self
-                .add_span(file, info, offset, buf, parity, &mut blacklist)
-                .await?;
-            offset += len;
-            progress(offset);
-            (buf, parity) = (data, par);
-            buf.clear();
-            if let Some(excess) = excess {
-                buf.extend_from_slice(&excess);
-            }
-        }
     }
 
     /// Encodes and stores one span; gives its buffers back for the next one.
@@ -333,13 +228,15 @@ impl Client {
     }
 }
 
-/// A file written piece by piece as data arrives (the FUSE client's writes): bytes are
-/// buffered up to one span, and each full span is stored by a background task while the next
-/// one fills, so at most two spans (plus parity) are in memory. [`FileWriter::finish`] stores
-/// the rest and links the file; dropping the writer without finishing leaves a transient file
-/// that GC removes after its deadline.
+/// The one way to write a file: bytes are appended (from memory or a reader) into a buffer of
+/// up to one span, and each full span is stored by a background task while the next one
+/// fills, so at most two spans (plus parity) are in memory whatever the file size.
+/// [`FileWriter::finish`] stores the rest and links the file; dropping the writer without
+/// finishing leaves a transient file that GC removes after its deadline. The CLI, FUSE, GC's
+/// tools and the tests all write through it ([`FileWriter::write_in`] and
+/// [`FileWriter::write_path`] for a whole file from a reader).
 pub struct FileWriter {
-    client: Arc<Client>,
+    client: Client,
     owner_id: InodeId,
     file: Transient,
     /// The owner's resolved policies, fetched once the file outgrows an inline span.
@@ -352,6 +249,8 @@ pub struct FileWriter {
     spare: Vec<u8>,
     /// Bytes handed to span tasks (stored, or being stored).
     flushed: u64,
+    /// Bytes of the spans whose task finished (what a progress report may count as stored).
+    stored: u64,
     inflight: Option<tokio::task::JoinHandle<Result<SpanDone>>>,
     parity: ParityBuffers,
     blacklist: Vec<BlockServiceId>,
@@ -360,15 +259,19 @@ pub struct FileWriter {
 /// What a finished background span gives back for the next one.
 type SpanDone = (Vec<u8>, ParityBuffers, Vec<BlockServiceId>);
 
+/// Called with the bytes stored so far, after each span and once more when the file is
+/// linked (then with its size).
+pub type Progress<'a> = &'a mut (dyn FnMut(u64) + Send);
+
 impl FileWriter {
     /// Creates the transient file on the shard of `owner_id`, the directory it will be
     /// linked into.
-    pub async fn new(client: Arc<Client>, owner_id: InodeId, typ: InodeType) -> Result<Self> {
+    pub async fn new(client: &Client, owner_id: InodeId, typ: InodeType) -> Result<Self> {
         let f = client
             .shard_request(owner_id.shard(), shard::ConstructFileReq { typ })
             .await?;
         Ok(FileWriter {
-            client,
+            client: client.clone(),
             owner_id,
             file: Transient {
                 id: f.id,
@@ -380,10 +283,52 @@ impl FileWriter {
             buf: Vec::new(),
             spare: Vec::new(),
             flushed: 0,
+            stored: 0,
             inflight: None,
             parity: ParityBuffers::new(),
             blacklist: Vec::new(),
         })
+    }
+
+    /// Writes everything `reader` yields as a new file at `path` (replacing a file there) and
+    /// returns its id.
+    pub async fn write_path(
+        client: &Client,
+        path: &str,
+        reader: impl AsyncRead + Unpin,
+    ) -> Result<InodeId> {
+        let (owner_id, name) = client.resolve_parent(path).await?;
+        Self::write_in(client, owner_id, &name, reader)
+            .await
+            .map_err(|e| e.with_context(&format!("writing {path}")))
+    }
+
+    /// Writes everything `reader` yields as a new file `name` in the directory `owner_id`
+    /// (replacing a file of that name) and returns its id.
+    pub async fn write_in(
+        client: &Client,
+        owner_id: InodeId,
+        name: &Name,
+        reader: impl AsyncRead + Unpin,
+    ) -> Result<InodeId> {
+        Self::write_in_with_progress(client, owner_id, name, reader, &mut |_| {}).await
+    }
+
+    /// Like [`FileWriter::write_in`], reporting the bytes stored as it goes.
+    pub async fn write_in_with_progress(
+        client: &Client,
+        owner_id: InodeId,
+        name: &Name,
+        mut reader: impl AsyncRead + Unpin,
+        progress: Progress<'_>,
+    ) -> Result<InodeId> {
+        let mut w = FileWriter::new(client, owner_id, InodeType::File).await?;
+        let id = w.id();
+        w.append_from(&mut reader, progress).await?;
+        let size = w.size();
+        w.finish(name).await?;
+        progress(size);
+        Ok(id)
     }
 
     /// The transient file's id (it keeps it once linked).
@@ -410,23 +355,42 @@ impl FileWriter {
         }
         self.ensure_policy().await?;
         while !data.is_empty() {
-            if self.buf.capacity() < self.padded {
-                if self.buf.is_empty() && self.spare.capacity() >= self.padded {
-                    self.buf = std::mem::take(&mut self.spare);
-                    self.buf.clear();
-                } else {
-                    self.buf.reserve_exact(self.padded - self.buf.len());
-                }
-            }
-            let n = (self.max_span - self.buf.len()).min(data.len());
+            self.reserve_span();
+            let n = self.room().min(data.len());
             self.buf.extend_from_slice(&data[..n]);
             data = &data[n..];
-            if self.buf.len() >= self.max_span {
-                let span = std::mem::take(&mut self.buf);
-                self.start_span(span).await?;
-            }
+            self.start_full_spans().await?;
         }
         Ok(())
+    }
+
+    /// Appends everything `reader` yields, reading straight into the span buffer (no copy),
+    /// and calls `progress` with the bytes stored after each span. Returns the bytes read.
+    pub async fn append_from(
+        &mut self,
+        reader: &mut (impl AsyncRead + Unpin),
+        progress: Progress<'_>,
+    ) -> Result<u64> {
+        let before = self.size();
+        if self.info.is_none() {
+            // One byte more than fits inline tells whether the file does.
+            fill(reader, &mut self.buf, MAX_INLINE_SPAN + 1).await?;
+            if self.buf.len() <= MAX_INLINE_SPAN {
+                return Ok(self.size() - before);
+            }
+            // Only files stored in blocks need the policies, which cost a walk to the root.
+            self.ensure_policy().await?;
+        }
+        loop {
+            self.start_full_spans().await?;
+            progress(self.stored);
+            self.reserve_span();
+            fill(reader, &mut self.buf, self.max_span).await?;
+            if self.buf.len() < self.max_span {
+                // The reader is done; what is buffered is stored by `finish`.
+                return Ok(self.size() - before);
+            }
+        }
     }
 
     /// Cuts the file to `size` bytes (only within what is still buffered) or extends it with
@@ -466,14 +430,46 @@ impl FileWriter {
             .await
     }
 
+    /// Bytes the current span buffer can still take.
+    fn room(&self) -> usize {
+        self.max_span.saturating_sub(self.buf.len())
+    }
+
+    /// Gives the span buffer room for a full span with its padding: the previous span's
+    /// buffer when it is free, so that a large file allocates it once.
+    fn reserve_span(&mut self) {
+        if self.buf.capacity() >= self.padded {
+            return;
+        }
+        if self.buf.is_empty() && self.spare.capacity() >= self.padded {
+            self.buf = std::mem::take(&mut self.spare);
+            self.buf.clear();
+        } else {
+            self.buf.reserve_exact(self.padded - self.buf.len());
+        }
+    }
+
+    /// Hands every full span in the buffer to a span task (the policy is known).
+    async fn start_full_spans(&mut self) -> Result<()> {
+        while self.max_span > 0 && self.buf.len() >= self.max_span {
+            // Only when the policy's spans are smaller than what was read to rule out an
+            // inline file is there an excess to keep for the next span.
+            let excess = self.buf.split_off(self.max_span);
+            let span = std::mem::replace(&mut self.buf, excess);
+            self.start_span(span).await?;
+        }
+        Ok(())
+    }
+
     async fn store_rest(&mut self) -> Result<()> {
         if self.flushed == 0 && self.buf.len() <= MAX_INLINE_SPAN {
             let data = std::mem::take(&mut self.buf);
             self.client.add_inline(&self.file, data).await?;
             return Ok(());
         }
+        self.ensure_policy().await?;
+        self.start_full_spans().await?;
         if !self.buf.is_empty() {
-            self.ensure_policy().await?;
             let span = std::mem::take(&mut self.buf);
             self.start_span(span).await?;
         }
@@ -497,6 +493,7 @@ impl FileWriter {
             let (buf, parity, blacklist) = task
                 .await
                 .map_err(|e| internal(self.file.id, format!("span task: {e}")))??;
+            self.stored = self.flushed;
             // The next span reuses the buffers, so that a large file allocates them once.
             self.spare = buf;
             self.parity = parity;

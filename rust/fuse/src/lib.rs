@@ -2,7 +2,8 @@
 //!
 //! [`mount`] connects to shuckle, cleans up a stale mount left by a crash, mounts, and serves
 //! until the file system is unmounted or the process gets SIGINT/SIGTERM (then it unmounts).
-//! The file system itself is in `fs`; the read cache in `cache`.
+//! The file system itself is in `fs` (callbacks, shared state, write path); the read cache
+//! in `cache`.
 //!
 //! Write semantics (see the README): a file is written once, sequentially, by one open file
 //! description, and appears when that description is released (its last descriptor closed).
@@ -106,7 +107,7 @@ pub fn mount(cfg: MountConfig) -> Result<(), FuseError> {
     slot.set(session.notifier());
     let stop_path = mnt.clone();
     rt.spawn(async move {
-        shutdown_signal().await;
+        eggs_common::shutdown_signal().await;
         tracing::info!("unmounting {}", stop_path.display());
         // The session's loop ends once the kernel drops the mount.
         if !lazy_unmount(&stop_path) {
@@ -118,21 +119,6 @@ pub fn mount(cfg: MountConfig) -> Result<(), FuseError> {
     drop(session);
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
     r
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 /// Whether `path` is a mount point of an EggsFS FUSE mount (per `/proc/self/mountinfo`).

@@ -4,7 +4,7 @@
 //! Needs root and /dev/fuse, and the server binaries built (`cargo build --bins`); skipped
 //! otherwise. The tests take one lock so that only one cluster runs at a time.
 
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::policy::{
     BlockPolicy, BlockPolicyEntry, DirectoryInfo, Parity, SpanPolicy, SpanPolicyEntry,
     StorageClass, StripePolicy,
@@ -194,7 +194,7 @@ async fn setup(name: &str) -> Setup {
     // Until the shard has heard of the block services, block writes fail.
     let t0 = Instant::now();
     loop {
-        match client.write_file("/t/.probe", &[7u8; 5000][..]).await {
+        match FileWriter::write_path(&client, "/t/.probe", &[7u8; 5000][..]).await {
             Ok(_) => break,
             Err(e) if e.eggs() == Some(EggsError::NotEnoughBlockServices) => {
                 assert!(

@@ -10,8 +10,8 @@
 //! replacement records decide which copy wins).
 
 use eggs_client::repair::Moved;
-use eggs_client::{Client, ClientError};
-use eggs_protocol::shard::{BlockServiceFilesReq, FetchedSpan, FileSpansReq, SpanBody};
+use eggs_client::{Client, ClientError, SpanPager};
+use eggs_protocol::shard::{BlockServiceFilesReq, FetchedSpan, SpanBody};
 use eggs_protocol::shuckle::{flags, BlockServicesReq};
 use eggs_protocol::{BlockServiceId, EggsError, InodeId, ShardId, MAX_UDP_MTU, NUM_SHARDS};
 use std::sync::Arc;
@@ -191,32 +191,23 @@ async fn blocks_of(
     service: BlockServiceId,
 ) -> Result<Vec<(FetchedSpan, usize)>, ClientError> {
     let mut out = Vec::new();
-    let mut offset = 0;
+    let mut pager = SpanPager::new(file, 0);
     loop {
-        let req = FileSpansReq {
-            file_id: file,
-            byte_offset: offset,
-            mtu: MAX_UDP_MTU,
-        };
-        let page = match client.shard_request(file.shard(), req).await {
-            Ok(p) => p,
+        let span = match pager.next(client).await {
+            Ok(Some(span)) => span,
+            Ok(None) => return Ok(out),
+            // Destroyed meanwhile: nothing left to move.
             Err(e) if e.eggs() == Some(EggsError::FileNotFound) => return Ok(out),
             Err(e) => return Err(e),
         };
-        for span in page.spans {
-            let SpanBody::Blocks(b) = &span.body else {
-                continue;
-            };
-            let hits: Vec<usize> = (0..b.blocks.len())
-                .filter(|&i| b.blocks[i].block_service_id == service)
-                .collect();
-            for i in hits {
-                out.push((span.clone(), i));
-            }
-        }
-        match page.next_offset {
-            Some(next) if next > offset => offset = next,
-            _ => return Ok(out),
+        let SpanBody::Blocks(b) = &span.body else {
+            continue;
+        };
+        let hits: Vec<usize> = (0..b.blocks.len())
+            .filter(|&i| b.blocks[i].block_service_id == service)
+            .collect();
+        for i in hits {
+            out.push((span.clone(), i));
         }
     }
 }

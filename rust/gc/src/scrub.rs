@@ -8,8 +8,8 @@
 //! the next one (see `eggs_client::repair`).
 
 use eggs_client::repair::{BlockHealth, Moved};
-use eggs_client::{Client, ClientError};
-use eggs_protocol::shard::{FetchedSpan, FileSpansReq, SpanBody, VisitFilesReq};
+use eggs_client::{Client, ClientError, SpanPager};
+use eggs_protocol::shard::{FetchedSpan, SpanBody, VisitFilesReq};
 use eggs_protocol::{EggsError, InodeId, ShardId, MAX_UDP_MTU, NUM_SHARDS};
 use std::sync::Arc;
 use std::time::Duration;
@@ -139,25 +139,14 @@ impl Run {
 
     async fn file(&mut self, file: InodeId) -> Result<(), ClientError> {
         self.stats.files += 1;
-        let mut offset = 0;
+        let mut pager = SpanPager::new(file, 0);
         loop {
-            let req = FileSpansReq {
-                file_id: file,
-                byte_offset: offset,
-                mtu: MAX_UDP_MTU,
-            };
-            let page = match self.client.shard_request(file.shard(), req).await {
-                Ok(p) => p,
+            match pager.next(&self.client).await {
+                Ok(Some(span)) => self.span(file, span).await,
+                Ok(None) => return Ok(()),
                 // Destroyed meanwhile: nothing left to scrub.
                 Err(e) if e.eggs() == Some(EggsError::FileNotFound) => return Ok(()),
                 Err(e) => return Err(e),
-            };
-            for span in page.spans {
-                self.span(file, span).await;
-            }
-            match page.next_offset {
-                Some(next) if next > offset => offset = next,
-                _ => return Ok(()),
             }
         }
     }

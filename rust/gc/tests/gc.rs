@@ -95,7 +95,7 @@ async fn make_dir(c: &Client, path: &str) -> InodeId {
     let deadline = Instant::now() + Duration::from_secs(30);
     let probe = format!("{path}/.probe");
     loop {
-        match c.write_file(&probe, &[7u8; 20_000][..]).await {
+        match FileWriter::write_path(&c, &probe, &[7u8; 20_000][..]).await {
             Ok(_) => break,
             Err(e) if e.eggs() == Some(EggsError::NotEnoughBlockServices) => {
                 assert!(
@@ -171,8 +171,7 @@ async fn shorten_policy(c: &Client, dir: InodeId) {
 async fn write_files(c: &Client, dir: &str, n: usize, len: usize) -> Vec<InodeId> {
     let mut ids = Vec::new();
     for i in 0..n {
-        let id = c
-            .write_file(&format!("{dir}/f{i}"), &data(i, len)[..])
+        let id = FileWriter::write_path(&c, &format!("{dir}/f{i}"), &data(i, len)[..])
             .await
             .unwrap();
         ids.push(id);
@@ -201,7 +200,7 @@ async fn deleted_files_leave_the_disks_and_the_metadata() {
     let setup_leftovers = transient_files(&c).await;
     let opts = GcOptions::default();
     let ids = write_files(&c, "/t", 5, 300_000).await;
-    c.write_file("/t/kept", &data(99, 200_000)[..])
+    FileWriter::write_path(&c, "/t/kept", &data(99, 200_000)[..])
         .await
         .unwrap();
     let (blocks_before, bytes_before) = blocks_on_disk(cluster.dir());
@@ -271,9 +270,7 @@ async fn abandoned_write_is_destroyed_after_its_deadline() {
     let (blocks_idle, _) = blocks_on_disk(cluster.dir());
 
     // A writer that stores two spans' worth and then disappears (never links).
-    let mut w = FileWriter::new(c.clone(), dir, InodeType::File)
-        .await
-        .unwrap();
+    let mut w = FileWriter::new(&c, dir, InodeType::File).await.unwrap();
     w.append(&data(1, 3 << 20)).await.unwrap();
     let file = w.id();
     drop(w);
@@ -310,7 +307,9 @@ async fn undelete_works_until_the_snapshot_expires() {
     let dir = make_dir(&c, "/u").await;
     let name = Name::new("doc").unwrap();
     let original = data(5, 150_000);
-    let id = c.write_file("/u/doc", &original[..]).await.unwrap();
+    let id = FileWriter::write_path(&c, "/u/doc", &original[..])
+        .await
+        .unwrap();
     c.unlink("/u/doc").await.unwrap();
     run_once(&c, &GcOptions::default()).await;
 
@@ -349,7 +348,7 @@ async fn undelete_works_until_the_snapshot_expires() {
     c.set_directory_info(sub, policy(3_000_000_000))
         .await
         .unwrap();
-    c.write_file("/u/sub/inner", &data(8, 1000)[..])
+    FileWriter::write_path(&c, "/u/sub/inner", &data(8, 1000)[..])
         .await
         .unwrap();
     c.set_directory_info(dir, policy(HOUR_NS)).await.unwrap();

@@ -6,7 +6,7 @@
 mod repair_common;
 
 use eggs_client::repair::BlockHealth;
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_gc::migrate::{count_files, migrate_block_service};
 use eggs_protocol::shuckle::{flags, SetBlockServiceFlagsReq};
 use eggs_protocol::{BlockServiceId, InodeId, Name};
@@ -26,7 +26,9 @@ async fn write_files(c: &Client, dir: InodeId, n: u64) -> Vec<(InodeId, Vec<u8>)
         };
         let data = contents(i, len);
         let name = Name::new(format!("f{i}")).unwrap();
-        let id = c.write_file_in(dir, &name, &data[..]).await.unwrap();
+        let id = FileWriter::write_in(&c, dir, &name, &data[..])
+            .await
+            .unwrap();
         out.push((id, data));
     }
     out

@@ -5,6 +5,7 @@
 mod repair_common;
 
 use eggs_client::repair::BlockHealth;
+use eggs_client::FileWriter;
 use eggs_gc::scrub::{scrub_pass, ScrubOptions, ScrubStats};
 use eggs_protocol::Name;
 use repair_common::{cluster, contents, health, services, span_blocks};
@@ -28,8 +29,7 @@ async fn corrupt_and_missing_blocks_are_rebuilt_elsewhere() {
     let (cluster, c, dir) = cluster("gc-scrub", 7).await;
     // Three RS(4,2) spans and one mirrored one.
     let data = contents(7, 3 * (256 << 10) + 5000);
-    let file = c
-        .write_file_in(dir, &Name::new("f").unwrap(), &data[..])
+    let file = FileWriter::write_in(&c, dir, &Name::new("f").unwrap(), &data[..])
         .await
         .unwrap();
     let before = span_blocks(&c, file).await;

@@ -90,7 +90,7 @@ async fn run(args: Args) -> Result<(), RunError> {
     let timeout = Duration::from_secs(args.timeout);
     // One listener from here to the end: a signal that arrives between two steps must not
     // be lost (a listener only sees signals that arrive after it is created).
-    let shutdown = shutdown_signal();
+    let shutdown = eggs_common::shutdown_signal();
     tokio::pin!(shutdown);
     tokio::select! {
         r = cluster.wait_registered(timeout) => {
@@ -186,24 +186,7 @@ async fn stop(cluster: Cluster) {
             Err(e) => eprintln!("eggsrun: {e}"),
         },
         // Dropping the stop future drops the cluster, which kills its children.
-        _ = shutdown_signal() => eprintln!("eggsrun: interrupted again; killed what was left"),
-    }
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(e) => {
-            eprintln!("eggsrun: cannot listen for SIGTERM ({e}); Ctrl-C still works");
-            let _ = tokio::signal::ctrl_c().await;
-        }
+        _ = eggs_common::shutdown_signal() => eprintln!("eggsrun: interrupted again; killed what was left"),
     }
 }
 

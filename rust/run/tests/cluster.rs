@@ -1,6 +1,7 @@
 //! The cluster library against the real server binaries, which must be built first
 //! (`cargo xtask test` does: `cargo build --workspace --bins`).
 
+use eggs_client::FileWriter;
 use eggs_run::{ChildEvent, Cluster, ClusterConfig, RunError, Signal};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,9 @@ async fn start_use_restart_and_stop() {
 
     let client = cluster.client().await.unwrap();
     client.mkdir_p("/a/b").await.unwrap();
-    client.write_small_file("/a/b/f", b"hello").await.unwrap();
+    FileWriter::write_path(&client, "/a/b/f", &b"hello"[..])
+        .await
+        .unwrap();
 
     for name in ["shard-0", "cdc", "shuckle"] {
         let (_, old_pid) = cluster
@@ -167,8 +170,7 @@ async fn every_shard_can_place_blocks_right_after_wait_registered() {
             continue;
         }
         let path = format!("/d{i}/f");
-        client
-            .write_file(&path, &data[..])
+        FileWriter::write_path(&client, &path, &data[..])
             .await
             .unwrap_or_else(|e| {
                 panic!("writing {path} (shard {}): {e}", d.shard().0);

@@ -10,14 +10,14 @@ pub mod model;
 pub mod netns;
 pub mod suite;
 
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::policy::{
     BlockPolicy, BlockPolicyEntry, DirectoryInfo, Parity, SpanPolicy, SpanPolicyEntry,
     StorageClass, StripePolicy,
 };
-use eggs_protocol::shard::{FileSpansReq, SpanBody};
+use eggs_protocol::shard::SpanBody;
 use eggs_protocol::shuckle::{flags, BlockServicesReq};
-use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId, Name, MAX_UDP_MTU};
+use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId, Name};
 use eggs_run::{BlockServicesLayout, Cluster, ClusterConfig, RunError};
 use std::collections::HashMap;
 use std::io;
@@ -131,7 +131,7 @@ pub async fn wait_writable(
 ) -> eggs_client::Result<InodeId> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        match c.write_file_in(dir, name, PrngReader::new(1, size)).await {
+        match FileWriter::write_in(&c, dir, name, PrngReader::new(1, size)).await {
             Err(e)
                 if e.eggs() == Some(EggsError::NotEnoughBlockServices)
                     && std::time::Instant::now() < deadline =>
@@ -172,25 +172,11 @@ pub async fn span_blocks(
     file: InodeId,
 ) -> eggs_client::Result<Vec<(Parity, Vec<(BlockServiceId, BlockId)>)>> {
     let mut out = Vec::new();
-    let mut offset = Some(0);
-    while let Some(o) = offset {
-        let r = c
-            .shard_request(
-                file.shard(),
-                FileSpansReq {
-                    file_id: file,
-                    byte_offset: o,
-                    mtu: MAX_UDP_MTU,
-                },
-            )
-            .await?;
-        for s in r.spans {
-            if let SpanBody::Blocks(b) = s.body {
-                let blocks = b.blocks.iter().map(|b| (b.block_service_id, b.block_id));
-                out.push((b.parity, blocks.collect()));
-            }
+    for s in c.file_spans(file).await? {
+        if let SpanBody::Blocks(b) = s.body {
+            let blocks = b.blocks.iter().map(|b| (b.block_service_id, b.block_id));
+            out.push((b.parity, blocks.collect()));
         }
-        offset = r.next_offset;
     }
     Ok(out)
 }

@@ -10,9 +10,9 @@
 //! killed) is resolved by looking at the names it touches: they must show either the state
 //! before it or the state after it, never a mix (a file in both places, or in neither).
 
-use crate::{prng_bytes, prng_crc, FastRng, HashSink, PrngReader};
-use eggs_client::{Client, ClientError, Stat};
-use eggs_protocol::{cdc, shard, EggsError, EggsTime, InodeId, Name};
+use crate::{prng_crc, FastRng, HashSink, PrngReader};
+use eggs_client::{Client, ClientError, FileWriter, Stat};
+use eggs_protocol::{cdc, shard, EggsError, EggsTime, InodeId, Name, MAX_INLINE_SPAN};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub struct WorkerConfig {
     pub worker: usize,
     /// Distinct names per directory (few, so that operations collide).
     pub names: usize,
-    /// Files up to this size; above [`Client::MAX_SMALL_FILE`] they go to block services.
+    /// Files up to this size; above [`MAX_INLINE_SPAN`] they go to block services.
     pub max_file_bytes: u64,
     /// Share of files (0..=100) that may be large (block-backed); the rest stay inline.
     pub large_file_percent: u64,
@@ -260,7 +260,7 @@ impl Worker {
             let max = if large {
                 self.cfg.max_file_bytes
             } else {
-                self.cfg.max_file_bytes.min(Client::MAX_SMALL_FILE as u64)
+                self.cfg.max_file_bytes.min(MAX_INLINE_SPAN as u64)
             };
             let size = self.rng.next_u64() % (max + 1);
             return Op::Create {
@@ -434,14 +434,8 @@ impl Worker {
                 seed,
                 size,
             } => {
-                let id = if *size as usize <= Client::MAX_SMALL_FILE {
-                    let data = prng_bytes(*seed, *size as usize);
-                    c.write_small_file_in(*dir, &name(n), &data).await?
-                } else {
-                    c.write_file_in(*dir, &name(n), PrngReader::new(*seed, *size))
-                        .await?
-                };
-                Ok(Some(id))
+                let data = PrngReader::new(*seed, *size);
+                Ok(Some(FileWriter::write_in(c, *dir, &name(n), data).await?))
             }
             Op::Mkdir { dir, name: n } => Ok(Some(c.mkdir_in(*dir, &name(n)).await?)),
             Op::Rename {

@@ -1,6 +1,7 @@
 //! Crash safety: SIGKILL the CDC and shard processes in the middle of cross-directory
 //! renames, restart them, and check that no file was lost or duplicated.
 
+use eggs_client::FileWriter;
 use eggs_protocol::{EggsError, EggsTime, InodeId, Name};
 use eggs_tests::start_cluster;
 use rand::{Rng, SeedableRng};
@@ -24,8 +25,7 @@ async fn kill9_during_cross_directory_renames_loses_nothing() {
     for w in 0..WORKERS {
         for k in 0..FILES_PER_WORKER {
             let n = Name::new(format!("f{w}-{k}")).unwrap();
-            let id = c
-                .write_small_file_in(dirs[0], &n, n.as_bytes())
+            let id = FileWriter::write_in(&c, dirs[0], &n, &(n.as_bytes())[..])
                 .await
                 .unwrap();
             files.push((w, n, id));

@@ -2,7 +2,7 @@
 //! clients write files, restart them, and check that every acknowledged file reads back
 //! bit-exact and that every visible file is whole.
 
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::{InodeId, Name};
 use eggs_run::BlockServicesLayout;
 use eggs_tests::{
@@ -105,7 +105,7 @@ async fn write_until(c: Arc<Client>, dir: InodeId, w: u64, stop: Arc<AtomicBool>
         let reader = PrngReader::new(seed, size);
         let n = Name::new(name.as_str()).unwrap();
         // A write may fail while its services are down: then it must simply not be visible.
-        if c.write_file_in(dir, &n, reader).await.is_ok() {
+        if FileWriter::write_in(&c, dir, &n, reader).await.is_ok() {
             done.push(name);
         }
     }

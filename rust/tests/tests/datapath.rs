@@ -5,7 +5,7 @@
 //! The test directory uses RS(4,2) spans of at most 1 MiB with 64 KiB stripes (16 KiB cells)
 //! and mirroring (1+2) up to 64 KiB, so that multi-span files stay small.
 
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::policy::{DirectoryInfo, Parity};
 use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId};
 use eggs_run::BlockServicesLayout;
@@ -58,7 +58,7 @@ impl Services {
 async fn wait_writable(c: &Client, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match c.write_file(path, &[7u8; 5000][..]).await {
+        match FileWriter::write_path(&c, path, &[7u8; 5000][..]).await {
             Ok(_) => return,
             Err(e) if e.eggs() == Some(EggsError::NotEnoughBlockServices) => {
                 assert!(
@@ -181,15 +181,15 @@ async fn files_round_trip_through_block_services_and_survive_losses() {
         let name = format!("f{size}");
         let mut reported = 0;
         let owner = c.resolve("/t").await.unwrap();
-        let id = c
-            .write_file_with_progress(
-                owner,
-                &eggs_protocol::Name::new(name.as_str()).unwrap(),
-                &data[..],
-                &mut |n| reported = n,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("writing {size} bytes: {e}"));
+        let id = FileWriter::write_in_with_progress(
+            &c,
+            owner,
+            &eggs_protocol::Name::new(name.as_str()).unwrap(),
+            &data[..],
+            &mut |n| reported = n,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("writing {size} bytes: {e}"));
         assert_eq!(reported, size as u64);
         let back = c.read_file(id).await.unwrap();
         assert!(back == data, "{size} bytes read back differ");
@@ -210,7 +210,9 @@ async fn files_round_trip_through_block_services_and_survive_losses() {
     policy.span.as_mut().unwrap().entries[0].max_span_size = 1000;
     c.set_directory_info(tiny, policy).await.unwrap();
     let data = random_bytes(5500, 77);
-    let id = c.write_file("/t/tiny/f", &data[..]).await.unwrap();
+    let id = FileWriter::write_path(&c, "/t/tiny/f", &data[..])
+        .await
+        .unwrap();
     assert_eq!(block_map(&c, id).await.len(), 6);
     assert!(c.read_file(id).await.unwrap() == data);
     assert!(c.read_range(id, 999, 1002).await.unwrap() == data[999..2001]);
@@ -221,8 +223,7 @@ async fn files_round_trip_through_block_services_and_survive_losses() {
     let mut dead = services.of_process("blocks-0");
     for k in 0..3 {
         let data = random_bytes(SPAN + 1, 100 + k);
-        let id = c
-            .write_file(&format!("/t/after-kill-{k}"), &data[..])
+        let id = FileWriter::write_path(&c, &format!("/t/after-kill-{k}"), &data[..])
             .await
             .unwrap_or_else(|e| panic!("writing with a dead service: {e}"));
         for (_, blocks) in block_map(&c, id).await {
@@ -318,10 +319,11 @@ async fn default_policy_1gib_round_trip() {
     let name = eggs_protocol::Name::new("large").unwrap();
     let mut reported = 0;
     let t = Instant::now();
-    let id = c
-        .write_file_with_progress(InodeId::ROOT, &name, &mut reader, &mut |n| reported = n)
-        .await
-        .unwrap();
+    let id = FileWriter::write_in_with_progress(&c, InodeId::ROOT, &name, &mut reader, &mut |n| {
+        reported = n
+    })
+    .await
+    .unwrap();
     let write = t.elapsed();
     assert_eq!(reported, SIZE);
     let t = Instant::now();

@@ -1,7 +1,7 @@
 //! End-to-end namespace tests: real shuckle, shard and CDC processes on loopback, driven
 //! through the client library and the `eggscli` binary.
 
-use eggs_client::{Client, Stat};
+use eggs_client::{Client, FileWriter, Stat};
 use eggs_protocol::policy::{DirectoryInfo, StripePolicy};
 use eggs_protocol::{EggsError, InodeId};
 use eggs_tests::start_cluster;
@@ -35,8 +35,10 @@ async fn namespace_operations_end_to_end() {
     c.mkdir_p("/a/b/c").await.unwrap();
     c.mkdir("/x").await.unwrap();
     assert_eq!(err(c.mkdir("/x").await), EggsError::NameExists);
-    c.write_small_file("/a/f1", b"hello").await.unwrap();
-    c.write_small_file("/a/b/f2", &vec![7u8; 20_000])
+    FileWriter::write_path(&c, "/a/f1", &b"hello"[..])
+        .await
+        .unwrap();
+    FileWriter::write_path(&c, "/a/b/f2", &(&vec![7u8; 20_000])[..])
         .await
         .unwrap();
     assert_eq!(names(&c, "/").await, ["a", "x"]);
@@ -88,7 +90,9 @@ async fn namespace_operations_end_to_end() {
         .any(|e| e.name.to_string() == "g1" && e.current));
 
     // Overwriting a name keeps the old file as a snapshot.
-    c.write_small_file("/x/g1", b"second").await.unwrap();
+    FileWriter::write_path(&c, "/x/g1", &b"second"[..])
+        .await
+        .unwrap();
     let edges = c.full_readdir(x).await.unwrap();
     let g1: Vec<_> = edges
         .iter()
@@ -118,7 +122,7 @@ async fn namespace_operations_end_to_end() {
 async fn state_survives_a_full_restart() {
     let (cluster, c) = start_cluster("restart", 1).await;
     c.mkdir_p("/keep/me").await.unwrap();
-    c.write_small_file("/keep/me/file", b"durable")
+    FileWriter::write_path(&c, "/keep/me/file", &b"durable"[..])
         .await
         .unwrap();
     c.rename("/keep/me/file", "/keep/file").await.unwrap();
@@ -156,7 +160,9 @@ async fn concurrent_renames_keep_every_file_exactly_once() {
             let mut placed = Vec::new();
             for k in 0..files_per_worker {
                 let n = eggs_protocol::Name::new(format!("f{w}-{k}")).unwrap();
-                let id = c.write_small_file_in(dirs[0], &n, b"x").await.unwrap();
+                let id = FileWriter::write_in(&c, dirs[0], &n, &b"x"[..])
+                    .await
+                    .unwrap();
                 let ct = c.lookup(dirs[0], &n).await.unwrap().creation_time;
                 placed.push((n, id, 0usize, ct));
             }

@@ -10,7 +10,7 @@
 //!   same disk, `--runs` times each (interleaved), medians and ratios;
 //! - `eggsbench data` (in-memory codec, local-disk baseline, cluster write/read), `--runs`
 //!   times, medians;
-//! - plug-in benchmarks from other crates, run when built (see [`PLUGINS`]).
+//! - the other `eggsbench` benchmarks (FUSE, GC, scrub; see [`PLUGINS`]).
 //!
 //! Hand-written notes (history, profiles, explanations) live in `docs/benchmarks-notes.md`
 //! and are appended to the generated file as they are.
@@ -38,12 +38,13 @@ const BENCH_PACKAGES: &[&str] = &[
     "eggs-tests",
 ];
 
-/// A benchmark binary another crate provides, run when it is built. Each has its own flags
-/// (`args`); its report is the Markdown it writes to [`PluginCtx::markdown`] (when it takes
-/// such a flag), or else whatever it prints, shown as text.
+/// A benchmark beyond `eggsbench meta` and `data`: an `eggsbench` subcommand (`mode`), run
+/// when built. Each has its own flags (`args`); its report is the Markdown it writes to
+/// [`PluginCtx::markdown`] (when it takes such a flag), or else whatever it prints, shown as
+/// text.
 struct Plugin {
     bin: &'static str,
-    package: &'static str,
+    mode: &'static str,
     title: &'static str,
     args: fn(&PluginCtx) -> Vec<String>,
 }
@@ -66,8 +67,8 @@ fn path_arg(p: &Path) -> String {
 
 const PLUGINS: &[Plugin] = &[
     Plugin {
-        bin: "eggsfusebench",
-        package: "eggs-fuse",
+        bin: "eggsbench",
+        mode: "fuse",
         title: "FUSE",
         // It starts its own cluster and mount, and compares with a local directory itself.
         args: |c| {
@@ -96,8 +97,8 @@ const PLUGINS: &[Plugin] = &[
         },
     },
     Plugin {
-        bin: "eggsgcbench",
-        package: "eggs-gc",
+        bin: "eggsbench",
+        mode: "gc",
         title: "Garbage collection",
         args: |c| {
             let files = if c.quick { "10000" } else { "100000" };
@@ -107,8 +108,8 @@ const PLUGINS: &[Plugin] = &[
         },
     },
     Plugin {
-        bin: "eggsscrubbench",
-        package: "eggs-gc",
+        bin: "eggsbench",
+        mode: "scrub",
         title: "Scrubbing",
         args: |c| {
             let mib = if c.quick { "256" } else { "2048" };
@@ -200,11 +201,9 @@ fn number(s: &str) -> Result<f64> {
 pub fn bench(args: &[OsString]) -> Result<()> {
     let opts = parse(args)?;
     let bin = target_dir().join("release");
-    let mut notes = Vec::new();
-    let mut plugins_built = true;
     if opts.build {
         ensure_packages(PACKAGES)?;
-        plugins_built = build(&mut notes)?;
+        build()?;
     }
     let _ = std::fs::remove_dir_all(&opts.work);
     std::fs::create_dir_all(&opts.work)
@@ -212,12 +211,11 @@ pub fn bench(args: &[OsString]) -> Result<()> {
     let machine = machine(&opts.work);
     let load_start = loadavg();
     let mut cluster = Running::start(&bin, &opts.work)?;
-    let result = run_all(&opts, &bin, &mut cluster, plugins_built);
+    let result = run_all(&opts, &bin, &mut cluster);
     cluster.stop();
     let mut report = result?;
     report.machine = machine;
     report.load = (load_start, loadavg());
-    report.notes.extend(notes);
     let text = render(&opts, &report);
     std::fs::write(&opts.out, text)
         .map_err(|e| Error::Msg(format!("writing {}: {e}", opts.out.display())))?;
@@ -229,33 +227,14 @@ pub fn bench(args: &[OsString]) -> Result<()> {
 /// One metadata operation: its label, then per run its row's numbers, on EggsFS and locally.
 type MetaRows = (String, Vec<Vec<f64>>, Vec<Vec<f64>>);
 
-/// Builds the release binaries: the plug-ins' packages in the same cargo run when they build
-/// (one feature resolution, so nothing is compiled twice), else the required ones alone.
-/// Returns whether the plug-ins built.
-fn build(notes: &mut Vec<String>) -> Result<bool> {
-    let mut optional: Vec<&str> = PLUGINS.iter().map(|p| p.package).collect();
-    optional.dedup();
-    let args = |with_optional: bool| {
-        let mut a = vec!["build", "--release", "--bins"];
-        for p in BENCH_PACKAGES {
-            a.extend(["-p", p]);
-        }
-        if with_optional {
-            for p in &optional {
-                a.extend(["-p", p]);
-            }
-        }
-        a
-    };
-    if let Err(e) = cargo(&args(true), &[]) {
-        notes.push(format!(
-            "{} did not build ({e:?}); their benchmarks are skipped",
-            optional.join(", ")
-        ));
-        cargo(&args(false), &[])?;
-        return Ok(false);
+/// Builds the release binaries (the plug-in benchmarks are `eggsbench` subcommands, so they
+/// build with it).
+fn build() -> Result<()> {
+    let mut a = vec!["build", "--release", "--bins"];
+    for p in BENCH_PACKAGES {
+        a.extend(["-p", p]);
     }
-    Ok(true)
+    cargo(&a, &[])
 }
 
 /// Everything the report shows.
@@ -272,7 +251,6 @@ struct Report {
     data: Vec<(String, Vec<Vec<Option<f64>>>)>,
     data_footer: Vec<String>,
     plugins: Vec<(&'static str, String)>,
-    notes: Vec<String>,
 }
 
 /// Writes back every dirty page now (`sync`): the local runs do not fsync, and their
@@ -287,7 +265,7 @@ fn write_back_now() -> Result<()> {
     Ok(())
 }
 
-fn run_all(opts: &Opts, bin: &Path, cluster: &mut Running, plugins_built: bool) -> Result<Report> {
+fn run_all(opts: &Opts, bin: &Path, cluster: &mut Running) -> Result<Report> {
     let mut report = Report {
         startup_ms: cluster.startup_ms,
         startup_wall_ms: cluster.startup_wall.as_millis() as u64,
@@ -383,7 +361,7 @@ fn run_all(opts: &Opts, bin: &Path, cluster: &mut Running, plugins_built: bool) 
         library("eggsfs sequential read"),
     );
     for p in PLUGINS {
-        let work = opts.work.join(p.bin);
+        let work = opts.work.join(format!("{}-{}", p.bin, p.mode));
         let ctx = PluginCtx {
             shuckle: shuckle.clone(),
             markdown: work.join("report.md"),
@@ -391,15 +369,8 @@ fn run_all(opts: &Opts, bin: &Path, cluster: &mut Running, plugins_built: bool) 
             quick: opts.quick,
             library_mbs,
         };
-        let body = if plugins_built {
-            eprintln!("xtask: plug-in benchmark {}", p.bin);
-            plugin(bin, p, &ctx)
-        } else {
-            format!(
-                "Skipped: `{}` did not build (see the build notes).",
-                p.package
-            )
-        };
+        eprintln!("xtask: plug-in benchmark {} {}", p.bin, p.mode);
+        let body = plugin(bin, p, &ctx);
         report.plugins.push((p.title, body));
     }
     let peak = sampler.stop();
@@ -416,21 +387,18 @@ fn run_all(opts: &Opts, bin: &Path, cluster: &mut Running, plugins_built: bool) 
 fn plugin(bin: &Path, p: &Plugin, ctx: &PluginCtx) -> String {
     let path = bin.join(p.bin);
     if !path.is_file() {
-        return format!(
-            "Skipped: `{}` (package `{}`) is not built.",
-            p.bin, p.package
-        );
+        return format!("Skipped: `{}` is not built.", p.bin);
     }
     if let Err(e) = std::fs::create_dir_all(&ctx.work) {
         return format!("Skipped: cannot create {}: {e}", ctx.work.display());
     }
     let mut cmd = Command::new(&path);
-    cmd.args((p.args)(ctx)).current_dir(&ctx.work);
+    cmd.arg(p.mode).args((p.args)(ctx)).current_dir(&ctx.work);
     let out = match capture(&mut cmd) {
         Ok(out) => out,
         Err(e) => return format!("`{}` failed: {e:?}", describe(&cmd)),
     };
-    let shown = format!("`{} {}`", p.bin, (p.args)(ctx).join(" "));
+    let shown = format!("`{} {} {}`", p.bin, p.mode, (p.args)(ctx).join(" "));
     match std::fs::read_to_string(&ctx.markdown) {
         Ok(md) if !md.trim().is_empty() => format!("{shown}:\n\n{}", demote_headings(&md)),
         _ if out.trim().is_empty() => format!("{shown} printed nothing."),
@@ -956,13 +924,6 @@ fn render(opts: &Opts, r: &Report) -> String {
     }
     for (title, body) in &r.plugins {
         let _ = writeln!(s, "## {title}\n\n{body}\n");
-    }
-    if !r.notes.is_empty() {
-        let _ = writeln!(s, "## Build notes\n");
-        for n in &r.notes {
-            let _ = writeln!(s, "- {n}");
-        }
-        let _ = writeln!(s);
     }
     match std::fs::read_to_string(workspace_root().join(NOTES)) {
         Ok(notes) => {

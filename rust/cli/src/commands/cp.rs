@@ -5,7 +5,7 @@ use super::io::{is_a_directory, read_to, BlockingReader};
 use super::{join, last_name};
 use crate::error::{CliError, Result};
 use crate::format::size_human;
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::{EggsError, InodeId, Name};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Write};
@@ -228,15 +228,14 @@ impl Copier<'_> {
                 b.set_position(n);
             }
         };
-        let r = self
-            .c
-            .write_file_with_progress(
-                owner,
-                name,
-                BlockingReader(std::io::BufReader::with_capacity(1 << 20, file)),
-                &mut progress,
-            )
-            .await;
+        let r = FileWriter::write_in_with_progress(
+            self.c,
+            owner,
+            name,
+            BlockingReader(std::io::BufReader::with_capacity(1 << 20, file)),
+            &mut progress,
+        )
+        .await;
         if let Some(pb) = pb {
             pb.finish_and_clear();
         }

@@ -2,7 +2,7 @@
 //! client's async data path stream from and to ordinary blocking readers and writers.
 
 use crate::error::{CliError, Result};
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::{EggsError, InodeId};
 use std::io::{Read, Write};
 use std::pin::Pin;
@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Writes everything `input` yields to a new file at `path` (replacing a file there), one
 /// span at a time: the size is not limited by memory.
 pub async fn write(c: &Client, path: &str, input: &mut dyn Read) -> Result<()> {
-    c.write_file(path, BlockingReader(input)).await?;
+    FileWriter::write_path(&c, path, BlockingReader(input)).await?;
     Ok(())
 }
 

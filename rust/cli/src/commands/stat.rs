@@ -6,7 +6,7 @@ use crate::format::{
 };
 use eggs_client::{Client, Stat};
 use eggs_protocol::policy::DirectoryInfo;
-use eggs_protocol::shard::{FetchedSpan, FileSpansReq, SpanBody};
+use eggs_protocol::shard::{FetchedSpan, SpanBody};
 use eggs_protocol::shuckle::{BlockServiceInfo, BlockServicesReq};
 use eggs_protocol::InodeId;
 use std::io::Write;
@@ -45,27 +45,7 @@ pub async fn stat(c: &Client, path: &str, out: &mut dyn Write) -> Result<()> {
 
 /// Every span of a file, and for spans stored in blocks where each block is.
 async fn write_spans(c: &Client, id: InodeId, out: &mut dyn Write) -> Result<()> {
-    let mut spans = Vec::new();
-    let mut offset = Some(0);
-    while let Some(byte_offset) = offset {
-        let r = c
-            .shard_request(
-                id.shard(),
-                FileSpansReq {
-                    file_id: id,
-                    byte_offset,
-                    mtu: c.options().mtu,
-                },
-            )
-            .await?;
-        if r.next_offset.is_some_and(|n| n <= byte_offset) {
-            return Err(CliError::Invalid(format!(
-                "the shard's span listing of {id} goes backwards at {byte_offset}"
-            )));
-        }
-        spans.extend(r.spans);
-        offset = r.next_offset;
-    }
+    let spans = c.file_spans(id).await?;
     let services = if spans.iter().any(|s| matches!(s.body, SpanBody::Blocks(_))) {
         c.shuckle().request(BlockServicesReq {}).await?.services
     } else {

@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use eggs_client::repair::BlockHealth;
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::policy::DirectoryInfo;
-use eggs_protocol::shard::{BlocksSpan, FileSpansReq, SpanBody};
+use eggs_protocol::shard::{BlocksSpan, SpanBody};
 use eggs_protocol::shuckle::BlockServicesReq;
-use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId, Name, MAX_UDP_MTU};
+use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId, Name};
 use eggs_run::{BlockServicesLayout, Cluster};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ pub async fn cluster(name: &str, domains: usize) -> (Cluster, Arc<Client>, Inode
     let deadline = Instant::now() + Duration::from_secs(30);
     let warmup = Name::new("warmup").unwrap();
     loop {
-        match c.write_file_in(dir, &warmup, &[1u8; 5000][..]).await {
+        match FileWriter::write_in(&c, dir, &warmup, &[1u8; 5000][..]).await {
             Err(e)
                 if e.eggs() == Some(EggsError::NotEnoughBlockServices)
                     && Instant::now() < deadline =>
@@ -78,25 +78,10 @@ pub async fn services(c: &Client) -> HashMap<BlockServiceId, (PathBuf, String)> 
 /// Every block span of a file.
 pub async fn spans(c: &Client, file: InodeId) -> Vec<BlocksSpan> {
     let mut out = Vec::new();
-    let mut offset = Some(0);
-    while let Some(o) = offset {
-        let r = c
-            .shard_request(
-                file.shard(),
-                FileSpansReq {
-                    file_id: file,
-                    byte_offset: o,
-                    mtu: MAX_UDP_MTU,
-                },
-            )
-            .await
-            .unwrap();
-        for s in r.spans {
-            if let SpanBody::Blocks(b) = s.body {
-                out.push(b);
-            }
+    for s in c.file_spans(file).await.unwrap() {
+        if let SpanBody::Blocks(b) = s.body {
+            out.push(b);
         }
-        offset = r.next_offset;
     }
     out
 }

@@ -8,15 +8,25 @@
 //!
 //! `eggsbench data --shuckle ADDR` measures the data path: erasure coding and CRC in memory,
 //! the local disk, and sequential file writes and reads through the cluster (see `data.rs`).
+//!
+//! `eggsbench fuse` starts a cluster of its own and compares an eggsfuse mount with a local
+//! directory (`fuse.rs`); `eggsbench gc` and `eggsbench scrub --shuckle ADDR` time a GC pass
+//! and a scrub pass (`gc.rs`, `scrub.rs`).
 
-// Next to this file rather than in `src/bin/`, where Cargo would take it for a binary.
+// Next to this file rather than in `src/bin/`, where Cargo would take them for binaries.
 #[path = "eggsbench/data.rs"]
 mod data;
+#[path = "eggsbench/fuse.rs"]
+mod fuse;
+#[path = "eggsbench/gc.rs"]
+mod gc;
 #[path = "eggsbench/local.rs"]
 mod local;
+#[path = "eggsbench/scrub.rs"]
+mod scrub;
 
 use clap::{Parser, Subcommand};
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::{EggsTime, InodeId, Name};
 use eggs_tests::Latencies;
 use std::future::Future;
@@ -38,7 +48,16 @@ enum Mode {
     Meta(Args),
     /// Data path: codec, local disk and cluster throughput.
     Data(data::DataArgs),
+    /// An eggsfuse mount next to a local directory (starts its own cluster; needs root).
+    Fuse(fuse::FuseArgs),
+    /// Garbage collection of many deleted files.
+    Gc(gc::GcArgs),
+    /// A scrub pass next to the raw disk bandwidth (needs root).
+    Scrub(scrub::ScrubArgs),
 }
+
+/// What a benchmark that fails says.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(clap::Args)]
 struct Args {
@@ -76,29 +95,49 @@ struct Ctx {
 fn main() {
     eggs_common::logging::init("warn");
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    match cli.mode {
+    let r: Result<(), BoxError> = match cli.mode {
         Mode::Meta(args) => match &args.local {
             Some(dir) => {
                 let threads = args.local_threads.max(1);
-                if let Err(e) = local::run(dir, threads, args.seconds, args.only.as_deref()) {
-                    eprintln!("eggsbench meta --local {}: {e}", dir.display());
-                    std::process::exit(1);
-                }
+                local::run(dir, threads, args.seconds, args.only.as_deref())
+                    .map_err(|e| format!("meta --local {}: {e}", dir.display()).into())
             }
-            None => rt.block_on(run(args)),
+            None => {
+                two_workers().block_on(run(args));
+                Ok(())
+            }
         },
-        Mode::Data(args) => {
-            if let Err(e) = rt.block_on(data::run(args)) {
-                eprintln!("eggsbench data: {e}");
-                std::process::exit(1);
-            }
-        }
+        Mode::Data(args) => two_workers()
+            .block_on(data::run(args))
+            .map_err(|e| format!("data: {e}").into()),
+        // These ran as programs of their own, on a runtime with a worker per core.
+        Mode::Fuse(args) => default_runtime()
+            .block_on(fuse::run(args))
+            .map_err(|e| format!("fuse: {e}").into()),
+        Mode::Gc(args) => default_runtime()
+            .block_on(gc::run(args))
+            .map_err(|e| format!("gc: {e}").into()),
+        Mode::Scrub(args) => default_runtime()
+            .block_on(scrub::run(args))
+            .map_err(|e| format!("scrub: {e}").into()),
+    };
+    if let Err(e) = r {
+        eprintln!("eggsbench {e}");
+        std::process::exit(1);
     }
+}
+
+/// The metadata and data benchmarks' runtime: two workers drive enough requests.
+fn two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn default_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().expect("tokio runtime")
 }
 
 fn name(s: &str) -> Name {
@@ -165,10 +204,14 @@ async fn run(args: Args) {
     if want("create") {
         bench("create empty file", &ctx, c, secs, |ctx, w, _| async move {
             let u = ctx.unique.fetch_add(1, Ordering::Relaxed);
-            ctx.client
-                .write_small_file_in(ctx.dirs[w].0, &name(&format!("c{u}")), b"")
-                .await
-                .map(|_| ())
+            FileWriter::write_in(
+                &ctx.client,
+                ctx.dirs[w].0,
+                &name(&format!("c{u}")),
+                &b""[..],
+            )
+            .await
+            .map(|_| ())
         })
         .await;
     }
@@ -193,8 +236,7 @@ async fn setup(client: Client, workers: usize) -> Ctx {
     let mut lookup_names = Vec::new();
     for i in 0..100 {
         let n = name(&format!("file-{i}"));
-        let id = client
-            .write_small_file_in(lookup_dir, &n, b"hello")
+        let id = FileWriter::write_in(&client, lookup_dir, &n, &b"hello"[..])
             .await
             .expect("file");
         lookup_names.push((n, id));
@@ -207,8 +249,7 @@ async fn setup(client: Client, workers: usize) -> Ctx {
             .expect("dir");
         for i in 0..10 {
             let n = name(&format!("file-{i}"));
-            client
-                .write_small_file_in(dir, &n, b"hello")
+            FileWriter::write_in(&client, dir, &n, &b"hello"[..])
                 .await
                 .expect("file");
             spread_names.push((dir, n));
@@ -311,7 +352,7 @@ async fn same_dir_renames(ctx: &Arc<Ctx>, workers: usize, secs: u64) {
         |ctx, w, stop| async move {
             let dir = ctx.dirs[w].0;
             let names = [name("ping"), name("pong")];
-            let id = ctx.client.write_small_file_in(dir, &names[0], b"x").await?;
+            let id = FileWriter::write_in(&ctx.client, dir, &names[0], &b"x"[..]).await?;
             let mut ctime = ctx.client.lookup(dir, &names[0]).await?.creation_time;
             let mut lat = Latencies::default();
             let mut i = 0;
@@ -341,7 +382,7 @@ async fn cross_dir_renames(ctx: &Arc<Ctx>, workers: usize, secs: u64) {
         |ctx, w, stop| async move {
             let dirs = [ctx.dirs[w].0, ctx.dirs[w].1];
             let n = name("mover");
-            let id = ctx.client.write_small_file_in(dirs[0], &n, b"x").await?;
+            let id = FileWriter::write_in(&ctx.client, dirs[0], &n, &b"x"[..]).await?;
             let mut ctime = ctx.client.lookup(dirs[0], &n).await?.creation_time;
             let mut lat = Latencies::default();
             let mut i = 0;
@@ -366,7 +407,7 @@ async fn unlinks(ctx: &Arc<Ctx>, workers: usize, secs: u64) {
         while !stop.load(Ordering::Relaxed) {
             let u = ctx.unique.fetch_add(1, Ordering::Relaxed);
             let n = name(&format!("u{u}"));
-            let id = ctx.client.write_small_file_in(dir, &n, b"").await?;
+            let id = FileWriter::write_in(&ctx.client, dir, &n, &b""[..]).await?;
             let ctime = ctx.client.lookup(dir, &n).await?.creation_time;
             let t = Instant::now();
             ctx.client

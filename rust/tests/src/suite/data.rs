@@ -2,7 +2,7 @@
 
 use super::{ensure, Context, Env, TestResult};
 use crate::{prng_range, span_blocks, wait_writable, FastRng, HashSink, PrngReader};
-use eggs_client::Stat;
+use eggs_client::{FileWriter, Stat};
 use eggs_protocol::Name;
 use std::time::{Duration, Instant};
 
@@ -31,8 +31,7 @@ pub(super) async fn large_files(env: &mut Env) -> TestResult {
         let n = format!("f{size}");
         let mut reader = PrngReader::new(seed, size);
         let t = Instant::now();
-        let id = c
-            .write_file_in(env.dir, &name(&n), &mut reader)
+        let id = FileWriter::write_in(&c, env.dir, &name(&n), &mut reader)
             .await
             .ctx(format!("writing {size} bytes"))?;
         let write = t.elapsed();

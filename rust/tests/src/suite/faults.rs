@@ -8,6 +8,7 @@ use crate::{
     block_service_processes, prng_crc, rs_4_2_policy, span_blocks, wait_writable, FastRng,
     HashSink, PrngReader,
 };
+use eggs_client::FileWriter;
 use eggs_protocol::codec::{encode, RequestBody};
 use eggs_protocol::shuckle::{BlockServicesReq, CdcReq as ShuckleCdcReq, ShardsReq};
 use eggs_protocol::{
@@ -164,8 +165,7 @@ async fn partition_files(env: &Env) -> Result<Vec<(InodeId, u64, u64)>, TestErro
         let seed = env.seed.wrapping_add(k);
         let size = 200_000 + (seed % 800_000);
         let n = Name::new(format!("f{k}")).expect("valid");
-        let id = c
-            .write_file_in(dir, &n, PrngReader::new(seed, size))
+        let id = FileWriter::write_in(&c, dir, &n, PrngReader::new(seed, size))
             .await
             .ctx("writing")?;
         files.push((id, seed, size));

@@ -6,7 +6,7 @@ use super::{ensure, Context, Env, TestError, TestResult};
 use crate::PrngReader;
 use crate::{block_service_processes, prng_bytes, rs_4_2_policy, span_blocks, wait_writable};
 use eggs_blocks::store::block_path;
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::cdc::{RemoveDirectoryReq, UndeleteDirectoryReq};
 use eggs_protocol::policy::{DirectoryInfo, SnapshotPolicy};
 use eggs_protocol::shard::{
@@ -44,18 +44,16 @@ pub(super) async fn file_history(env: &mut Env) -> TestResult {
     for v in 0..versions {
         // Different sizes: one inline span up to several.
         let data = prng_bytes(env.seed.wrapping_add(v as u64), 100 + v * 3001);
-        let id = c
-            .write_small_file_in(dir, &f, &data)
+        let id = FileWriter::write_in(&c, dir, &f, &data[..])
             .await
             .ctx(format!("writing version {v}"))?;
         written.push((id, data));
     }
     // A name whose current version must survive the expiry of its older one.
-    c.write_small_file_in(dir, &keep, b"old")
+    FileWriter::write_in(&c, dir, &keep, &b"old"[..])
         .await
         .ctx("writing keep")?;
-    let keep_id = c
-        .write_small_file_in(dir, &keep, b"new")
+    let keep_id = FileWriter::write_in(&c, dir, &keep, &b"new"[..])
         .await
         .ctx("overwriting keep")?;
     unlink(&c, dir, &f).await?;
@@ -179,8 +177,7 @@ async fn big_file_history(
         let id = if v == 0 {
             wait_writable(c, dir, &name, size, WRITABLE_TIMEOUT).await
         } else {
-            c.write_file_in(dir, &name, PrngReader::new(data_seed, size))
-                .await
+            FileWriter::write_in(&c, dir, &name, PrngReader::new(data_seed, size)).await
         }
         .ctx(format!("writing big version {v}"))?;
         if v == 0 {
@@ -231,8 +228,7 @@ async fn undelete_directory(c: &Client, dir: InodeId, seed: u64) -> Result<Inode
     let inner = Name::new("inner").expect("valid");
     let sub = c.mkdir_in(dir, &name).await.ctx("mkdir sub")?;
     let data = prng_bytes(seed.wrapping_add(77), 3000);
-    let id = c
-        .write_small_file_in(sub, &inner, &data)
+    let id = FileWriter::write_in(&c, sub, &inner, &data[..])
         .await
         .ctx("writing sub/inner")?;
     unlink(c, sub, &inner).await?;

@@ -2,6 +2,7 @@
 
 use super::{ensure, Context, Env, TestError, TestResult};
 use crate::model::{Stats, Worker, WorkerConfig};
+use eggs_client::FileWriter;
 use eggs_protocol::{InodeId, Name};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -108,8 +109,7 @@ pub(super) async fn parallel_dirs(env: &mut Env) -> TestResult {
                 let mut m = BTreeMap::new();
                 for f in 0..files {
                     let n = format!("f{f}");
-                    let fid = c
-                        .write_small_file_in(id, &name(n.clone()), n.as_bytes())
+                    let fid = FileWriter::write_in(&c, id, &name(n.clone()), &(n.as_bytes())[..])
                         .await
                         .ctx("create")?;
                     m.insert(n, fid);
@@ -158,8 +158,7 @@ pub(super) async fn parallel_dirs(env: &mut Env) -> TestResult {
             let mut mine = BTreeMap::new();
             for k in 0..big_per_task {
                 let n = format!("t{t}-{k}");
-                let fid = c
-                    .write_small_file_in(big, &name(n.clone()), n.as_bytes())
+                let fid = FileWriter::write_in(&c, big, &name(n.clone()), &(n.as_bytes())[..])
                     .await
                     .ctx("create in the big directory")?;
                 mine.insert(n, fid);

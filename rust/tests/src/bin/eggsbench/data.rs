@@ -14,7 +14,7 @@
 
 use eggs_client::rs::ErasureCode;
 use eggs_client::span::{EncodedSpan, SpanLayout};
-use eggs_client::Client;
+use eggs_client::{Client, FileWriter};
 use eggs_protocol::policy::{DirectoryInfo, Parity};
 use eggs_protocol::shuckle::BlockServicesReq;
 use eggs_protocol::{EggsTime, InodeId, Name};
@@ -309,9 +309,7 @@ async fn cluster(c: &Client, size: u64) -> BoxResult<(Duration, Duration, String
     let name = Name::new("sequential")?;
     let mut reader = PrngReader::new(0x5eed, size);
     let t = Instant::now();
-    let id = c
-        .write_file_with_progress(dir, &name, &mut reader, &mut |_| {})
-        .await?;
+    let id = FileWriter::write_in_with_progress(&c, dir, &name, &mut reader, &mut |_| {}).await?;
     let write = t.elapsed();
     let eviction = evict_block_files(c).await;
     let mut sink = HashSink::default();

@@ -1,4 +1,4 @@
-//! `eggsscrubbench`: how fast a scrub pass verifies blocks, next to how fast the disk under
+//! `eggsbench scrub`: how fast a scrub pass verifies blocks, next to how fast the disk under
 //! the block services reads the same block files, in one run against a running cluster
 //! whose block-service directories are on this machine (`eggsrun --no-gc`, so that the
 //! background GC does not compete).
@@ -9,20 +9,18 @@
 //!    (the raw sequential read bandwidth for exactly the bytes the scrub reads);
 //! 2. runs one scrub pass without a rate limit and reports its throughput.
 
-use clap::Parser;
-use eggs_client::{Client, ClientOptions};
+use crate::BoxError;
+use eggs_client::{Client, ClientOptions, FileWriter};
 use eggs_gc::scrub::{scrub_pass, ScrubOptions};
 use eggs_protocol::shuckle::BlockServicesReq;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Parser, Debug)]
-#[command(name = "eggsscrubbench")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct ScrubArgs {
     #[arg(long, env = "EGGS_SHUCKLE", default_value = eggs_client::DEFAULT_SHUCKLE_ADDR)]
     shuckle: SocketAddr,
     /// Data to write before measuring (0: measure what the cluster already holds).
@@ -39,22 +37,7 @@ struct Args {
     parallel_spans: usize,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    eggs_common::logging::init("warn");
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("eggsscrubbench: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-async fn run(args: Args) -> Result<(), BoxError> {
+pub async fn run(args: ScrubArgs) -> Result<(), BoxError> {
     let c = Arc::new(Client::new(args.shuckle, ClientOptions::default()).await?);
     if args.size_mib > 0 {
         write_data(&c, args.size_mib, args.file_mib.max(1)).await?;
@@ -119,7 +102,7 @@ async fn write_data(c: &Client, size_mib: u64, file_mib: u64) -> Result<(), BoxE
     for i in 0..files {
         // A different first word per file, so that no two files are identical.
         data[..8].copy_from_slice(&i.to_le_bytes());
-        c.write_file(&format!("{base}/f{i}"), &data[..]).await?;
+        FileWriter::write_path(&c, &format!("{base}/f{i}"), &data[..]).await?;
     }
     report(
         "write through the client",

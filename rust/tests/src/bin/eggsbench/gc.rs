@@ -1,23 +1,21 @@
-//! `eggsgcbench`: how long eggsgc needs to collect many deleted files, against a running
+//! `eggsbench gc`: how long eggsgc needs to collect many deleted files, against a running
 //! cluster (start one with `eggsrun --no-gc`, so that the background GC does not compete).
 //!
 //! Creates `--files` small files spread over `--dirs` new directories, deletes them, sets a
 //! snapshot policy that expires them at once, and times one collection pass and one
 //! destruction pass.
 
-use clap::Parser;
-use eggs_client::{Client, ClientOptions};
+use crate::BoxError;
+use eggs_client::{Client, ClientOptions, FileWriter};
 use eggs_gc::{collect, destroy, GcOptions};
 use eggs_protocol::policy::{DirectoryInfo, SnapshotPolicy};
 use eggs_protocol::{InodeId, Name};
 use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-#[derive(Parser, Debug)]
-#[command(name = "eggsgcbench")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct GcArgs {
     #[arg(long, env = "EGGS_SHUCKLE", default_value = eggs_client::DEFAULT_SHUCKLE_ADDR)]
     shuckle: SocketAddr,
     /// Deleted files to collect.
@@ -38,20 +36,7 @@ struct Args {
     item_parallelism: usize,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    eggs_common::logging::init("warn");
-    let args = Args::parse();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("eggsgcbench: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+pub async fn run(args: GcArgs) -> Result<(), BoxError> {
     let c = Arc::new(Client::new(args.shuckle, ClientOptions::default()).await?);
     let base = format!("/gcbench-{:08x}", rand_u32());
     c.mkdir(&base).await?;
@@ -67,8 +52,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         async move {
             let dir = dirs[i % dirs.len()];
             let name = Name::new(format!("f{i}")).map_err(|e| e.to_string())?;
-            let id = c
-                .write_small_file_in(dir, &name, &payload)
+            let id = FileWriter::write_in(&c, dir, &name, &payload[..])
                 .await
                 .map_err(|e| e.to_string())?;
             Ok((dir, name, id))

@@ -1,4 +1,4 @@
-//! `eggsfusebench`: the same workloads through an eggsfuse mount and in a local directory,
+//! `eggsbench fuse`: the same workloads through an eggsfuse mount and in a local directory,
 //! side by side, in one run.
 //!
 //! Starts its own cluster (eggs-run, the default 14 failure domains, binaries next to this
@@ -9,16 +9,15 @@
 //! page cache between writing and reading). `--markdown FILE` also writes the results as a
 //! BENCHMARKS.md section.
 
-use clap::Parser;
+use eggs_client::FileWriter;
 use eggs_run::{BlockServicesLayout, Cluster, ClusterConfig, FuseMount};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[derive(Parser, Debug)]
-#[command(name = "eggsfusebench")]
-struct Args {
+#[derive(clap::Args, Debug)]
+pub struct FuseArgs {
     /// Size of the large file, in GiB.
     #[arg(long, default_value_t = 4)]
     size_gib: u64,
@@ -66,17 +65,7 @@ impl Row {
     }
 }
 
-fn main() {
-    eggs_common::logging::init("warn");
-    let args = Args::parse();
-    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    if let Err(e) = rt.block_on(run(args)) {
-        eprintln!("eggsfusebench: {e}");
-        std::process::exit(1);
-    }
-}
-
-async fn run(args: Args) -> Result<(), String> {
+pub async fn run(args: FuseArgs) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&args.cluster_dir);
     let _ = std::fs::remove_dir_all(&args.local_dir);
     let mut cfg = ClusterConfig::new(&args.cluster_dir);
@@ -132,8 +121,7 @@ async fn library_rows(cluster: &Cluster, size: u64) -> Result<(f64, f64), String
         pos: 0,
         left: size,
     };
-    let id = client
-        .write_file("/library-big", reader)
+    let id = FileWriter::write_path(&client, "/library-big", reader)
         .await
         .map_err(|e| e.to_string())?;
     let write = size as f64 / 1e6 / t0.elapsed().as_secs_f64();
@@ -196,7 +184,7 @@ async fn wait_writable(cluster: &Cluster) -> Result<(), String> {
     let client = cluster.client().await.map_err(|e| e.to_string())?;
     let t0 = Instant::now();
     loop {
-        match client.write_file("/.probe", &[7u8; 100_000][..]).await {
+        match FileWriter::write_path(&client, "/.probe", &[7u8; 100_000][..]).await {
             Ok(_) => return client.unlink("/.probe").await.map_err(|e| e.to_string()),
             Err(e) if t0.elapsed() > Duration::from_secs(60) => return Err(e.to_string()),
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -382,7 +370,7 @@ fn parallel_read(path: &Path, size: u64, readers: u64) {
 }
 
 fn report(
-    args: &Args,
+    args: &FuseArgs,
     rows: &[Row],
     library: &(f64, f64),
     load_before: &str,

@@ -1,0 +1,524 @@
+//! The `fuser::Filesystem` callbacks: each parses its arguments, answers at once what needs
+//! no server, and otherwise spawns the work (with its reply) on the runtime.
+
+use super::write::{WriteMsg, RELEASE_GRACE};
+use super::{eggs_time, kind_of, lock, name_of, to_eggs, to_fuse, EggsFs, MAX_IO_BYTES};
+use crate::error::errno;
+use eggs_client::{ClientError, FileWriter};
+use eggs_protocol::{InodeType, Name};
+use fuser::consts::{
+    FOPEN_KEEP_CACHE, FUSE_ATOMIC_O_TRUNC, FUSE_DO_READDIRPLUS, FUSE_PARALLEL_DIROPS,
+    FUSE_READDIRPLUS_AUTO,
+};
+use fuser::{
+    FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow,
+};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+impl Filesystem for EggsFs {
+    fn init(&mut self, _req: &Request<'_>, config: &mut KernelConfig) -> Result<(), i32> {
+        let _ = config.set_max_write(MAX_IO_BYTES);
+        let _ = config.set_max_readahead(MAX_IO_BYTES);
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        for cap in [
+            FUSE_ATOMIC_O_TRUNC,
+            FUSE_DO_READDIRPLUS,
+            FUSE_READDIRPLUS_AUTO,
+            FUSE_PARALLEL_DIROPS,
+        ] {
+            if let Err(unsupported) = config.add_capabilities(cap) {
+                tracing::info!("kernel lacks FUSE capability {unsupported:#x}");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|fs| async move {
+            match fs.lookup(to_eggs(parent), &name).await {
+                Ok(attr) => reply.entry(&fs.times.entry, &attr, 0),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        let id = to_eggs(ino);
+        self.spawn(|fs| async move {
+            match fs.getattr(id).await {
+                Ok(attr) => reply.attr(&fs.ttl(id), &attr),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        // Modes and owners are not stored: changing them succeeds and changes nothing, so
+        // that cp -p, rsync -a and tar work.
+        let id = to_eggs(ino);
+        let (atime, mtime) = (atime.map(eggs_time), mtime.map(eggs_time));
+        let writing = lock(&self.inner.writing).get(&ino).cloned();
+        if let Some(w) = writing {
+            {
+                let mut t = lock(&w.times);
+                t.0 = atime.or(t.0);
+                t.1 = mtime.or(t.1);
+            }
+            return match size {
+                Some(size) => self.send(&w, WriteMsg::Truncate { size, reply }),
+                None => {
+                    let now = SystemTime::now();
+                    let size = w.size.load(Ordering::Relaxed);
+                    reply.attr(
+                        &self.inner.times.file_attr,
+                        &self.inner.attr(id, size, now, now),
+                    )
+                }
+            };
+        }
+        self.spawn(|fs| async move {
+            let attr = match fs.getattr(id).await {
+                Ok(a) => a,
+                Err(e) => return reply.error(e),
+            };
+            if size.is_some_and(|s| s != attr.size) {
+                // Linked files are immutable.
+                return reply.error(libc::EPERM);
+            }
+            // For a directory only mtime is kept (the shard ignores atime), so that a second
+            // `rsync -a` sees the times it copied.
+            if let Err(e) = fs.set_times(id, atime, mtime).await {
+                tracing::warn!("setting times of {id}: {e}");
+                return reply.error(errno(&e));
+            }
+            match fs.getattr(id).await {
+                Ok(a) => reply.attr(&fs.ttl(id), &a),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        let id = to_eggs(ino);
+        self.spawn(|fs| async move {
+            match fs.client.read_file(id).await {
+                Ok(target) => reply.data(&target),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn mkdir(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        self.spawn(|fs| async move {
+            let r = fs.client.mkdir_in(to_eggs(parent), &name).await;
+            let attr = match r {
+                Ok(id) => fs.getattr(id).await,
+                Err(e) => Err(errno(&e)),
+            };
+            match attr {
+                Ok(a) => reply.entry(&fs.times.entry, &a, 0),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let dir_id = to_eggs(parent);
+        self.spawn(|fs| async move {
+            fs.wait_links(dir_id).await;
+            match fs.client.unlink_in(dir_id, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let owner_id = to_eggs(parent);
+        self.spawn(|fs| async move {
+            fs.wait_links(owner_id).await;
+            match fs.client.rmdir_in(owner_id, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn symlink(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_of(link_name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let target = target.as_os_str().as_bytes().to_vec();
+        let parent = to_eggs(parent);
+        self.spawn(|fs| async move {
+            let r = async {
+                // Like `ln -s`, never replace an existing name.
+                fs.ensure_absent(parent, &name).await?;
+                let mut w = FileWriter::new(&fs.client, parent, InodeType::Symlink).await?;
+                let id = w.id();
+                w.append(&target).await?;
+                w.finish(&name).await?;
+                Ok::<_, ClientError>(id)
+            }
+            .await;
+            let attr = match r {
+                Ok(id) => fs.getattr(id).await,
+                Err(e) => Err(errno(&e)),
+            };
+            match attr {
+                Ok(a) => reply.entry(&fs.times.entry, &a, 0),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn rename(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+        reply: ReplyEmpty,
+    ) {
+        let (name, newname) = match (name_of(name), name_of(newname)) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+        };
+        if flags & !libc::RENAME_NOREPLACE != 0 {
+            // RENAME_EXCHANGE and RENAME_WHITEOUT.
+            return reply.error(libc::EINVAL);
+        }
+        let (from, to) = (to_eggs(parent), to_eggs(newparent));
+        self.spawn(|fs| async move {
+            fs.wait_links(from).await;
+            if to != from {
+                fs.wait_links(to).await;
+            }
+            let r = async {
+                let edge = fs.client.lookup(from, &name).await?;
+                if flags & libc::RENAME_NOREPLACE != 0 {
+                    fs.ensure_absent(to, &newname).await?;
+                }
+                fs.client
+                    .rename_edge(
+                        edge.target_id,
+                        from,
+                        &name,
+                        edge.creation_time,
+                        to,
+                        &newname,
+                    )
+                    .await?;
+                fs.remember_name(edge.target_id, to, &newname);
+                Ok::<_, ClientError>(())
+            }
+            .await;
+            match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let id = to_eggs(ino);
+        let accmode = flags & libc::O_ACCMODE;
+        if accmode == libc::O_RDONLY {
+            // Linked files never change, so the kernel may keep their pages across opens.
+            return reply.opened(0, FOPEN_KEEP_CACHE);
+        }
+        if lock(&self.inner.writing).contains_key(&ino) {
+            // Being written by another handle.
+            return reply.error(libc::EBUSY);
+        }
+        let known = lock(&self.inner.names).get(&ino).cloned();
+        let fh = self.fh();
+        self.spawn(|fs| async move {
+            let Some((parent, name)) = known else {
+                return reply.error(libc::EPERM);
+            };
+            if flags & libc::O_TRUNC == 0 {
+                // Writing into an existing file is impossible; replacing an empty one is
+                // the same as truncating it.
+                match fs.getattr(id).await {
+                    Ok(a) if a.size == 0 => {}
+                    Ok(_) => return reply.error(libc::EPERM),
+                    Err(e) => return reply.error(e),
+                }
+            }
+            match fs.start_writer(parent, name, Some(id), fh).await {
+                Ok(_) => reply.opened(fh, 0),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn read(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        size: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyData,
+    ) {
+        if lock(&self.inner.handles).contains_key(&fh) {
+            // A file being written cannot be read back until it is linked.
+            return reply.error(libc::EOPNOTSUPP);
+        }
+        let id = to_eggs(ino);
+        let offset = offset.max(0) as u64;
+        self.spawn(|fs| async move {
+            match fs.cache.read(id, offset, size as usize).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    tracing::warn!("reading {id} at {offset}: {e}");
+                    reply.error(errno(&e))
+                }
+            }
+        });
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        offset: i64,
+        data: &[u8],
+        _write_flags: u32,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        let Some(w) = lock(&self.inner.handles).get(&fh).cloned() else {
+            return reply.error(libc::EBADF);
+        };
+        let msg = WriteMsg::Write {
+            offset: offset.max(0) as u64,
+            data: data.to_vec(),
+            reply,
+        };
+        self.send(&w, msg);
+    }
+
+    fn flush(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, _lock: u64, reply: ReplyEmpty) {
+        match lock(&self.inner.handles).get(&fh).cloned() {
+            Some(w) => {
+                // Perhaps the last close: lookups wait a little for the release.
+                *lock(&w.grace_until) = Some(Instant::now() + RELEASE_GRACE);
+                self.inner.pend_link(&w);
+                self.send(&w, WriteMsg::Flush { reply })
+            }
+            None => reply.ok(),
+        }
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, _ino: u64, fh: u64, _data: bool, reply: ReplyEmpty) {
+        // Stored spans are durable; the rest becomes durable when the file is linked.
+        match lock(&self.inner.handles).get(&fh).cloned() {
+            Some(w) => self.send(&w, WriteMsg::Flush { reply }),
+            None => reply.ok(),
+        }
+    }
+
+    fn release(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        _lock_owner: Option<u64>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some(w) = lock(&self.inner.handles).remove(&fh) else {
+            return reply.ok();
+        };
+        // Registered before the next request is read, so later lookups wait for the link.
+        w.released.store(true, Ordering::Release);
+        self.inner.pend_link(&w);
+        self.send(&w, WriteMsg::Release { reply });
+    }
+
+    fn opendir(&mut self, _req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
+        let id = to_eggs(ino);
+        let fh = self.fh();
+        self.spawn(|fs| async move {
+            fs.wait_links(id).await;
+            match fs.client.readdir(id).await {
+                Ok(entries) => {
+                    lock(&fs.dirs).insert(fh, Arc::new(entries));
+                    reply.opened(fh, 0);
+                }
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn readdir(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(entries) = lock(&self.inner.dirs).get(&fh).cloned() else {
+            return reply.error(libc::EBADF);
+        };
+        let offset = offset.max(0) as usize;
+        let dots = [(ino, "."), (ino, "..")];
+        for (i, (dino, n)) in dots.iter().enumerate().skip(offset) {
+            if reply.add(*dino, i as i64 + 1, FileType::Directory, n) {
+                return reply.ok();
+            }
+        }
+        for (i, e) in entries.iter().enumerate().skip(offset.saturating_sub(2)) {
+            let name = OsStr::from_bytes(e.name.as_bytes());
+            let kind = kind_of(e.target_id);
+            if reply.add(to_fuse(e.target_id), i as i64 + 3, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        fh: u64,
+        offset: i64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        let Some(entries) = lock(&self.inner.dirs).get(&fh).cloned() else {
+            return reply.error(libc::EBADF);
+        };
+        let offset = offset.max(0) as usize;
+        self.spawn(|fs| async move { fs.readdirplus(to_eggs(ino), entries, offset, reply).await });
+    }
+
+    fn releasedir(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        fh: u64,
+        _flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.inner.dirs).remove(&fh);
+        reply.ok();
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        self.spawn(|fs| async move {
+            const BSIZE: u64 = 4096;
+            match fs.statfs().await {
+                Ok((cap, free)) => reply.statfs(
+                    cap / BSIZE,
+                    free / BSIZE,
+                    free / BSIZE,
+                    0,
+                    0,
+                    BSIZE as u32,
+                    Name::MAX_LEN as u32,
+                    BSIZE as u32,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            }
+        });
+    }
+
+    fn create(
+        &mut self,
+        _req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let _ = flags;
+        let fh = self.fh();
+        let parent = to_eggs(parent);
+        self.spawn(|fs| async move {
+            match fs.start_writer(parent, name, None, fh).await {
+                Ok(id) => {
+                    let now = SystemTime::now();
+                    let attr = fs.attr(id, 0, now, now);
+                    // The name is not cached: until the file is linked, looking it up fails
+                    // (the file is invisible until closed), and afterwards waits for the link.
+                    reply.created(&Duration::ZERO, &attr, 0, fh, 0);
+                }
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+}

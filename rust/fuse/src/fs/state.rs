@@ -1,0 +1,271 @@
+//! What the callbacks share: the client, the read cache, the write handles and files being
+//! written, the names the kernel knows files by, the links in progress per directory.
+
+use super::write::Writing;
+use super::{kind_of, lock, system_time, to_fuse, CacheTimes, MAX_IO_BYTES};
+use crate::cache::ReadCache;
+use crate::error::errno;
+use eggs_client::{Client, ClientError, Stat};
+use eggs_protocol::shuckle::BlockServicesReq;
+use eggs_protocol::{EggsTime, InodeId, Name};
+use fuser::{FileAttr, FileType, Notifier, ReplyDirectoryPlus};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+
+/// Entries whose attributes one readdirplus reply fetches at most.
+const READDIRPLUS_BATCH: usize = 128;
+
+pub(super) struct Inner {
+    pub(super) client: Arc<Client>,
+    pub(super) cache: Arc<ReadCache>,
+    pub(super) times: CacheTimes,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+    pub(super) next_fh: AtomicU64,
+    /// Write handles by fh.
+    pub(super) handles: Mutex<HashMap<u64, Arc<Writing>>>,
+    /// Files being written by inode (the transient file's, or the replaced file's for
+    /// `O_TRUNC`), for getattr and truncation.
+    pub(super) writing: Mutex<HashMap<u64, Arc<Writing>>>,
+    /// The last name each file was looked up by (files have one name), for `O_TRUNC`.
+    pub(super) names: Mutex<HashMap<u64, (InodeId, Name)>>,
+    /// Files closed at least once and not yet linked, by directory.
+    pub(super) linking: Mutex<HashMap<InodeId, Vec<Arc<Writing>>>>,
+    /// Listings of open directories, by fh.
+    pub(super) dirs: Mutex<HashMap<u64, Arc<Vec<eggs_client::DirEntry>>>>,
+    pub(super) statfs: Mutex<Option<(Instant, u64, u64)>>,
+    pub(super) notifier: OnceLock<Notifier>,
+}
+
+impl Inner {
+    pub(super) fn attr(
+        &self,
+        id: InodeId,
+        size: u64,
+        mtime: SystemTime,
+        atime: SystemTime,
+    ) -> FileAttr {
+        let kind = kind_of(id);
+        FileAttr {
+            ino: to_fuse(id),
+            size,
+            blocks: size.div_ceil(512),
+            atime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind,
+            perm: match kind {
+                FileType::Directory => 0o755,
+                FileType::Symlink => 0o777,
+                _ => 0o644,
+            },
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            // Programs size their buffers by this (cp reads and writes this much at once).
+            blksize: MAX_IO_BYTES,
+            flags: 0,
+        }
+    }
+
+    pub(super) fn ttl(&self, id: InodeId) -> Duration {
+        if id.is_dir() {
+            self.times.dir_attr
+        } else {
+            self.times.file_attr
+        }
+    }
+
+    pub(super) async fn getattr(&self, id: InodeId) -> Result<FileAttr, i32> {
+        let writing = lock(&self.writing).get(&id.0).cloned();
+        if let Some(w) = writing {
+            let now = SystemTime::now();
+            return Ok(self.attr(id, w.size.load(Ordering::Relaxed), now, now));
+        }
+        match self.client.stat(id).await.map_err(|e| errno(&e))? {
+            Stat::Directory { mtime, .. } => {
+                let t = system_time(mtime);
+                Ok(self.attr(id, 0, t, t))
+            }
+            Stat::File { size, mtime, atime } => {
+                Ok(self.attr(id, size, system_time(mtime), system_time(atime)))
+            }
+        }
+    }
+
+    /// Waits for the links in progress in directory `dir`: those of released handles, and
+    /// those of handles closed in the last [`RELEASE_GRACE`] (whose release may be coming).
+    pub(super) async fn wait_links(&self, dir: InodeId) {
+        let pending = lock(&self.linking).get(&dir).cloned().unwrap_or_default();
+        for w in pending {
+            let mut rx = w.done.clone();
+            if w.released.load(Ordering::Acquire) {
+                // An error means the writer task is gone, which also ends the wait.
+                let _ = rx.wait_for(|done| *done).await;
+                continue;
+            }
+            let until = *lock(&w.grace_until);
+            if let Some(until) = until {
+                let wait = rx.wait_for(|done| *done);
+                let _ = tokio::time::timeout_at(until.into(), wait).await;
+            }
+        }
+    }
+
+    /// Registers `w` in its directory's pending links (once).
+    pub(super) fn pend_link(&self, w: &Arc<Writing>) {
+        if w.registered.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut linking = lock(&self.linking);
+        let list = linking.entry(w.parent).or_default();
+        list.retain(|x| !*x.done.borrow());
+        list.push(w.clone());
+    }
+
+    pub(super) fn end_link(&self, w: &Writing, done: watch::Sender<bool>) {
+        let _ = done.send(true);
+        let mut linking = lock(&self.linking);
+        if let Some(list) = linking.get_mut(&w.parent) {
+            list.retain(|x| !*x.done.borrow());
+            if list.is_empty() {
+                linking.remove(&w.parent);
+            }
+        }
+    }
+
+    pub(super) fn remember_name(&self, id: InodeId, parent: InodeId, name: &Name) {
+        if id.is_dir() {
+            return;
+        }
+        let mut names = lock(&self.names);
+        if names.len() > 1_000_000 {
+            names.clear();
+        }
+        names.insert(id.0, (parent, name.clone()));
+    }
+
+    pub(super) async fn lookup(&self, parent: InodeId, name: &Name) -> Result<FileAttr, i32> {
+        self.wait_links(parent).await;
+        let r = self
+            .client
+            .lookup(parent, name)
+            .await
+            .map_err(|e| errno(&e))?;
+        self.remember_name(r.target_id, parent, name);
+        self.getattr(r.target_id).await
+    }
+
+    pub(super) async fn set_times(
+        &self,
+        id: InodeId,
+        atime: Option<EggsTime>,
+        mtime: Option<EggsTime>,
+    ) -> Result<(), ClientError> {
+        if atime.is_none() && mtime.is_none() {
+            return Ok(());
+        }
+        self.client.set_time(id, mtime, atime).await
+    }
+
+    pub(super) async fn statfs(&self) -> Result<(u64, u64), ClientError> {
+        if let Some((at, cap, free)) = *lock(&self.statfs) {
+            if at.elapsed() < Duration::from_secs(5) {
+                return Ok((cap, free));
+            }
+        }
+        let services = self
+            .client
+            .shuckle()
+            .request(BlockServicesReq {})
+            .await?
+            .services;
+        let cap = services.iter().map(|s| s.capacity_bytes).sum();
+        let free = services.iter().map(|s| s.available_bytes).sum();
+        *lock(&self.statfs) = Some((Instant::now(), cap, free));
+        Ok((cap, free))
+    }
+
+    /// Fails with `EEXIST` when `name` exists in `dir` (for `ln -s` and `RENAME_NOREPLACE`,
+    /// which never replace a name).
+    pub(super) async fn ensure_absent(&self, dir: InodeId, name: &Name) -> Result<(), ClientError> {
+        match self.client.lookup(dir, name).await {
+            Ok(_) => Err(ClientError::Eggs {
+                what: format!("{name} in {dir}"),
+                err: eggs_protocol::EggsError::NameExists,
+            }),
+            Err(e) if errno(&e) == libc::ENOENT => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(super) async fn readdirplus(
+        &self,
+        dir: InodeId,
+        entries: Arc<Vec<eggs_client::DirEntry>>,
+        offset: usize,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let start = offset.saturating_sub(2);
+        let batch: Vec<_> = entries
+            .iter()
+            .skip(start)
+            .take(READDIRPLUS_BATCH)
+            .cloned()
+            .collect();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, e) in batch.iter().enumerate() {
+            let client = self.client.clone();
+            let id = e.target_id;
+            tasks.spawn(async move { (i, client.stat(id).await) });
+        }
+        let mut stats = vec![None; batch.len()];
+        while let Some(Ok((i, r))) = tasks.join_next().await {
+            stats[i] = r.ok();
+        }
+        if offset < 2 {
+            let Ok(attr) = self.getattr(dir).await else {
+                return reply.error(libc::EIO);
+            };
+            for (o, n) in [(1, "."), (2, "..")].into_iter().skip(offset) {
+                if reply.add(to_fuse(dir), o, n, &self.times.dir_attr, &attr, 0) {
+                    return reply.ok();
+                }
+            }
+        }
+        for (i, (e, st)) in batch.iter().zip(stats).enumerate() {
+            // A name removed since the listing was taken is left out.
+            let Some(st) = st else { continue };
+            let attr = match st {
+                Stat::Directory { mtime, .. } => {
+                    let t = system_time(mtime);
+                    self.attr(e.target_id, 0, t, t)
+                }
+                Stat::File { size, mtime, atime } => {
+                    self.attr(e.target_id, size, system_time(mtime), system_time(atime))
+                }
+            };
+            self.remember_name(e.target_id, dir, &e.name);
+            let next = (start + i + 3) as i64;
+            let name = OsStr::from_bytes(e.name.as_bytes());
+            if reply.add(
+                to_fuse(e.target_id),
+                next,
+                name,
+                &self.times.entry,
+                &attr,
+                0,
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
