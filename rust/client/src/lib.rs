@@ -9,6 +9,7 @@ mod error;
 mod fs;
 mod read;
 pub mod repair;
+pub mod retry;
 mod rpc;
 pub mod rs;
 mod shuckle;
@@ -18,7 +19,8 @@ mod write;
 pub use blocks::{BlockClientOptions, BlockPool};
 pub use error::{ClientError, Result};
 pub use fs::{Client, ClientOptions, DirEntry, Stat};
-pub use rpc::{RetryPolicy, UdpRpc};
+pub use retry::{backoff_ms, Retry, RetryPolicy};
+pub use rpc::UdpRpc;
 pub use shuckle::ShuckleClient;
 pub use write::FileWriter;
 
