@@ -120,8 +120,8 @@ fn main() -> ExitCode {
         match eggs_sim::run(cfg) {
             Ok(r) => println!(
                 "seed {seed}: ok, trace {:016x}, {} ops ({} failed, {} unknown), {} crashes, \
-                 {} datagrams ({} dropped, {} duplicated, {} stale step copies), {} checkpoints, \
-                 {} dirs, {} files, {} ms virtual",
+                 {} datagrams ({} dropped, {} duplicated, {} stale step copies), {} block spans \
+                 ({} failed), {} checkpoints, {} dirs, {} files, {} ms virtual",
                 r.trace_hash,
                 r.ops_done,
                 r.ops_failed,
@@ -131,6 +131,8 @@ fn main() -> ExitCode {
                 r.dropped,
                 r.duplicated,
                 r.stale_steps,
+                r.block_spans,
+                r.block_failures,
                 r.checkpoints,
                 r.dirs,
                 r.files,

@@ -7,9 +7,12 @@ use eggs_cdc::CdcCore;
 use eggs_protocol::cdc::CdcRequest;
 use eggs_protocol::shard::ShardRequest;
 use eggs_protocol::ShardId;
-use eggs_shard::ShardCore;
+use eggs_shard::{GroupCommit, ShardCore};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+
+/// Groups waiting for the next sync before core threads wait, as in the server.
+const COMMIT_QUEUE: usize = 256;
 
 /// Who sends and receives datagrams.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -34,6 +37,8 @@ impl NodeId {
 /// process's store.
 pub struct ShardProc {
     pub cores: Vec<CoreSlot>,
+    /// The server's group commit: which replies may leave after which sync. Lost in a crash.
+    pub commit: GroupCommit<(NodeId, Vec<u8>)>,
     /// Bumped at every crash; events of an earlier incarnation are ignored.
     pub incarnation: u64,
     pub skew_ns: i64,
@@ -46,7 +51,7 @@ pub struct CoreSlot {
     pub kv: SimKv,
     pub core: Option<ShardCore<SimKv>>,
     pub inbox: VecDeque<(NodeId, ShardRequest)>,
-    /// A batch is scheduled or being synced.
+    /// A group is being handled (its syncing does not hold the core: pipelining).
     pub busy: bool,
 }
 
@@ -54,7 +59,7 @@ impl ShardProc {
     pub fn new(kv: SimKv, shards: Vec<ShardId>, cores: usize) -> ShardProc {
         // As the server: never more cores than shards.
         let n = cores.clamp(1, shards.len().max(1));
-        let cores = (0..n)
+        let cores: Vec<CoreSlot> = (0..n)
             .map(|i| CoreSlot {
                 shards: shards
                     .iter()
@@ -68,10 +73,16 @@ impl ShardProc {
             })
             .collect();
         ShardProc {
+            commit: GroupCommit::new(cores.len(), COMMIT_QUEUE),
             cores,
             incarnation: 0,
             skew_ns: 0,
         }
+    }
+
+    /// A crash: the group commit's queue and the sync under way are gone.
+    pub fn reset_commit(&mut self) {
+        self.commit = GroupCommit::new(self.cores.len(), COMMIT_QUEUE);
     }
 
     /// The core serving `shard`.
@@ -96,7 +107,8 @@ pub struct StepCall {
     pub to: NodeId,
     pub bytes: Vec<u8>,
     pub first_sent_ns: u64,
-    pub timeout_ms: u64,
+    /// The shard client's retries of this call (`eggs-client`'s retry core).
+    pub retry: eggs_client::Retry,
     pub failures: u32,
 }
 
