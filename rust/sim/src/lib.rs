@@ -9,6 +9,7 @@
 pub mod blocks;
 pub mod client;
 pub mod config;
+pub mod gc;
 pub mod kv;
 pub mod model;
 pub mod procs;
@@ -41,6 +42,9 @@ pub struct Report {
     /// then removed the span).
     pub block_spans: u64,
     pub block_failures: u64,
+    /// Transient files destroyed by the GC passes at checkpoints, and blocks they erased.
+    pub gc_files: u64,
+    pub gc_blocks: u64,
     pub checkpoints: u64,
     /// Size of the namespace at the last checkpoint.
     pub dirs: u64,

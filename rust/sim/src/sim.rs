@@ -204,6 +204,8 @@ pub struct Sim {
     up_shards: Vec<bool>,
     cdc_up: bool,
     clients: Vec<ClientState>,
+    /// Request ids of the GC passes' writes (their deduplication entries must not collide).
+    gc_request_id: u64,
     /// The real shuckle registry core (shuckle itself does not crash here).
     shuckle: Registry,
     blocks: BlockServices,
@@ -221,6 +223,9 @@ pub struct Sim {
 fn client_addr(i: u32) -> SocketAddr {
     SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 4000))
 }
+
+/// The client id of the GC passes' requests.
+const GC_CLIENT_ID: u64 = 0x6c00_0000_0000_0001;
 
 /// Where shard process `p` registers (the simulator routes by node, not by address).
 fn shard_addr(p: u32) -> SocketAddr {
@@ -307,6 +312,7 @@ impl Sim {
             up_shards: vec![false; procs as usize],
             cdc_up: false,
             clients,
+            gc_request_id: 0,
             shuckle: Registry::new(std::time::Duration::from_millis(
                 eggs_shuckle::DEFAULT_STALE_AFTER_MS,
             )),
@@ -876,6 +882,7 @@ impl Sim {
         for p in 0..self.shards.len() as u32 {
             if self.up_shards[p as usize] {
                 self.shard_heartbeat(p);
+                self.expire_dedup(p);
             }
         }
         if self.cdc_up {
@@ -906,6 +913,18 @@ impl Sim {
             shards,
             addr,
         }));
+    }
+
+    /// As the server's core threads between groups: drop expired deduplication entries.
+    fn expire_dedup(&mut self, p: u32) {
+        let now = self.clock(self.shards[p as usize].skew_ns);
+        for slot in &mut self.shards[p as usize].cores {
+            if let Some(core) = slot.core.as_mut() {
+                if let Err(e) = core.expire_dedup(now) {
+                    self.failure.push(format!("expiring dedup entries: {e}"));
+                }
+            }
+        }
     }
 
     /// What shuckle must know once the cluster has settled: every shard at the process
@@ -1336,6 +1355,8 @@ impl Sim {
                     let slot = &mut self.shards[p as usize].cores[core];
                     let opts = ShardOptions {
                         seed: Some(seed),
+                        dedup_keep_ns: self.cfg.dedup_keep_ms * MS,
+                        transient_deadline_ns: self.cfg.transient_deadline_ms * MS,
                         ..ShardOptions::default()
                     };
                     match ShardCore::open(slot.kv.clone(), &slot.shards, opts, now) {
@@ -1354,7 +1375,11 @@ impl Sim {
             NodeId::Cdc => {
                 self.cdc.skew_ns = skew;
                 let now = self.clock(skew);
-                let mut core = CdcCore::new(CoreConfig::default(), self.cdc.store.load(), now);
+                let cfg = CoreConfig {
+                    finished_ttl_ns: self.cfg.cdc_finished_ttl_ms * MS,
+                    ..CoreConfig::default()
+                };
+                let mut core = CdcCore::new(cfg, self.cdc.store.load(), now);
                 let first = core.take_output();
                 self.cdc.core = Some(core);
                 self.cdc_up = true;
@@ -1437,7 +1462,47 @@ impl Sim {
                 );
                 self.note(line);
             }
-            Err(v) => self.failure.extend(v),
+            Err(v) => return self.failure.extend(v),
+        }
+        self.collect_garbage();
+    }
+
+    /// As `eggsgc`, once the cluster has settled: destroys the transient files past their
+    /// deadline through the real shard cores, then makes that durable.
+    fn collect_garbage(&mut self) {
+        let now = self.clock(0);
+        let n = self.shards.len();
+        let shards = &mut self.shards;
+        let next_id = &mut self.gc_request_id;
+        let mut send = |shard: ShardId, body: ShardReq| {
+            let proc = &mut shards[shard.0 as usize % n];
+            let i = proc.core_of(shard);
+            let core = proc.cores[i].core.as_mut().ok_or(EggsError::Timeout)?;
+            *next_id += 1;
+            let req = ShardRequest {
+                header: RequestHeader {
+                    request_id: *next_id,
+                    client_id: GC_CLIENT_ID,
+                },
+                shard,
+                body,
+            };
+            core.handle(&req, now)
+                .map_err(|_| EggsError::InternalError)?
+                .result
+        };
+        match crate::gc::collect_transient(&mut send, &mut self.blocks, now) {
+            Ok(c) => {
+                self.report.gc_files += c.files;
+                self.report.gc_blocks += c.blocks;
+                self.hash.u64(c.files);
+            }
+            Err(e) => self.failure.push(format!("GC: {e}")),
+        }
+        for slot in self.shards.iter().flat_map(|p| &p.cores) {
+            if let Err(e) = eggs_shard::Kv::sync(&slot.kv) {
+                self.failure.push(format!("sync after GC: {e}"));
+            }
         }
     }
 
