@@ -1353,6 +1353,9 @@ impl Sim {
                 for core in 0..self.shards[p as usize].cores.len() {
                     let seed = self.fault_rng.next_u64();
                     let slot = &mut self.shards[p as usize].cores[core];
+                    // Every field is set today; the update keeps fields added later at
+                    // their defaults.
+                    #[allow(clippy::needless_update)]
                     let opts = ShardOptions {
                         seed: Some(seed),
                         dedup_keep_ns: self.cfg.dedup_keep_ms * MS,
