@@ -430,14 +430,18 @@ impl CoreWorker {
             }
             now
         };
-        if now.is_empty() {
-            *replies = Vec::with_capacity(MAX_BATCH);
-            return;
+        if !now.is_empty() {
+            eggs_common::udp::send_batch(&self.socket, &now);
         }
-        eggs_common::udp::send_batch(&self.socket, &now);
-        // Sent at once: keep the buffer for the next group.
-        *replies = now;
-        replies.clear();
+        // A group sent at once (or empty) gives its buffer back for the next group; a queued
+        // one keeps it until its sync.
+        *replies = if now.capacity() == 0 {
+            Vec::with_capacity(MAX_BATCH)
+        } else {
+            let mut buf = now;
+            buf.clear();
+            buf
+        };
     }
 }
 
