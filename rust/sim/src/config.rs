@@ -81,7 +81,7 @@ impl Default for SimConfig {
             client_deadline_ms: 4_000,
             dedup_keep_ms: 20_000,
             cdc_finished_ttl_ms: 20_000,
-            transient_deadline_ms: 10_000,
+            transient_deadline_ms: 2_000,
             checkpoint_every: 250,
             stale_step_rate: 0.05,
             stale_step_max_ms: 3_000,

@@ -60,7 +60,7 @@ struct Args {
     #[arg(long, default_value_t = 20000)]
     cdc_finished_ttl_ms: u64,
     /// How long a transient file lives before the checkpoints' GC pass destroys it.
-    #[arg(long, default_value_t = 10000)]
+    #[arg(long, default_value_t = 2000)]
     transient_deadline_ms: u64,
     #[arg(long, default_value_t = 250)]
     checkpoint_every: u64,

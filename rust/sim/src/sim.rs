@@ -42,6 +42,8 @@ const CDC_QUEUE_LEN: usize = 4096;
 const NAMES: u64 = 6;
 /// Shards, the CDC and block services register with shuckle this often, as the servers do.
 const HEARTBEAT_MS: u64 = 1000;
+/// A GC pass runs this often, besides the one after each checkpoint.
+const GC_INTERVAL_MS: u64 = 3000;
 /// Share of block writes that fail (a block service's disk or connection): the client
 /// removes the span again and writes the data inline.
 const BLOCK_FAIL_RATE: f64 = 0.1;
@@ -106,6 +108,8 @@ enum Ev {
     },
     /// Every server registers with shuckle; shards fetch the block service list.
     Heartbeat,
+    /// A GC pass over every shard.
+    Gc,
 }
 
 impl Ev {
@@ -126,6 +130,7 @@ impl Ev {
             Ev::DeliverStale { .. } => 13,
             Ev::BlockReply { .. } => 14,
             Ev::Heartbeat => 15,
+            Ev::Gc => 16,
         }
     }
 
@@ -134,7 +139,7 @@ impl Ev {
     fn is_work(&self) -> bool {
         !matches!(
             self,
-            Ev::CdcTick { .. } | Ev::Crash | Ev::ClientStart { .. } | Ev::Heartbeat
+            Ev::CdcTick { .. } | Ev::Crash | Ev::ClientStart { .. } | Ev::Heartbeat | Ev::Gc
         )
     }
 }
@@ -331,6 +336,7 @@ impl Sim {
         // Block services first, as `eggsrun` starts them: shards find them at their start.
         self.register_block_services();
         self.schedule(HEARTBEAT_MS * MS, Ev::Heartbeat);
+        self.schedule(GC_INTERVAL_MS * MS, Ev::Gc);
         for p in 0..self.shards.len() as u32 {
             self.restart(NodeId::Shard(p));
         }
@@ -468,6 +474,15 @@ impl Sim {
                 self.advance(client, next);
             }
             Ev::Heartbeat => self.heartbeat(),
+            Ev::Gc => {
+                // While clients run too: a slow create may lose its file to GC, and must
+                // then fail cleanly. Only with every shard up (eggsgc would wait for the
+                // others).
+                if self.up_shards.iter().all(|&u| u) {
+                    self.collect_garbage();
+                }
+                self.schedule(GC_INTERVAL_MS * MS, Ev::Gc);
+            }
         }
     }
 
@@ -1470,8 +1485,9 @@ impl Sim {
         self.collect_garbage();
     }
 
-    /// As `eggsgc`, once the cluster has settled: destroys the transient files past their
-    /// deadline through the real shard cores, then makes that durable.
+    /// As `eggsgc`: destroys the transient files past their deadline through the real shard
+    /// cores (each request handled at once, as if no other request came meanwhile), then
+    /// makes that durable.
     fn collect_garbage(&mut self) {
         let now = self.clock(0);
         let n = self.shards.len();
