@@ -17,6 +17,10 @@
 
 use std::collections::VecDeque;
 
+/// Groups waiting for the next sync before a shard process's core threads wait: a thread
+/// that gets this far ahead of the disk stops taking requests (the server and the simulator).
+pub const MAX_QUEUED_GROUPS: usize = 256;
+
 /// A group's replies waiting for a sync, with the core thread that sends them.
 struct Pending<R> {
     thread: usize,

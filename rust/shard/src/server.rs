@@ -14,7 +14,7 @@
 
 use crate::core::{ShardCore, ShardOptions};
 use crate::error::ShardError;
-use crate::group_commit::GroupCommit;
+use crate::group_commit::{GroupCommit, MAX_QUEUED_GROUPS};
 use crate::kv::{RocksKv, WalSyncer};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use eggs_client::ShuckleClient;
@@ -50,9 +50,6 @@ const RECV_BATCH: usize = 64;
 const MAX_BATCH: usize = 1024;
 /// Control messages waiting for a core thread (block-service lists: one per heartbeat).
 const CONTROL_QUEUE: usize = 16;
-/// Groups waiting for the next WAL sync; a core thread that gets this far ahead of the disk
-/// waits.
-const COMMIT_QUEUE: usize = 256;
 /// Disk kept for deduplication entries; at 20,000 writes/s this still covers minutes, far
 /// longer than any client retries.
 const DEDUP_BYTES: u64 = 256 << 20;
@@ -336,7 +333,7 @@ impl CommitShared {
     fn new(threads: usize) -> CommitShared {
         CommitShared {
             state: Mutex::new(CommitState {
-                commit: GroupCommit::new(threads, COMMIT_QUEUE),
+                commit: GroupCommit::new(threads, MAX_QUEUED_GROUPS),
                 running: threads,
             }),
             changed: Condvar::new(),

@@ -7,12 +7,10 @@ use eggs_cdc::CdcCore;
 use eggs_protocol::cdc::CdcRequest;
 use eggs_protocol::shard::ShardRequest;
 use eggs_protocol::ShardId;
+use eggs_shard::group_commit::MAX_QUEUED_GROUPS;
 use eggs_shard::{GroupCommit, ShardCore};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
-
-/// Groups waiting for the next sync before core threads wait, as in the server.
-const COMMIT_QUEUE: usize = 256;
 
 /// Who sends and receives datagrams.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
@@ -73,7 +71,7 @@ impl ShardProc {
             })
             .collect();
         ShardProc {
-            commit: GroupCommit::new(cores.len(), COMMIT_QUEUE),
+            commit: GroupCommit::new(cores.len(), MAX_QUEUED_GROUPS),
             cores,
             incarnation: 0,
             skew_ns: 0,
@@ -82,7 +80,7 @@ impl ShardProc {
 
     /// A crash: the group commit's queue and the sync under way are gone.
     pub fn reset_commit(&mut self) {
-        self.commit = GroupCommit::new(self.cores.len(), COMMIT_QUEUE);
+        self.commit = GroupCommit::new(self.cores.len(), MAX_QUEUED_GROUPS);
     }
 
     /// The core serving `shard`.
