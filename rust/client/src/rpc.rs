@@ -2,9 +2,12 @@
 //!
 //! A background task receives every datagram and hands it to the request waiting for its id.
 //! A request is resent with the same id after each time-out, so a server that already applied
-//! it answers from its deduplication table instead of applying it twice.
+//! it answers from its deduplication table instead of applying it twice; when to resend and
+//! when to give up is [`Retry`]'s decision.
 
 use crate::error::{ClientError, Result};
+use crate::retry::Retry;
+pub use crate::retry::RetryPolicy;
 use eggs_protocol::codec::{self, peek_request_id};
 use eggs_protocol::{Message, RequestHeader, MAX_UDP_MTU};
 use foldhash::HashMap;
@@ -16,25 +19,6 @@ use tokio::sync::oneshot;
 
 /// The client's socket: registered for reading only (see the type's comment).
 type Socket = eggs_common::udp::ReadRegisteredUdp;
-
-/// How long to wait for an answer, and for how long to keep trying.
-#[derive(Clone, Copy, Debug)]
-pub struct RetryPolicy {
-    pub initial_timeout_ms: u64,
-    pub max_timeout_ms: u64,
-    /// Give up after this long in total.
-    pub deadline_ms: u64,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            initial_timeout_ms: 250,
-            max_timeout_ms: 2_000,
-            deadline_ms: 30_000,
-        }
-    }
-}
 
 type Waiters = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
 
@@ -113,15 +97,15 @@ impl UdpRpc {
         let (tx, mut rx) = oneshot::channel();
         let _guard = WaiterGuard::register(&self.waiters, request_id, tx);
         let start = Instant::now();
-        let mut timeout_ms = policy.initial_timeout_ms;
-        let mut attempt = 0u32;
+        let mut retry = Retry::new(policy);
         loop {
-            let addr = addr_of(attempt).await?;
-            attempt += 1;
+            let attempt = retry.next_attempt();
+            let addr = addr_of(attempt.index).await?;
             if self.outbox.send((addr, bytes.clone())).is_err() {
                 tracing::debug!("{what}: the sender task has stopped");
             }
-            match tokio::time::timeout(Duration::from_millis(timeout_ms), &mut rx).await {
+            let timeout = Duration::from_millis(attempt.timeout_ms);
+            match tokio::time::timeout(timeout, &mut rx).await {
                 Ok(Ok(resp)) => {
                     return codec::decode::<Resp>(&resp).map_err(|e| ClientError::BadResponse {
                         what: what.to_string(),
@@ -135,16 +119,18 @@ impl UdpRpc {
                     })
                 }
                 Err(_) => {
-                    let elapsed_ms = start.elapsed().as_millis() as u64;
-                    if elapsed_ms >= policy.deadline_ms {
+                    let elapsed_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    if retry.gives_up(elapsed_ms) {
                         return Err(ClientError::Timeout {
                             what: what.to_string(),
-                            attempts: attempt,
+                            attempts: retry.attempts(),
                             elapsed_ms,
                         });
                     }
-                    tracing::debug!("{what}: no answer from {addr} in {timeout_ms} ms, retrying");
-                    timeout_ms = (timeout_ms * 2).min(policy.max_timeout_ms);
+                    tracing::debug!(
+                        "{what}: no answer from {addr} in {} ms, retrying",
+                        attempt.timeout_ms
+                    );
                 }
             }
         }

@@ -4,13 +4,17 @@
 //! a [`ShardCore`] with its own RocksDB overlay and its own UDP socket, registered with
 //! shuckle as the address of its shards, so a request reaches the thread that serves it with
 //! no hand-off. A thread takes everything its socket has queued (up to a batch limit),
-//! handles each request, makes the batch durable with a single WAL sync, then sends the
-//! replies: many writes share one fsync, and while a thread is busy nobody sleeps on its
-//! socket, so clients' sends wake nobody. Blocking calls never run on an async executor.
+//! handles each request and writes the changes unsynced; a commit thread makes them durable
+//! with one WAL sync for every group handed over meanwhile, then sends their replies (the
+//! rules of which reply may leave after which sync are [`GroupCommit`]'s). Many writes share
+//! one fsync, a core thread handles its next group while the previous one is being synced,
+//! and while a thread is busy nobody sleeps on its socket, so clients' sends wake nobody.
+//! Blocking calls never run on an async executor.
 //! Registration with shuckle (every second, doubling as a heartbeat) runs on tokio.
 
 use crate::core::{reply_limit, ShardCore, ShardOptions};
 use crate::error::{ServerError, ShardError};
+use crate::group_commit::{GroupCommit, MAX_QUEUED_GROUPS};
 use crate::kv::{RocksKv, WalSyncer};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use eggs_client::ShuckleClient;
@@ -20,8 +24,8 @@ use eggs_protocol::shuckle::{BlockServiceWithKey, RegisterShardsReq, ShardBlockS
 use eggs_protocol::{codec, Addr, EggsError, EggsTime, ShardId, MAX_UDP_MTU};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -46,9 +50,6 @@ const RECV_BATCH: usize = 64;
 const MAX_BATCH: usize = 1024;
 /// Control messages waiting for a core thread (block-service lists: one per heartbeat).
 const CONTROL_QUEUE: usize = 16;
-/// Groups waiting for the commit thread; a core thread that gets this far ahead of the disk
-/// waits.
-const COMMIT_QUEUE: usize = 256;
 /// Disk kept for deduplication entries; at 20,000 writes/s this still covers minutes, far
 /// longer than any client retries.
 const DEDUP_BYTES: u64 = 256 << 20;
@@ -84,21 +85,19 @@ impl ShardServer {
         let mut cores = Vec::with_capacity(n);
         let mut threads = Vec::with_capacity(n + 1);
         let mut sockets = Vec::with_capacity(n);
-        let (commit, commit_rx) = bounded(COMMIT_QUEUE);
+        let commit = Arc::new(CommitShared::new(n));
         for i in 0..n {
-            let (core, socket, thread) = spawn_core(&cfg, &kv, i, n, &stop, commit.clone())?;
+            let (core, socket, thread) = spawn_core(&cfg, &kv, i, n, &stop, &commit)?;
             sockets.push(socket);
             threads.push(thread);
             cores.push(core);
         }
-        drop(commit);
         let wal = kv.wal_syncer();
         let t = std::thread::Builder::new()
             .name("shard-commit".into())
-            .spawn(move || commit_loop(wal, sockets, commit_rx))
+            .spawn(move || commit_loop(wal, sockets, &commit))
             .map_err(|e| io("spawning commit thread", e))?;
-        // Last: it exits once every core thread has (the channel disconnects), after
-        // committing what they handed over.
+        // Last: it exits once every core thread has, after committing what they handed over.
         threads.push(t);
         tracing::info!(
             "serving {} shards from {} with {n} core threads",
@@ -194,7 +193,7 @@ fn spawn_core(
     i: usize,
     n: usize,
     stop: &Arc<AtomicBool>,
-    commit: Sender<Commit>,
+    commit: &Arc<CommitShared>,
 ) -> Result<(CoreThread, UdpSocket, JoinHandle<()>), ServerError> {
     let shards: Vec<ShardId> = cfg
         .shards
@@ -214,13 +213,16 @@ fn spawn_core(
         core,
         socket,
         control: control_rx,
-        commit,
-        in_commit: Arc::new(AtomicUsize::new(0)),
+        commit: commit.clone(),
     };
     let stop = stop.clone();
     let thread = std::thread::Builder::new()
         .name(format!("shard-core-{i}"))
-        .spawn(move || worker.run(&stop))
+        .spawn(move || {
+            // Counted out however the thread ends, so that the commit thread can stop.
+            let _running = CoreRunning(worker.commit.clone());
+            worker.run(&stop)
+        })
         .map_err(|e| io("spawning core thread", e))?;
     tracing::info!("core thread {i}: {} shards on {addr}", shards.len());
     let core = CoreThread {
@@ -311,14 +313,58 @@ fn reject_malformed(socket: &UdpSocket, bytes: &[u8], from: SocketAddr) {
     }
 }
 
-/// Replies of one group, to be sent once the group's writes (and those of earlier groups
-/// it may have read) are durable.
-struct Commit {
-    /// Which core thread's socket sends them.
-    thread: usize,
-    replies: Vec<(SocketAddr, Vec<u8>)>,
-    /// Decremented once the replies are sent (or dropped).
-    in_commit: Arc<AtomicUsize>,
+/// One reply: where it goes and its bytes.
+type Reply = (SocketAddr, Vec<u8>);
+
+/// The group commit shared by the core threads and the commit thread.
+struct CommitShared {
+    state: Mutex<CommitState>,
+    /// Signalled when a group is queued, a sync starts or ends, or a core thread stops.
+    changed: Condvar,
+}
+
+struct CommitState {
+    commit: GroupCommit<Reply>,
+    /// Core threads still running: the commit thread stops once none is and nothing waits.
+    running: usize,
+}
+
+impl CommitShared {
+    fn new(threads: usize) -> CommitShared {
+        CommitShared {
+            state: Mutex::new(CommitState {
+                commit: GroupCommit::new(threads, MAX_QUEUED_GROUPS),
+                running: threads,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, CommitState> {
+        // A thread that panicked holding the lock may have left the state half changed;
+        // replying on from it could acknowledge writes that are not durable.
+        self.state
+            .lock()
+            .unwrap_or_else(|_| panic!("group commit state poisoned by a panicked thread"))
+    }
+
+    fn wait<'a>(&self, guard: MutexGuard<'a, CommitState>) -> MutexGuard<'a, CommitState> {
+        self.changed
+            .wait(guard)
+            .unwrap_or_else(|_| panic!("group commit state poisoned by a panicked thread"))
+    }
+}
+
+/// Counts a core thread out of the group commit when dropped.
+struct CoreRunning(Arc<CommitShared>);
+
+impl Drop for CoreRunning {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        assert!(st.running > 0, "more core threads stopped than started");
+        st.running -= 1;
+        self.0.changed.notify_all();
+    }
 }
 
 /// One core thread: receive a group, handle it, write it, hand its replies over; until stop.
@@ -327,9 +373,7 @@ struct CoreWorker {
     core: ShardCore<RocksKv>,
     socket: UdpSocket,
     control: Receiver<BlockServices>,
-    commit: Sender<Commit>,
-    /// This thread's groups handed to the commit thread and not yet sent.
-    in_commit: Arc<AtomicUsize>,
+    commit: Arc<CommitShared>,
 }
 
 impl CoreWorker {
@@ -367,60 +411,77 @@ impl CoreWorker {
         }
     }
 
-    /// Sends a group's replies now if nothing they report can be lost (no writes, and no
-    /// earlier group of this thread still waiting for its sync, whose writes they may have
-    /// read); otherwise hands them to the commit thread.
-    fn reply(&self, wrote: bool, replies: &mut Vec<(SocketAddr, Vec<u8>)>) {
-        if replies.is_empty() {
-            return;
-        }
-        if !wrote && self.in_commit.load(Ordering::Acquire) == 0 {
-            eggs_common::udp::send_batch(&self.socket, replies);
-            replies.clear();
-            return;
-        }
-        self.in_commit.fetch_add(1, Ordering::AcqRel);
-        let commit = Commit {
-            thread: self.index,
-            replies: std::mem::replace(replies, Vec::with_capacity(MAX_BATCH)),
-            in_commit: self.in_commit.clone(),
+    /// Hands a group's replies to the group commit; sends those it lets out at once (a
+    /// read-only group with nothing of this thread waiting for a sync).
+    fn reply(&self, wrote: bool, replies: &mut Vec<Reply>) {
+        let group = std::mem::take(replies);
+        let now = {
+            let mut st = self.commit.lock();
+            // Back-pressure: a thread this far ahead of the disk waits for a sync to start.
+            while (wrote || st.commit.is_waiting(self.index)) && st.commit.is_full() {
+                st = self.commit.wait(st);
+            }
+            let now = st.commit.handled(self.index, wrote, group);
+            if st.commit.has_queued() {
+                self.commit.changed.notify_all();
+            }
+            now
         };
-        // Blocks while the commit thread is COMMIT_QUEUE groups behind: back-pressure.
-        if self.commit.send(commit).is_err() {
-            tracing::error!("commit thread gone: dropping replies");
+        if !now.is_empty() {
+            eggs_common::udp::send_batch(&self.socket, &now);
         }
+        // A group sent at once (or empty) gives its buffer back for the next group; a queued
+        // one keeps it until its sync.
+        *replies = if now.capacity() == 0 {
+            Vec::with_capacity(MAX_BATCH)
+        } else {
+            let mut buf = now;
+            buf.clear();
+            buf
+        };
     }
 }
 
-/// The commit thread: sync the WAL once for all groups waiting, then send their replies.
-/// Groups are handled in the order they were handed over, so a read-only group queued after
-/// a group with writes is sent only after those writes are durable.
-fn commit_loop(wal: WalSyncer, sockets: Vec<UdpSocket>, queue: Receiver<Commit>) {
-    let mut batch = Vec::with_capacity(COMMIT_QUEUE);
-    while let Ok(first) = queue.recv() {
-        batch.push(first);
-        while let Ok(c) = queue.try_recv() {
-            batch.push(c);
-        }
+/// The commit thread: one WAL sync for all groups handed over since the previous sync, then
+/// their replies, in the order they were handed over. Returns once every core thread has
+/// stopped and what they handed over is committed.
+fn commit_loop(wal: WalSyncer, sockets: Vec<UdpSocket>, shared: &CommitShared) {
+    loop {
+        let groups = {
+            let mut st = shared.lock();
+            loop {
+                if let Some(n) = st.commit.start_sync() {
+                    // Core threads waiting for room may go on.
+                    shared.changed.notify_all();
+                    break n;
+                }
+                if st.running == 0 {
+                    return;
+                }
+                st = shared.wait(st);
+            }
+        };
         let started = Instant::now();
         let synced = wal.sync();
         tracing::trace!(
-            "WAL sync for {} groups in {} µs",
-            batch.len(),
+            "WAL sync for {groups} groups in {} µs",
             started.elapsed().as_micros()
         );
-        for c in batch.drain(..) {
-            match &synced {
-                Ok(()) => {
-                    if let Some(socket) = sockets.get(c.thread) {
-                        eggs_common::udp::send_batch(socket, &c.replies);
-                    }
-                }
-                // Nothing in these groups is known to be durable: reply nothing; clients
-                // retry, and a retry is answered once a later sync has succeeded.
-                Err(e) => tracing::error!("WAL sync failed, dropping replies: {e}"),
+        if let Err(e) = &synced {
+            // Nothing in these groups is known to be durable: reply nothing; clients retry,
+            // and a retry is answered once a later sync has succeeded.
+            tracing::error!("WAL sync failed, dropping the replies of {groups} groups: {e}");
+        }
+        let released = {
+            let mut st = shared.lock();
+            let released = st.commit.synced(synced.is_ok());
+            shared.changed.notify_all();
+            released
+        };
+        for (thread, replies) in released {
+            if let Some(socket) = sockets.get(thread) {
+                eggs_common::udp::send_batch(socket, &replies);
             }
-            c.in_commit.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

@@ -1,12 +1,16 @@
 //! A client as a state machine: one operation at a time, each a sequence of requests, as
-//! `eggs-client`'s `Client` performs them (lookups first, then the change). Retries and time-outs
-//! are the simulator's business; an operation only moves on when a reply arrives, or ends
-//! with an unknown outcome when the client gives up on a request.
+//! `eggs-client`'s `Client` performs them (lookups first, then the change; a file's data in
+//! inline spans or in one block span written through the block services). Retries and
+//! time-outs are `eggs-client`'s retry core, driven by the simulator; an operation only moves
+//! on when a reply arrives, or ends with an unknown outcome when the client gives up on a
+//! request.
 
 use crate::model::{Event, Expect, Key, Outcome, Unknown};
+use eggs_client::span::{EncodedSpan, SpanLayout};
 use eggs_protocol::cdc::{self, CdcReq, CdcResp};
 use eggs_protocol::codec::RequestBody;
-use eggs_protocol::shard::{self, DirCursor, ShardReq, ShardResp};
+use eggs_protocol::policy::DirectoryInfo;
+use eggs_protocol::shard::{self, BlockWriteTarget, DirCursor, ShardReq, ShardResp};
 use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, Name, ShardId, MAX_INLINE_SPAN};
 
 /// Where a request goes.
@@ -14,6 +18,10 @@ use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, Name, ShardId, MAX_
 pub enum Req {
     Shard(ShardId, ShardReq),
     Cdc(CdcReq),
+    /// Blocks to write to block services, each with its shard-signed certificate.
+    WriteBlocks(Vec<(BlockWriteTarget, Vec<u8>)>),
+    /// Blocks to erase, each with its erase certificate.
+    EraseBlocks(Vec<BlockWriteTarget>),
 }
 
 /// What came back for a request.
@@ -21,6 +29,8 @@ pub enum Req {
 pub enum Reply {
     Shard(Result<ShardResp, EggsError>),
     Cdc(Result<CdcResp, EggsError>),
+    /// The block services' proofs, one per block, or why a block could not be written.
+    Blocks(Result<Vec<[u8; 8]>, EggsError>),
     /// The client stopped retrying: the request may or may not have been applied.
     GaveUp,
 }
@@ -33,6 +43,31 @@ pub enum Next {
 #[derive(Clone, Debug)]
 pub enum CreateStage {
     Construct,
+    /// `AddSpanInitiate` sent for the whole file as one block span.
+    Initiate {
+        id: InodeId,
+        cookie: u64,
+    },
+    /// The span's blocks are being written.
+    WriteBlocks {
+        id: InodeId,
+        cookie: u64,
+    },
+    /// `AddSpanCertify` sent with the proofs.
+    Certify {
+        id: InodeId,
+        cookie: u64,
+    },
+    /// A block could not be written: `RemoveSpan` sent, then the blocks it returns are
+    /// erased and the data goes in inline spans instead.
+    Undo {
+        id: InodeId,
+        cookie: u64,
+    },
+    Erase {
+        id: InodeId,
+        cookie: u64,
+    },
     Span {
         id: InodeId,
         cookie: u64,
@@ -60,6 +95,8 @@ pub enum Op {
         dir: InodeId,
         name: Name,
         data: Vec<u8>,
+        /// Written as one block span (through the block services) rather than inline.
+        blocks: bool,
         stage: CreateStage,
     },
     Unlink {
@@ -197,8 +234,9 @@ impl Op {
                 dir,
                 name,
                 data,
+                blocks,
                 stage,
-            } => create(kind, *dir, name, data, stage, reply),
+            } => create(kind, *dir, name, data, *blocks, stage, reply),
             Op::Unlink { dir, name, edge } => unlink(kind, *dir, name, edge, reply),
             Op::Rename { from, to, edge } => rename(kind, from, to, edge, reply),
             Op::Mkdir { owner, name } => match reply {
@@ -282,12 +320,14 @@ fn create(
     dir: InodeId,
     name: &Name,
     data: &[u8],
+    blocks: bool,
     stage: &mut CreateStage,
     reply: Reply,
 ) -> Next {
     let linking = matches!(stage, CreateStage::Link { .. });
     let resp = match reply {
         Reply::Shard(Ok(r)) => r,
+        Reply::Blocks(r) => return blocks_done(dir, name, data, stage, r),
         // Giving up before the link leaves at most a transient file: no visible change.
         Reply::GaveUp if linking => {
             let CreateStage::Link { id, .. } = *stage else {
@@ -303,16 +343,54 @@ fn create(
             });
         }
         Reply::GaveUp => return done(kind),
+        // No block services to place the span on (yet): the data goes inline instead.
+        Reply::Shard(Err(EggsError::NotEnoughBlockServices)) => {
+            let CreateStage::Initiate { id, cookie } = *stage else {
+                return failed(kind, EggsError::NotEnoughBlockServices);
+            };
+            return inline_from_start(dir, name, data, stage, id, cookie);
+        }
         other => return unexpected_or_failed(kind, other),
     };
     match (stage.clone(), resp) {
-        (CreateStage::Construct, ShardResp::ConstructFile(f)) => {
-            *stage = CreateStage::Span {
+        (CreateStage::Construct, ShardResp::ConstructFile(f)) if blocks && !data.is_empty() => {
+            *stage = CreateStage::Initiate {
                 id: f.id,
                 cookie: f.cookie,
-                offset: 0,
             };
-            next_span(dir, name, data, stage)
+            match encode_span(data) {
+                Ok(span) => initiate(dir, f.id, f.cookie, &span),
+                Err(why) => Next::Done(Outcome {
+                    violation: Some(format!("no block layout for {} bytes: {why}", data.len())),
+                    ..Outcome::new(kind)
+                }),
+            }
+        }
+        (CreateStage::Construct, ShardResp::ConstructFile(f)) => {
+            inline_from_start(dir, name, data, stage, f.id, f.cookie)
+        }
+        (CreateStage::Initiate { id, cookie }, ShardResp::AddSpanInitiate(r)) => {
+            let Ok(span) = encode_span(data) else {
+                return failed(kind, EggsError::InternalError);
+            };
+            if r.blocks.len() != span.layout.total_blocks() {
+                return failed(kind, EggsError::InternalError);
+            }
+            *stage = CreateStage::WriteBlocks { id, cookie };
+            let writes = r
+                .blocks
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| (t, span.block_pieces(i).concat()))
+                .collect();
+            Next::Send(Req::WriteBlocks(writes))
+        }
+        (CreateStage::Certify { id, cookie }, ShardResp::AddSpanCertify(_)) => {
+            link(dir, name, stage, id, cookie)
+        }
+        (CreateStage::Undo { id, cookie }, ShardResp::RemoveSpan(r)) => {
+            *stage = CreateStage::Erase { id, cookie };
+            Next::Send(Req::EraseBlocks(r.blocks))
         }
         (CreateStage::Span { id, cookie, offset }, ShardResp::AddInlineSpan(_)) => {
             let end = (offset + MAX_INLINE_SPAN).min(data.len());
@@ -337,6 +415,104 @@ fn create(
     }
 }
 
+/// The file's data as one block span, laid out as the client library lays it out under the
+/// root directory's default policies.
+fn encode_span(data: &[u8]) -> Result<EncodedSpan, String> {
+    let size = u32::try_from(data.len()).map_err(|e| e.to_string())?;
+    let layout =
+        SpanLayout::for_span(&DirectoryInfo::root_default(), size).map_err(|e| e.to_string())?;
+    EncodedSpan::encode(layout, data.to_vec(), Vec::new()).map_err(|e| e.to_string())
+}
+
+fn initiate(dir: InodeId, id: InodeId, cookie: u64, span: &EncodedSpan) -> Next {
+    shard_req(
+        dir,
+        shard::AddSpanInitiateReq {
+            file_id: id,
+            cookie,
+            byte_offset: 0,
+            size: span.size,
+            crc: span.crc,
+            storage_class: span.layout.storage_class,
+            parity: span.layout.parity,
+            stripes: span.layout.stripes,
+            cell_size: span.layout.cell_size,
+            block_crcs: span.block_crcs.clone(),
+            blacklist: Vec::new(),
+        },
+    )
+}
+
+/// The block services answered a write (certify, or undo the span) or an erase (go on
+/// inline, whether or not every block could be erased: GC erases what is left).
+fn blocks_done(
+    dir: InodeId,
+    name: &Name,
+    data: &[u8],
+    stage: &mut CreateStage,
+    r: Result<Vec<[u8; 8]>, EggsError>,
+) -> Next {
+    match (stage.clone(), r) {
+        (CreateStage::WriteBlocks { id, cookie }, Ok(proofs)) => {
+            *stage = CreateStage::Certify { id, cookie };
+            shard_req(
+                dir,
+                shard::AddSpanCertifyReq {
+                    file_id: id,
+                    cookie,
+                    byte_offset: 0,
+                    proofs,
+                },
+            )
+        }
+        (CreateStage::WriteBlocks { id, cookie }, Err(_)) => {
+            *stage = CreateStage::Undo { id, cookie };
+            shard_req(
+                dir,
+                shard::RemoveSpanReq {
+                    file_id: id,
+                    cookie,
+                    byte_offset: 0,
+                },
+            )
+        }
+        (CreateStage::Erase { id, cookie }, _) => {
+            inline_from_start(dir, name, data, stage, id, cookie)
+        }
+        _ => failed("create", EggsError::InternalError),
+    }
+}
+
+/// Writes the data in inline spans from offset 0 (an empty file goes straight to its link).
+fn inline_from_start(
+    dir: InodeId,
+    name: &Name,
+    data: &[u8],
+    stage: &mut CreateStage,
+    id: InodeId,
+    cookie: u64,
+) -> Next {
+    *stage = CreateStage::Span {
+        id,
+        cookie,
+        offset: 0,
+    };
+    next_span(dir, name, data, stage)
+}
+
+fn link(dir: InodeId, name: &Name, stage: &mut CreateStage, id: InodeId, cookie: u64) -> Next {
+    *stage = CreateStage::Link { id, cookie };
+    shard_req(
+        dir,
+        shard::LinkFileReq {
+            file_id: id,
+            cookie,
+            owner_id: dir,
+            name: name.clone(),
+        },
+    )
+}
+
 /// What a created file must contain: its length and CRC32C.
 fn file_content(id: InodeId, data: &[u8]) -> (InodeId, u64, u32) {
     (id, data.len() as u64, crc32c::crc32c(data))
@@ -348,16 +524,7 @@ fn next_span(dir: InodeId, name: &Name, data: &[u8], stage: &mut CreateStage) ->
         return done("create");
     };
     if offset >= data.len() {
-        *stage = CreateStage::Link { id, cookie };
-        return shard_req(
-            dir,
-            shard::LinkFileReq {
-                file_id: id,
-                cookie,
-                owner_id: dir,
-                name: name.clone(),
-            },
-        );
+        return link(dir, name, stage, id, cookie);
     }
     let chunk = &data[offset..(offset + MAX_INLINE_SPAN).min(data.len())];
     shard_req(

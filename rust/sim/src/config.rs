@@ -30,6 +30,16 @@ pub struct SimConfig {
     pub clock_skew_ms: u64,
     /// A client gives up on a request after this long (the outcome is then unknown).
     pub client_deadline_ms: u64,
+    /// How long shards keep deduplication entries (`ShardOptions::dedup_keep_ns`, 10 minutes
+    /// in production): short enough here that entries expire within a run, long enough for
+    /// every client retry.
+    pub dedup_keep_ms: u64,
+    /// How long the CDC keeps finished transactions' results for retries
+    /// (`CoreConfig::finished_ttl_ns`), short here for the same reason.
+    pub cdc_finished_ttl_ms: u64,
+    /// How long a transient file lives before GC may destroy it
+    /// (`ShardOptions::transient_deadline_ns`, an hour in production).
+    pub transient_deadline_ms: u64,
     /// Operations between two checkpoints (quiescent comparisons against the model).
     pub checkpoint_every: u64,
     /// Print every event to stderr.
@@ -69,6 +79,9 @@ impl Default for SimConfig {
             power_loss_rate: 0.5,
             clock_skew_ms: 50,
             client_deadline_ms: 4_000,
+            dedup_keep_ms: 20_000,
+            cdc_finished_ttl_ms: 20_000,
+            transient_deadline_ms: 2_000,
             checkpoint_every: 250,
             stale_step_rate: 0.05,
             stale_step_max_ms: 3_000,
@@ -87,8 +100,8 @@ impl SimConfig {
              --shard-procs {} --cores-per-proc {} --drop-rate {} --dup-rate {} --delay-min-us {} --delay-max-us {} \
              --slow-rate {} --slow-max-ms {} --crash-interval-ms {} --restart-min-ms {} \
              --restart-max-ms {} --power-loss-rate {} --clock-skew-ms {} \
-             --client-deadline-ms {} --checkpoint-every {} --stale-step-rate {} \
-             --stale-step-max-ms {}",
+             --client-deadline-ms {} --dedup-keep-ms {} --cdc-finished-ttl-ms {} \
+             --transient-deadline-ms {} --checkpoint-every {} --stale-step-rate {} --stale-step-max-ms {}",
             self.seed,
             self.ops,
             self.clients,
@@ -106,6 +119,9 @@ impl SimConfig {
             self.power_loss_rate,
             self.clock_skew_ms,
             self.client_deadline_ms,
+            self.dedup_keep_ms,
+            self.cdc_finished_ttl_ms,
+            self.transient_deadline_ms,
             self.checkpoint_every,
             self.stale_step_rate,
             self.stale_step_max_ms

@@ -3,14 +3,19 @@
 //! reordering), the clocks and crashes. A model of the namespace, built from the operations
 //! clients saw acknowledged, is compared with what the shards hold at quiescent checkpoints.
 //! The same seed and configuration always replay the same run (see [`Report::trace_hash`]).
+//! A run also fails on any `tracing::error!` event or panic in the code under test
+//! ([`watch`]).
 
+pub mod blocks;
 pub mod client;
 pub mod config;
+pub mod gc;
 pub mod kv;
 pub mod model;
 pub mod procs;
 pub mod rng;
 pub mod sim;
+pub mod watch;
 
 pub use config::SimConfig;
 
@@ -33,6 +38,13 @@ pub struct Report {
     /// Late copies of CDC steps sent with a fresh request id (see `stale_step_rate`).
     pub stale_steps: u64,
     pub crashes: u64,
+    /// Block spans whose blocks were all written, and block writes that failed (the client
+    /// then removed the span).
+    pub block_spans: u64,
+    pub block_failures: u64,
+    /// Transient files destroyed by the GC passes at checkpoints, and blocks they erased.
+    pub gc_files: u64,
+    pub gc_blocks: u64,
     pub checkpoints: u64,
     /// Size of the namespace at the last checkpoint.
     pub dirs: u64,
@@ -56,5 +68,22 @@ pub struct SimError {
 
 /// Runs one simulation.
 pub fn run(cfg: SimConfig) -> Result<Report, SimError> {
-    sim::Sim::new(cfg).run()
+    let errors = watch::ErrorEvents::default();
+    let (seed, command) = (cfg.seed, cfg.command());
+    let mut sim = match watch::watched(&errors, || sim::Sim::new(cfg, errors.clone())) {
+        Ok(sim) => sim,
+        Err(panic) => {
+            return Err(SimError {
+                seed,
+                time_ms: 0,
+                what: vec![format!("panic while setting up: {panic}")],
+                recent: Vec::new(),
+                command,
+            })
+        }
+    };
+    match watch::watched(&errors, || sim.run()) {
+        Ok(result) => result,
+        Err(panic) => Err(sim.panicked(&panic)),
+    }
 }

@@ -53,6 +53,15 @@ struct Args {
     clock_skew_ms: u64,
     #[arg(long, default_value_t = 4000)]
     client_deadline_ms: u64,
+    /// How long shards keep deduplication entries (expired ones are ignored and dropped).
+    #[arg(long, default_value_t = 20000)]
+    dedup_keep_ms: u64,
+    /// How long the CDC keeps finished transactions' results for retries.
+    #[arg(long, default_value_t = 20000)]
+    cdc_finished_ttl_ms: u64,
+    /// How long a transient file lives before the checkpoints' GC pass destroys it.
+    #[arg(long, default_value_t = 2000)]
+    transient_deadline_ms: u64,
     #[arg(long, default_value_t = 250)]
     checkpoint_every: u64,
     /// Probability of an extra, late copy of a CDC step with a fresh request id (its
@@ -110,6 +119,9 @@ fn main() -> ExitCode {
             power_loss_rate: args.power_loss_rate,
             clock_skew_ms: args.clock_skew_ms,
             client_deadline_ms: args.client_deadline_ms,
+            dedup_keep_ms: args.dedup_keep_ms,
+            cdc_finished_ttl_ms: args.cdc_finished_ttl_ms,
+            transient_deadline_ms: args.transient_deadline_ms,
             checkpoint_every: args.checkpoint_every,
             stale_step_rate: args.stale_step_rate,
             stale_step_max_ms: args.stale_step_max_ms,
@@ -120,8 +132,9 @@ fn main() -> ExitCode {
         match eggs_sim::run(cfg) {
             Ok(r) => println!(
                 "seed {seed}: ok, trace {:016x}, {} ops ({} failed, {} unknown), {} crashes, \
-                 {} datagrams ({} dropped, {} duplicated, {} stale step copies), {} checkpoints, \
-                 {} dirs, {} files, {} ms virtual",
+                 {} datagrams ({} dropped, {} duplicated, {} stale step copies), {} block spans \
+                 ({} failed), {} transient files collected ({} blocks), {} checkpoints, {} dirs, \
+                 {} files, {} ms virtual",
                 r.trace_hash,
                 r.ops_done,
                 r.ops_failed,
@@ -131,6 +144,10 @@ fn main() -> ExitCode {
                 r.dropped,
                 r.duplicated,
                 r.stale_steps,
+                r.block_spans,
+                r.block_failures,
+                r.gc_files,
+                r.gc_blocks,
                 r.checkpoints,
                 r.dirs,
                 r.files,

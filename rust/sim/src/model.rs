@@ -11,11 +11,16 @@
 //! Operations whose client gave up make their names uncertain until the next checkpoint,
 //! where anything structurally sound is accepted for them and the model adopts what is there.
 
+use eggs_client::span::{assemble, SpanLayout};
+use eggs_protocol::shard::BlocksSpan;
 use eggs_protocol::shard::{
     FileSpansReq, FullReadDirReq, ReadDirReq, ShardReq, ShardResp, SpanBody, StatDirectoryReq,
     StatFileReq,
 };
-use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, Name, ShardId, DEFAULT_UDP_MTU};
+use eggs_protocol::{
+    BlockId, BlockServiceId, EggsError, EggsTime, InodeId, InodeType, Name, ShardId,
+    DEFAULT_UDP_MTU,
+};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub type Key = (InodeId, Name);
@@ -107,6 +112,8 @@ pub trait Cluster {
     fn read(&mut self, shard: ShardId, req: ShardReq) -> Result<ShardResp, EggsError>;
     /// Whether a current edge is locked; `None` if it does not exist.
     fn edge_locked(&mut self, dir: InodeId, name: &Name) -> Option<bool>;
+    /// A block as the block service holds it; `None` if it has no such block.
+    fn read_block(&self, service: BlockServiceId, block: BlockId) -> Option<Vec<u8>>;
     /// Directory counters the CDC has handed out are `1..next_dir_counter`.
     fn next_dir_counter(&self) -> u64;
 }
@@ -321,7 +328,7 @@ impl Model {
     }
 }
 
-/// A file's data, from its inline spans (the only kind clients write here).
+/// A file's data, from its inline spans and its block spans (read from the block services).
 fn read_file(c: &mut dyn Cluster, id: InodeId) -> Result<Vec<u8>, EggsError> {
     let mut out = Vec::new();
     let mut offset = 0;
@@ -335,9 +342,12 @@ fn read_file(c: &mut dyn Cluster, id: InodeId) -> Result<Vec<u8>, EggsError> {
             return Err(EggsError::InternalError);
         };
         for s in r.spans {
+            if s.byte_offset != out.len() as u64 {
+                return Err(EggsError::InternalError);
+            }
             match s.body {
-                SpanBody::Inline(d) if s.byte_offset == out.len() as u64 => out.extend(d),
-                _ => return Err(EggsError::InternalError),
+                SpanBody::Inline(d) => out.extend(d),
+                SpanBody::Blocks(b) => out.extend(read_block_span(c, &b, s.size, s.crc)?),
             }
         }
         match r.next_offset {
@@ -346,6 +356,38 @@ fn read_file(c: &mut dyn Cluster, id: InodeId) -> Result<Vec<u8>, EggsError> {
             None => return Ok(out),
         }
     }
+}
+
+/// A block span's logical bytes from its data blocks, each checked against the CRC the
+/// shard recorded for it, and the whole against the span's CRC.
+fn read_block_span(
+    c: &dyn Cluster,
+    b: &BlocksSpan,
+    size: u32,
+    crc: u32,
+) -> Result<Vec<u8>, EggsError> {
+    let layout = SpanLayout::from_fetched(b, size).map_err(|_| EggsError::InternalError)?;
+    let mut data = Vec::with_capacity(layout.data_blocks());
+    for blk in &b.blocks[..layout.data_blocks()] {
+        let bytes = c
+            .read_block(blk.block_service_id, blk.block_id)
+            .ok_or(EggsError::BlockNotFound)?;
+        if crc32c::crc32c(&bytes) != blk.crc {
+            return Err(EggsError::BadBlockCrc);
+        }
+        data.push(bytes);
+    }
+    // Parity blocks must be there too (a wrongly erased one is lost redundancy).
+    for blk in &b.blocks[layout.data_blocks()..] {
+        if c.read_block(blk.block_service_id, blk.block_id).is_none() {
+            return Err(EggsError::BlockNotFound);
+        }
+    }
+    let out = assemble(&layout, &data, size as usize);
+    if crc32c::crc32c(&out) != crc {
+        return Err(EggsError::BadSpanCrc);
+    }
+    Ok(out)
 }
 
 fn stat_dir(c: &mut dyn Cluster, d: InodeId) -> Result<InodeId, EggsError> {

@@ -7,7 +7,8 @@ use eggs_cdc::CdcCore;
 use eggs_protocol::cdc::CdcRequest;
 use eggs_protocol::shard::ShardRequest;
 use eggs_protocol::ShardId;
-use eggs_shard::ShardCore;
+use eggs_shard::group_commit::MAX_QUEUED_GROUPS;
+use eggs_shard::{GroupCommit, ShardCore};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
@@ -34,6 +35,8 @@ impl NodeId {
 /// process's store.
 pub struct ShardProc {
     pub cores: Vec<CoreSlot>,
+    /// The server's group commit: which replies may leave after which sync. Lost in a crash.
+    pub commit: GroupCommit<(NodeId, Vec<u8>)>,
     /// Bumped at every crash; events of an earlier incarnation are ignored.
     pub incarnation: u64,
     pub skew_ns: i64,
@@ -46,7 +49,7 @@ pub struct CoreSlot {
     pub kv: SimKv,
     pub core: Option<ShardCore<SimKv>>,
     pub inbox: VecDeque<(NodeId, ShardRequest)>,
-    /// A batch is scheduled or being synced.
+    /// A group is being handled (its syncing does not hold the core: pipelining).
     pub busy: bool,
 }
 
@@ -54,7 +57,7 @@ impl ShardProc {
     pub fn new(kv: SimKv, shards: Vec<ShardId>, cores: usize) -> ShardProc {
         // As the server: never more cores than shards.
         let n = cores.clamp(1, shards.len().max(1));
-        let cores = (0..n)
+        let cores: Vec<CoreSlot> = (0..n)
             .map(|i| CoreSlot {
                 shards: shards
                     .iter()
@@ -68,10 +71,16 @@ impl ShardProc {
             })
             .collect();
         ShardProc {
+            commit: GroupCommit::new(cores.len(), MAX_QUEUED_GROUPS),
             cores,
             incarnation: 0,
             skew_ns: 0,
         }
+    }
+
+    /// A crash: the group commit's queue and the sync under way are gone.
+    pub fn reset_commit(&mut self) {
+        self.commit = GroupCommit::new(self.cores.len(), MAX_QUEUED_GROUPS);
     }
 
     /// The core serving `shard`.
@@ -96,7 +105,8 @@ pub struct StepCall {
     pub to: NodeId,
     pub bytes: Vec<u8>,
     pub first_sent_ns: u64,
-    pub timeout_ms: u64,
+    /// The shard client's retries of this call (`eggs-client`'s retry core).
+    pub retry: eggs_client::Retry,
     pub failures: u32,
 }
 

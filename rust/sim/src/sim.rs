@@ -1,19 +1,29 @@
 //! The event loop: a virtual clock, a queue of timed events, the network between the nodes,
 //! crashes and restarts, the clients' retries, and the checkpoints.
 
+use crate::blocks::BlockServices;
 use crate::client::{Next, Op, Reply, Req};
 use crate::config::SimConfig;
 use crate::kv::SimKv;
 use crate::model::{Cluster, Model, Outcome};
 use crate::procs::{CdcIn, CdcProc, CdcStore, NodeId, ShardProc, StepCall};
 use crate::rng::{Rng, TraceHash};
+use crate::watch::ErrorEvents;
 use crate::{Report, SimError};
 use eggs_cdc::cdc_core::{is_transient, CoreConfig, Output, ShardSend, StepReply};
 use eggs_cdc::CdcCore;
+use eggs_client::{Retry, RetryPolicy};
 use eggs_protocol::cdc::{CdcRequest, CdcResponse};
-use eggs_protocol::shard::{ShardReq, ShardRequest, ShardResp, ShardResponse};
-use eggs_protocol::{codec, EggsError, EggsTime, InodeId, Name, RequestHeader, ShardId};
+use eggs_protocol::shard::{BlockWriteTarget, ShardReq, ShardRequest, ShardResp, ShardResponse};
+use eggs_protocol::shuckle::{
+    self as sk, RegisterCdcReq, RegisterShardsReq, ShardBlockServicesReq, ShuckleReq, ShuckleResp,
+};
+use eggs_protocol::{
+    codec, Addr, BlockId, BlockServiceId, EggsError, EggsTime, InodeId, Name, RequestHeader,
+    ShardId,
+};
 use eggs_shard::{ShardCore, ShardOptions};
+use eggs_shuckle::registry::Registry;
 use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 
@@ -21,9 +31,6 @@ use std::net::SocketAddr;
 const EPOCH_NS: u64 = 1_750_000_000 * 1_000_000_000;
 const MS: u64 = 1_000_000;
 const US: u64 = 1_000;
-/// As in `eggs-client`'s default retry policy.
-const INITIAL_TIMEOUT_MS: u64 = 250;
-const MAX_TIMEOUT_MS: u64 = 2_000;
 /// The CDC's shard client gives up on one call after this long (then backs off and retries).
 const STEP_CALL_DEADLINE_MS: u64 = 10 * 60 * 1000;
 /// As in the shard server and the CDC driver.
@@ -33,6 +40,13 @@ const CDC_MAX_BURST: usize = 2048;
 const CDC_QUEUE_LEN: usize = 4096;
 /// Names per directory the clients choose from: few, so that operations collide.
 const NAMES: u64 = 6;
+/// Shards, the CDC and block services register with shuckle this often, as the servers do.
+const HEARTBEAT_MS: u64 = 1000;
+/// A GC pass runs this often, besides the one after each checkpoint.
+const GC_INTERVAL_MS: u64 = 3000;
+/// Share of block writes that fail (a block service's disk or connection): the client
+/// removes the span again and writes the data inline.
+const BLOCK_FAIL_RATE: f64 = 0.1;
 /// A checkpoint waits at most this long (virtual) for the cluster to settle.
 const SETTLE_LIMIT_NS: u64 = 30 * 60 * 1000 * MS;
 
@@ -59,11 +73,10 @@ enum Ev {
         core: usize,
         inc: u64,
     },
+    /// The WAL sync a shard process started has finished.
     ShardSynced {
         proc: u32,
-        core: usize,
         inc: u64,
-        replies: Vec<(NodeId, Vec<u8>)>,
     },
     CdcBurst {
         inc: u64,
@@ -88,6 +101,15 @@ enum Ev {
     Restart {
         node: NodeId,
     },
+    /// The block services answer a client's writes or erases.
+    BlockReply {
+        client: u32,
+        result: Result<Vec<[u8; 8]>, EggsError>,
+    },
+    /// Every server registers with shuckle; shards fetch the block service list.
+    Heartbeat,
+    /// A GC pass over every shard.
+    Gc,
 }
 
 impl Ev {
@@ -106,6 +128,9 @@ impl Ev {
             Ev::Crash => 11,
             Ev::Restart { .. } => 12,
             Ev::DeliverStale { .. } => 13,
+            Ev::BlockReply { .. } => 14,
+            Ev::Heartbeat => 15,
+            Ev::Gc => 16,
         }
     }
 
@@ -114,7 +139,7 @@ impl Ev {
     fn is_work(&self) -> bool {
         !matches!(
             self,
-            Ev::CdcTick { .. } | Ev::Crash | Ev::ClientStart { .. }
+            Ev::CdcTick { .. } | Ev::Crash | Ev::ClientStart { .. } | Ev::Heartbeat | Ev::Gc
         )
     }
 }
@@ -148,7 +173,15 @@ struct Inflight {
     to: NodeId,
     bytes: Vec<u8>,
     first_sent_ns: u64,
-    timeout_ms: u64,
+    retry: Retry,
+}
+
+/// `eggs-client`'s default retry policy with another deadline.
+fn retry_policy(deadline_ms: u64) -> RetryPolicy {
+    RetryPolicy {
+        deadline_ms,
+        ..RetryPolicy::default()
+    }
 }
 
 struct ClientState {
@@ -176,6 +209,11 @@ pub struct Sim {
     up_shards: Vec<bool>,
     cdc_up: bool,
     clients: Vec<ClientState>,
+    /// Request ids of the GC passes' writes (their deduplication entries must not collide).
+    gc_request_id: u64,
+    /// The real shuckle registry core (shuckle itself does not crash here).
+    shuckle: Registry,
+    blocks: BlockServices,
     model: Model,
     report: Report,
     paused_since: Option<u64>,
@@ -183,10 +221,24 @@ pub struct Sim {
     next_checkpoint: u64,
     recent: VecDeque<String>,
     failure: Vec<String>,
+    /// `tracing::error!` events of the code under test: each one fails the run.
+    errors: ErrorEvents,
 }
 
 fn client_addr(i: u32) -> SocketAddr {
     SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 4000))
+}
+
+/// The client id of the GC passes' requests.
+const GC_CLIENT_ID: u64 = 0x6c00_0000_0000_0001;
+
+/// Where shard process `p` registers (the simulator routes by node, not by address).
+fn shard_addr(p: u32) -> SocketAddr {
+    SocketAddr::from(([10, 2, (p >> 8) as u8, p as u8], 5000))
+}
+
+fn cdc_addr() -> SocketAddr {
+    SocketAddr::from(([10, 3, 0, 1], 6000))
 }
 
 fn addr_client(a: SocketAddr) -> Option<u32> {
@@ -200,7 +252,7 @@ fn addr_client(a: SocketAddr) -> Option<u32> {
 }
 
 impl Sim {
-    pub fn new(cfg: SimConfig) -> Sim {
+    pub fn new(cfg: SimConfig, errors: ErrorEvents) -> Sim {
         let mut root = Rng::new(cfg.seed);
         let net_rng = root.fork();
         let fault_rng = root.fork();
@@ -234,6 +286,7 @@ impl Sim {
             })
             .collect();
         let stale_rng = root.fork();
+        let blocks = BlockServices::new(&mut root.fork());
         let cdc = CdcProc {
             store: CdcStore::default(),
             core: None,
@@ -264,16 +317,26 @@ impl Sim {
             up_shards: vec![false; procs as usize],
             cdc_up: false,
             clients,
+            gc_request_id: 0,
+            shuckle: Registry::new(std::time::Duration::from_millis(
+                eggs_shuckle::DEFAULT_STALE_AFTER_MS,
+            )),
+            blocks,
             model: Model::default(),
             paused_since: None,
             crash_timer: false,
             recent: VecDeque::new(),
             failure: Vec::new(),
+            errors,
         }
     }
 
     /// Runs every operation, with checkpoints, to the final checkpoint.
-    pub fn run(mut self) -> Result<Report, SimError> {
+    pub fn run(&mut self) -> Result<Report, SimError> {
+        // Block services first, as `eggsrun` starts them: shards find them at their start.
+        self.register_block_services();
+        self.schedule(HEARTBEAT_MS * MS, Ev::Heartbeat);
+        self.schedule(GC_INTERVAL_MS * MS, Ev::Gc);
         for p in 0..self.shards.len() as u32 {
             self.restart(NodeId::Shard(p));
         }
@@ -284,6 +347,10 @@ impl Sim {
         }
         self.arm_crash();
         loop {
+            for e in self.errors.take() {
+                self.failure
+                    .push(format!("error event in the code under test: {e}"));
+            }
             if !self.failure.is_empty() {
                 return Err(self.error());
             }
@@ -296,7 +363,7 @@ impl Sim {
                     if self.clients.iter().all(|c| c.remaining == 0) {
                         self.report.virtual_ms = self.now / MS;
                         self.report.trace_hash = self.hash.0;
-                        return Ok(self.report);
+                        return Ok(self.report.clone());
                     }
                     self.resume();
                 } else if self.now - since > SETTLE_LIMIT_NS {
@@ -317,6 +384,15 @@ impl Sim {
             self.hash.u64(s.ev.tag());
             self.handle(s.ev);
         }
+    }
+
+    /// The report of a run that panicked in the code under test (the event being handled
+    /// is the last one in `recent`, when tracing).
+    pub fn panicked(&self, panic: &str) -> SimError {
+        let mut e = self.error();
+        e.what
+            .push(format!("panic in the code under test: {panic}"));
+        e
     }
 
     fn error(&self) -> SimError {
@@ -368,12 +444,7 @@ impl Sim {
             Ev::ClientStart { client } => self.client_start(client),
             Ev::ClientTimeout { client, request_id } => self.client_timeout(client, request_id),
             Ev::ShardBatch { proc, core, inc } => self.shard_batch(proc, core, inc),
-            Ev::ShardSynced {
-                proc,
-                core,
-                inc,
-                replies,
-            } => self.shard_synced(proc, core, inc, replies),
+            Ev::ShardSynced { proc, inc } => self.shard_synced(proc, inc),
             Ev::CdcBurst { inc } => self.cdc_burst(inc),
             Ev::CdcPersisted { inc, out } => {
                 if inc == self.cdc.incarnation && self.cdc_up {
@@ -395,6 +466,23 @@ impl Sim {
             }
             Ev::Crash => self.crash(),
             Ev::Restart { node } => self.restart(node),
+            Ev::BlockReply { client, result } => {
+                let next = match self.clients[client as usize].op.as_mut() {
+                    Some(op) => op.on_reply(Reply::Blocks(result)),
+                    None => return,
+                };
+                self.advance(client, next);
+            }
+            Ev::Heartbeat => self.heartbeat(),
+            Ev::Gc => {
+                // While clients run too: a slow create may lose its file to GC, and must
+                // then fail cleanly. Only with every shard up (eggsgc would wait for the
+                // others).
+                if self.up_shards.iter().all(|&u| u) {
+                    self.collect_garbage();
+                }
+                self.schedule(GC_INTERVAL_MS * MS, Ev::Gc);
+            }
         }
     }
 
@@ -532,6 +620,7 @@ impl Sim {
                     dir: dir(rng),
                     name: name(rng),
                     data,
+                    blocks: rng.chance(0.3),
                     stage: crate::client::CreateStage::Construct,
                 }
             }
@@ -584,6 +673,11 @@ impl Sim {
     }
 
     fn client_send(&mut self, c: u32, req: Req) {
+        let req = match req {
+            Req::WriteBlocks(writes) => return self.write_blocks(c, writes),
+            Req::EraseBlocks(blocks) => return self.erase_blocks(c, &blocks),
+            other => other,
+        };
         let st = &mut self.clients[c as usize];
         let header = RequestHeader {
             request_id: st.next_request_id,
@@ -603,17 +697,20 @@ impl Sim {
                 )
             }
             Req::Cdc(body) => (NodeId::Cdc, codec::encode(&CdcRequest { header, body })),
+            Req::WriteBlocks(_) | Req::EraseBlocks(_) => unreachable!("handled above"),
         };
+        let mut retry = Retry::new(retry_policy(self.cfg.client_deadline_ms));
+        let timeout_ms = retry.next_attempt().timeout_ms;
         st.inflight = Some(Inflight {
             request_id: header.request_id,
             to,
             bytes: bytes.clone(),
             first_sent_ns: self.now,
-            timeout_ms: INITIAL_TIMEOUT_MS,
+            retry,
         });
         self.send(NodeId::Client(c), to, bytes);
         self.schedule(
-            INITIAL_TIMEOUT_MS * MS,
+            timeout_ms * MS,
             Ev::ClientTimeout {
                 client: c,
                 request_id: header.request_id,
@@ -621,15 +718,14 @@ impl Sim {
         );
     }
 
-    /// As `UdpRpc::call`: resend with the same id and a doubled time-out, until the deadline.
+    /// As `UdpRpc::call`, by the same [`Retry`]: resend with the same id, until it gives up.
     fn client_timeout(&mut self, c: u32, request_id: u64) {
         let now = self.now;
-        let deadline_ns = self.cfg.client_deadline_ms * MS;
         let st = &mut self.clients[c as usize];
         let Some(f) = st.inflight.as_mut().filter(|f| f.request_id == request_id) else {
             return;
         };
-        if now - f.first_sent_ns >= deadline_ns {
+        if f.retry.gives_up((now - f.first_sent_ns) / MS) {
             st.inflight = None;
             let next = match st.op.as_mut() {
                 Some(op) => op.on_reply(Reply::GaveUp),
@@ -638,8 +734,8 @@ impl Sim {
             self.advance(c, next);
             return;
         }
-        f.timeout_ms = (f.timeout_ms * 2).min(MAX_TIMEOUT_MS);
-        let (to, bytes, t) = (f.to, f.bytes.clone(), f.timeout_ms);
+        let t = f.retry.next_attempt().timeout_ms;
+        let (to, bytes) = (f.to, f.bytes.clone());
         self.send(NodeId::Client(c), to, bytes);
         self.schedule(
             t * MS,
@@ -716,19 +812,202 @@ impl Sim {
         self.schedule(think, Ev::ClientStart { client: c });
     }
 
+    // ---- block services ----
+
+    /// A client writes a span's blocks (over TCP in reality: no loss, only latency). Some
+    /// writes fail part way, as a block service's disk or connection can.
+    fn write_blocks(&mut self, c: u32, writes: Vec<(BlockWriteTarget, Vec<u8>)>) {
+        let fail_at = self
+            .fault_rng
+            .chance(BLOCK_FAIL_RATE)
+            .then(|| self.fault_rng.below(writes.len() as u64) as usize);
+        let mut proofs = Vec::with_capacity(writes.len());
+        let mut result = Ok(());
+        for (i, (target, data)) in writes.iter().enumerate() {
+            if fail_at == Some(i) {
+                result = Err(EggsError::BlockIoError);
+                break;
+            }
+            match self.blocks.write(target, data) {
+                Ok(p) => proofs.push(p),
+                Err(e) => {
+                    self.failure.push(format!(
+                        "block service {:?} refused a shard's write certificate: {e:?}",
+                        target.block_service_id
+                    ));
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(()) => self.report.block_spans += 1,
+            Err(_) => self.report.block_failures += 1,
+        }
+        let result = result.map(|()| proofs);
+        let after = self.fault_rng.between(100, 2000) * US;
+        self.schedule(after, Ev::BlockReply { client: c, result });
+    }
+
+    fn erase_blocks(&mut self, c: u32, blocks: &[BlockWriteTarget]) {
+        let mut proofs = Vec::with_capacity(blocks.len());
+        for target in blocks {
+            match self.blocks.erase(target) {
+                Ok(p) => proofs.push(p),
+                Err(e) => self.failure.push(format!(
+                    "block service {:?} refused a shard's erase certificate: {e:?}",
+                    target.block_service_id
+                )),
+            }
+        }
+        let after = self.fault_rng.between(100, 2000) * US;
+        self.schedule(
+            after,
+            Ev::BlockReply {
+                client: c,
+                result: Ok(proofs),
+            },
+        );
+    }
+
+    // ---- shuckle ----
+
+    /// One request to the registry core, its changes applied at once (shuckle's store is
+    /// not what is under test here).
+    fn shuckle_request(&mut self, req: ShuckleReq) -> Option<ShuckleResp> {
+        let out = self.shuckle.handle(req, self.clock(0));
+        self.shuckle.apply(out.changes);
+        match out.result {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.failure
+                    .push(format!("shuckle refused a registration: {e:?}"));
+                None
+            }
+        }
+    }
+
+    fn register_block_services(&mut self) {
+        let req = ShuckleReq::RegisterBlockServices(self.blocks.registration());
+        self.shuckle_request(req);
+    }
+
+    fn heartbeat(&mut self) {
+        self.register_block_services();
+        for p in 0..self.shards.len() as u32 {
+            if self.up_shards[p as usize] {
+                self.shard_heartbeat(p);
+                self.expire_dedup(p);
+            }
+        }
+        if self.cdc_up {
+            let addr = Addr::from_socket_addr(cdc_addr()).unwrap_or_default();
+            self.shuckle_request(ShuckleReq::RegisterCdc(RegisterCdcReq { addr }));
+        }
+        self.schedule(HEARTBEAT_MS * MS, Ev::Heartbeat);
+    }
+
+    /// As the shard server's heartbeat: fetch the block services (with their keys) for the
+    /// cores, then register the process's shards.
+    fn shard_heartbeat(&mut self, p: u32) {
+        if let Some(ShuckleResp::ShardBlockServices(r)) =
+            self.shuckle_request(ShuckleReq::ShardBlockServices(ShardBlockServicesReq {}))
+        {
+            for slot in &mut self.shards[p as usize].cores {
+                if let Some(core) = slot.core.as_mut() {
+                    core.set_block_services(r.services.clone());
+                }
+            }
+        }
+        let shards: Vec<ShardId> = (0..eggs_protocol::NUM_SHARDS as u32)
+            .filter(|s| s % self.shards.len() as u32 == p)
+            .map(|s| ShardId(s as u8))
+            .collect();
+        let addr = Addr::from_socket_addr(shard_addr(p)).unwrap_or_default();
+        self.shuckle_request(ShuckleReq::RegisterShards(RegisterShardsReq {
+            shards,
+            addr,
+        }));
+    }
+
+    /// As the server's core threads between groups: drop expired deduplication entries.
+    fn expire_dedup(&mut self, p: u32) {
+        let now = self.clock(self.shards[p as usize].skew_ns);
+        for slot in &mut self.shards[p as usize].cores {
+            if let Some(core) = slot.core.as_mut() {
+                if let Err(e) = core.expire_dedup(now) {
+                    self.failure.push(format!("expiring dedup entries: {e}"));
+                }
+            }
+        }
+    }
+
+    /// What shuckle must know once the cluster has settled: every shard at the process
+    /// serving it, the CDC, and every block service, none stale.
+    fn check_shuckle(&mut self) {
+        let now = self.clock(0);
+        let n = self.shards.len() as u32;
+        match self
+            .shuckle
+            .handle(ShuckleReq::Shards(sk::ShardsReq {}), now)
+            .result
+        {
+            Ok(ShuckleResp::Shards(r)) => {
+                for (s, info) in r.shards.iter().enumerate() {
+                    let want = Addr::from_socket_addr(shard_addr(s as u32 % n)).unwrap_or_default();
+                    if info.addr != want {
+                        self.failure.push(format!(
+                            "shuckle has shard {s} at {:?}, served by {want:?}",
+                            info.addr
+                        ));
+                    }
+                }
+            }
+            other => self
+                .failure
+                .push(format!("shuckle's shard list: {other:?}")),
+        }
+        match self
+            .shuckle
+            .handle(ShuckleReq::BlockServices(sk::BlockServicesReq {}), now)
+            .result
+        {
+            Ok(ShuckleResp::BlockServices(r)) => {
+                let want = self.blocks.registration().services.len();
+                let fresh = r
+                    .services
+                    .iter()
+                    .filter(|s| s.flags & sk::flags::STALE == 0)
+                    .count();
+                if r.services.len() != want || fresh != want {
+                    self.failure.push(format!(
+                        "shuckle lists {} block services ({fresh} fresh), {want} registered",
+                        r.services.len()
+                    ));
+                }
+            }
+            other => self
+                .failure
+                .push(format!("shuckle's block services: {other:?}")),
+        }
+    }
+
     // ---- shards ----
 
     fn shard_kick(&mut self, p: u32, core: usize) {
         let proc = &mut self.shards[p as usize];
         let inc = proc.incarnation;
+        // Back-pressure, as in the server: a process this far ahead of its disk waits.
+        let full = proc.commit.is_full();
         let slot = &mut proc.cores[core];
-        if self.up_shards[p as usize] && !slot.busy && !slot.inbox.is_empty() {
+        if self.up_shards[p as usize] && !slot.busy && !slot.inbox.is_empty() && !full {
             slot.busy = true;
             self.schedule(20 * US, Ev::ShardBatch { proc: p, core, inc });
         }
     }
 
-    /// As the server's core thread: handle a batch, sync once, then reply.
+    /// As the server's core thread: handle a group, hand it to the group commit, send what
+    /// it lets out at once, and go on with the next group (its sync runs meanwhile).
     fn shard_batch(&mut self, p: u32, core: usize, inc: u64) {
         let now = self.clock(self.shards[p as usize].skew_ns);
         let proc = &mut self.shards[p as usize];
@@ -751,34 +1030,51 @@ impl Sim {
                     .push(format!("shard core failed on {:?}: {e}", req.body.kind())),
             }
         }
-        if wrote {
-            let sync = self.fault_rng.between(200, 2000) * US;
-            let ev = Ev::ShardSynced {
-                proc: p,
-                core,
-                inc,
-                replies,
-            };
-            self.schedule(sync, ev);
-        } else {
-            self.shard_synced(p, core, inc, replies);
+        slot.busy = false;
+        let now_out = proc.commit.handled(core, wrote, replies);
+        for (to, bytes) in now_out {
+            self.send(NodeId::Shard(p), to, bytes);
+        }
+        self.shard_start_sync(p);
+        self.shard_kick(p, core);
+    }
+
+    /// As the server's commit thread: start a sync for every group queued, if none is under
+    /// way. Nothing is durable before the sync ends, so that a crash meanwhile loses every
+    /// write it covers: replies let out early would then report lost writes.
+    fn shard_start_sync(&mut self, p: u32) {
+        let proc = &mut self.shards[p as usize];
+        if proc.commit.start_sync().is_none() {
+            return;
+        }
+        let inc = proc.incarnation;
+        let latency = self.fault_rng.between(200, 2000) * US;
+        self.schedule(latency, Ev::ShardSynced { proc: p, inc });
+        // The queue emptied: cores held back by a full one may go on.
+        for core in 0..self.shards[p as usize].cores.len() {
+            self.shard_kick(p, core);
         }
     }
 
-    fn shard_synced(&mut self, p: u32, core: usize, inc: u64, replies: Vec<(NodeId, Vec<u8>)>) {
+    fn shard_synced(&mut self, p: u32, inc: u64) {
         let proc = &mut self.shards[p as usize];
         if proc.incarnation != inc {
-            return; // crashed meanwhile: nothing of the batch was acknowledged
+            return; // crashed meanwhile: nothing of the sync's groups was acknowledged
         }
-        let slot = &mut proc.cores[core];
-        if let Err(e) = eggs_shard::Kv::sync(&slot.kv) {
-            self.failure.push(format!("sync: {e}"));
+        // Groups handled while the sync was under way may be made durable by it too (as a
+        // WAL sync may), but their replies wait for the next one.
+        for slot in &proc.cores {
+            if let Err(e) = eggs_shard::Kv::sync(&slot.kv) {
+                self.failure.push(format!("sync: {e}"));
+            }
         }
-        slot.busy = false;
-        for (to, bytes) in replies {
-            self.send(NodeId::Shard(p), to, bytes);
+        let proc = &mut self.shards[p as usize];
+        for (_, replies) in proc.commit.synced(true) {
+            for (to, bytes) in replies {
+                self.send(NodeId::Shard(p), to, bytes);
+            }
         }
-        self.shard_kick(p, core);
+        self.shard_start_sync(p);
     }
 
     // ---- CDC ----
@@ -872,6 +1168,8 @@ impl Sim {
         };
         let bytes = codec::encode(&req);
         let to = NodeId::Shard(send.shard.0 as u32 % self.shards.len() as u32);
+        let mut retry = Retry::new(retry_policy(STEP_CALL_DEADLINE_MS));
+        let timeout_ms = retry.next_attempt().timeout_ms;
         self.cdc.steps.insert(
             header.request_id,
             StepCall {
@@ -879,14 +1177,14 @@ impl Sim {
                 to,
                 bytes: bytes.clone(),
                 first_sent_ns: self.now,
-                timeout_ms: INITIAL_TIMEOUT_MS,
+                retry,
                 failures,
             },
         );
         self.send(NodeId::Cdc, to, bytes);
         self.stale_copy(to, req);
         self.schedule(
-            INITIAL_TIMEOUT_MS * MS,
+            timeout_ms * MS,
             Ev::CdcStepTimeout {
                 inc,
                 request_id: header.request_id,
@@ -933,14 +1231,14 @@ impl Sim {
         let Some(call) = self.cdc.steps.get_mut(&request_id) else {
             return;
         };
-        if now - call.first_sent_ns >= STEP_CALL_DEADLINE_MS * MS {
+        if call.retry.gives_up((now - call.first_sent_ns) / MS) {
             if let Some(call) = self.cdc.steps.remove(&request_id) {
                 self.step_retry(call.send, call.failures + 1);
             }
             return;
         }
-        call.timeout_ms = (call.timeout_ms * 2).min(MAX_TIMEOUT_MS);
-        let (to, bytes, t) = (call.to, call.bytes.clone(), call.timeout_ms);
+        let t = call.retry.next_attempt().timeout_ms;
+        let (to, bytes) = (call.to, call.bytes.clone());
         self.send(NodeId::Cdc, to, bytes);
         self.schedule(t * MS, Ev::CdcStepTimeout { inc, request_id });
     }
@@ -1036,6 +1334,7 @@ impl Sim {
                         slot.inbox.clear();
                         slot.busy = false;
                     }
+                    proc.reset_commit();
                     proc.incarnation += 1;
                     self.up_shards[p as usize] = false;
                 }
@@ -1069,8 +1368,13 @@ impl Sim {
                 for core in 0..self.shards[p as usize].cores.len() {
                     let seed = self.fault_rng.next_u64();
                     let slot = &mut self.shards[p as usize].cores[core];
+                    // Every field is set today; the update keeps fields added later at
+                    // their defaults.
+                    #[allow(clippy::needless_update)]
                     let opts = ShardOptions {
                         seed: Some(seed),
+                        dedup_keep_ns: self.cfg.dedup_keep_ms * MS,
+                        transient_deadline_ns: self.cfg.transient_deadline_ms * MS,
                         ..ShardOptions::default()
                     };
                     match ShardCore::open(slot.kv.clone(), &slot.shards, opts, now) {
@@ -1083,11 +1387,17 @@ impl Sim {
                     }
                 }
                 self.up_shards[p as usize] = true;
+                // The server's heartbeat loop starts with a fetch and a registration.
+                self.shard_heartbeat(p);
             }
             NodeId::Cdc => {
                 self.cdc.skew_ns = skew;
                 let now = self.clock(skew);
-                let mut core = CdcCore::new(CoreConfig::default(), self.cdc.store.load(), now);
+                let cfg = CoreConfig {
+                    finished_ttl_ns: self.cfg.cdc_finished_ttl_ms * MS,
+                    ..CoreConfig::default()
+                };
+                let mut core = CdcCore::new(cfg, self.cdc.store.load(), now);
                 let first = core.take_output();
                 self.cdc.core = Some(core);
                 self.cdc_up = true;
@@ -1106,6 +1416,7 @@ impl Sim {
         self.work == 0
             && self.clients.iter().all(|c| c.op.is_none())
             && self.up_shards.iter().all(|&u| u)
+            && self.shards.iter().all(|p| p.commit.is_idle())
             && self
                 .shards
                 .iter()
@@ -1149,9 +1460,11 @@ impl Sim {
     fn checkpoint(&mut self) {
         self.report.checkpoints += 1;
         let now = self.clock(0);
+        self.check_shuckle();
         let mut cluster = Reader {
             shards: &mut self.shards,
             cdc: &self.cdc,
+            blocks: &self.blocks,
             now,
             next_id: 0,
         };
@@ -1167,7 +1480,48 @@ impl Sim {
                 );
                 self.note(line);
             }
-            Err(v) => self.failure.extend(v),
+            Err(v) => return self.failure.extend(v),
+        }
+        self.collect_garbage();
+    }
+
+    /// As `eggsgc`: destroys the transient files past their deadline through the real shard
+    /// cores (each request handled at once, as if no other request came meanwhile), then
+    /// makes that durable.
+    fn collect_garbage(&mut self) {
+        let now = self.clock(0);
+        let n = self.shards.len();
+        let shards = &mut self.shards;
+        let next_id = &mut self.gc_request_id;
+        let mut send = |shard: ShardId, body: ShardReq| {
+            let proc = &mut shards[shard.0 as usize % n];
+            let i = proc.core_of(shard);
+            let core = proc.cores[i].core.as_mut().ok_or(EggsError::Timeout)?;
+            *next_id += 1;
+            let req = ShardRequest {
+                header: RequestHeader {
+                    request_id: *next_id,
+                    client_id: GC_CLIENT_ID,
+                },
+                shard,
+                body,
+            };
+            core.handle(&req, now)
+                .map_err(|_| EggsError::InternalError)?
+                .result
+        };
+        match crate::gc::collect_transient(&mut send, &mut self.blocks, now) {
+            Ok(c) => {
+                self.report.gc_files += c.files;
+                self.report.gc_blocks += c.blocks;
+                self.hash.u64(c.files);
+            }
+            Err(e) => self.failure.push(format!("GC: {e}")),
+        }
+        for slot in self.shards.iter().flat_map(|p| &p.cores) {
+            if let Err(e) = eggs_shard::Kv::sync(&slot.kv) {
+                self.failure.push(format!("sync after GC: {e}"));
+            }
         }
     }
 
@@ -1185,6 +1539,7 @@ impl Sim {
 struct Reader<'a> {
     shards: &'a mut [ShardProc],
     cdc: &'a CdcProc,
+    blocks: &'a BlockServices,
     now: EggsTime,
     next_id: u64,
 }
@@ -1220,6 +1575,10 @@ impl Cluster for Reader<'_> {
     fn edge_locked(&mut self, dir: InodeId, name: &Name) -> Option<bool> {
         let core = self.core(dir.shard())?;
         core.edge_locked(dir, name).ok().flatten()
+    }
+
+    fn read_block(&self, service: BlockServiceId, block: BlockId) -> Option<Vec<u8>> {
+        self.blocks.read(service, block).map(|b| b.to_vec())
     }
 
     fn next_dir_counter(&self) -> u64 {

@@ -24,6 +24,11 @@ fn fixed_seeds_keep_the_model() {
                     "seed {seed}: {r:?}"
                 );
                 assert!(r.checkpoints >= 8, "seed {seed}: {r:?}");
+                // Block spans (written, and undone after failed block writes) and GC.
+                assert!(
+                    r.block_spans > 0 && r.block_failures > 0 && r.gc_files > 0,
+                    "seed {seed}: {r:?}"
+                );
                 ops += r.ops_done;
             }
             Err(e) => failures.push(e.to_string()),
@@ -72,6 +77,28 @@ fn the_checker_catches_retries_applied_twice() {
         );
     }
     assert!(compared >= 4, "too few healthy seeds to compare");
+}
+
+/// Expiry keeps what retries need: with a deduplication window shorter than the clients'
+/// retries, some retried write applies twice and the checker notices; likewise when the CDC
+/// forgets finished results before the clients stop retrying. (The default windows, longer
+/// than any retry, pass in the other tests: expiry happens there within every run.)
+#[test]
+fn expiry_shorter_than_retries_is_caught() {
+    let caught = |cfg: &dyn Fn(u64) -> SimConfig| (0..6).filter(|&s| run(cfg(s)).is_err()).count();
+    let dedup = caught(&|seed| SimConfig {
+        dedup_keep_ms: 300,
+        ..config(seed, 600)
+    });
+    assert!(
+        dedup > 0,
+        "deduplication entries expiring under retries went unnoticed"
+    );
+    let cdc = caught(&|seed| SimConfig {
+        cdc_finished_ttl_ms: 200,
+        ..config(seed, 600)
+    });
+    assert!(cdc > 0, "CDC results expiring under retries went unnoticed");
 }
 
 // ---- Regressions: real bugs in the shard and CDC cores that the simulator found, kept as
