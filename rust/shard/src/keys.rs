@@ -15,7 +15,8 @@
 //! | shard, RELEASED, file id (of another shard)     | u64 time of release |
 //! | shard, BS_FILES, block service id, file id, byte offset | u8: blocks of that span on that service |
 //! | shard, BLOCK_REPLACE, file id, byte offset, block index | `PendingReplaceBody` |
-//! | shard, CDC_FENCE, dir id                         | u64: last CDC transaction done creating an edge there |
+//! | shard, CDC_FENCE, dir id                         | u64: last CDC transaction done with the directory's edges |
+//! | shard, CDC_INODE_FENCE, dir id                   | u64: last CDC transaction done with the directory inode |
 //!
 //! Names never contain NUL, so terminating them with 0 keeps `(hash, name)` order and makes
 //! no name key a prefix of another.
@@ -38,9 +39,13 @@ pub const BLOCK_REPLACE: u8 = 21;
 /// Files of other shards whose last owning edge this shard removed, until the GC has made
 /// them transient on their own shard (garbage collection; see `core::gc`).
 pub const RELEASED: u8 = 30;
-/// Per directory, the last CDC transaction that finished creating an edge in it: late copies
-/// of the CreateCurrentEdge of it or of an earlier one are refused (see `core::writes`).
+/// Per directory, the last CDC transaction that finished with its edges: late copies of the
+/// edge steps of it or of an earlier one are refused (see `core::writes`).
 pub const CDC_FENCE: u8 = 31;
+/// Per directory inode, the last CDC transaction that finished with it (its owner, its
+/// existence). Kept when the GC destroys the directory, so that a late CreateDirectoryInode
+/// cannot bring it back.
+pub const CDC_INODE_FENCE: u8 = 32;
 
 pub const META_NEXT_FILE_COUNTER: u8 = 1;
 pub const META_LAST_TIME: u8 = 2;
@@ -68,6 +73,10 @@ pub fn file(id: InodeId) -> Vec<u8> {
 
 pub fn cdc_fence(dir: InodeId) -> Vec<u8> {
     with_id(dir.shard(), CDC_FENCE, dir)
+}
+
+pub fn cdc_inode_fence(dir: InodeId) -> Vec<u8> {
+    with_id(dir.shard(), CDC_INODE_FENCE, dir)
 }
 
 pub fn transient(id: InodeId) -> Vec<u8> {

@@ -97,7 +97,6 @@ pub struct StepCall {
     pub bytes: Vec<u8>,
     pub first_sent_ns: u64,
     pub timeout_ms: u64,
-    pub failures: u32,
 }
 
 pub struct CdcProc {
