@@ -48,8 +48,11 @@ pub struct Loaded {
     pub client_id: u64,
 }
 
-/// A shard request to perform for step `step` of transaction `txn`. The driver retries
-/// transport failures and transient errors itself and reports only a definite outcome.
+/// A shard request to perform for step `step` of transaction `txn`: after `delay_ms`, one
+/// call (the shard client retransmits the datagram until its deadline), whose outcome the
+/// driver reports as a [`StepReply`], a call that got no answer as `Timeout`. Whether and
+/// when the step is sent again is the core's decision (see [`CdcCore::on_shard_reply`]), so
+/// the driver and the simulator share it.
 #[derive(Clone, PartialEq, Debug)]
 pub struct ShardSend {
     pub txn: TxnId,
@@ -58,9 +61,10 @@ pub struct ShardSend {
     pub step: u32,
     pub shard: ShardId,
     pub req: ShardReq,
-    /// Send with exactly this header, on every retry too (see [`step_header`]).
+    /// Send with exactly this header (see [`step_header`]).
     pub header: RequestHeader,
-    /// Wait this long before sending (back-off when a must-complete step failed).
+    /// Wait this long before sending: the back-off when the step is sent again after a
+    /// failure. The timer this asks for is the driver's to run.
     pub delay_ms: u64,
 }
 
@@ -103,7 +107,7 @@ pub fn step_header(
     }
 }
 
-/// The definite outcome of a [`ShardSend`].
+/// The outcome of a [`ShardSend`]: the shard's answer, or `Timeout` if none came.
 #[derive(Clone, PartialEq, Debug)]
 pub struct StepReply {
     pub txn: TxnId,
@@ -173,8 +177,12 @@ struct LiveTxn {
     waiters: Vec<SocketAddr>,
     running: bool,
     step_seq: u32,
-    /// Consecutive failures of the current must-complete step, for the back-off.
+    /// Consecutive definite failures of the current must-complete step: the attempt number
+    /// in its header, and the back-off.
     failures: u32,
+    /// Consecutive transient failures (no answer, or "not now") of the current step since
+    /// its last definite outcome: sent again with the same header, after a back-off.
+    transient_failures: u32,
     /// The next step, sent before its turn (see [`txn::concurrent_successor`]).
     ahead: Option<Ahead>,
 }
@@ -233,9 +241,12 @@ pub struct CdcCore {
     now: EggsTime,
 }
 
-/// First back-off after a must-complete step fails, doubled per failure up to the maximum.
+/// First back-off after a step fails, doubled per failure up to the maximum.
 const RETRY_BASE_MS: u64 = 100;
 const RETRY_MAX_MS: u64 = 5_000;
+
+/// Largest encoded reply: every client accepts a datagram of this size.
+const MAX_REPLY_BYTES: usize = eggs_protocol::DEFAULT_UDP_MTU as usize;
 
 impl CdcCore {
     /// Rebuilds the state from stored records: unfinished transactions queue again in id
@@ -280,6 +291,10 @@ impl CdcCore {
         }
         finished.sort_unstable();
         core.finished_order = finished.into();
+        assert!(
+            core.live.keys().chain(core.finished.keys()).all(|&id| id < core.counters.next_txn_id),
+            "a loaded transaction id is not below the next one"
+        );
         core
     }
 
@@ -291,6 +306,7 @@ impl CdcCore {
         arrived_at: EggsTime,
         progress: Progress,
     ) {
+        assert!(!self.live.contains_key(&id), "txn {id} resumed twice");
         // Never hand out an id that a resumed MakeDirectory already chose.
         if progress.new_dir_id.is_dir() {
             let next = progress.new_dir_id.counter() + 1;
@@ -362,8 +378,11 @@ impl CdcCore {
             },
             _ => InodeId::NULL,
         };
+        // Ids must grow forever (the shards fence late steps by them): overflow is a bug.
         let id = self.counters.next_txn_id;
-        self.counters.next_txn_id += 1;
+        self.counters.next_txn_id = id
+            .checked_add(1)
+            .unwrap_or_else(|| panic!("transaction ids exhausted"));
         self.pending.counters_dirty = true;
         self.by_header.insert(header, id);
         let progress = txn::initial_progress(&body, new_dir_id);
@@ -396,13 +415,19 @@ impl CdcCore {
         if counter > InodeId::MAX_COUNTER {
             return None;
         }
-        self.counters.next_dir_counter += 1;
+        self.counters.next_dir_counter = counter + 1;
         self.pending.counters_dirty = true;
         let shard = ShardId((counter % NUM_SHARDS as u64) as u8);
-        Some(InodeId::new(InodeType::Directory, shard, counter))
+        let id = InodeId::new(InodeType::Directory, shard, counter);
+        assert!(id.is_dir() && id.counter() == counter, "directory id {id} of counter {counter}");
+        Some(id)
     }
 
     fn on_retry(&mut self, id: TxnId, from: SocketAddr) {
+        assert!(
+            self.finished.contains_key(&id) || self.live.contains_key(&id),
+            "txn {id} is indexed by its header but unknown"
+        );
         if let Some(done) = self.finished.get(&id) {
             let (request_id, result) = (done.header.request_id, done.result.clone());
             self.reply(from, request_id, result);
@@ -423,9 +448,9 @@ impl CdcCore {
         progress: Progress,
         waiters: Vec<SocketAddr>,
     ) -> bool {
-        let locks = normalize(txn::lock_set(&req));
+        let locks = normalize(txn::lock_set(&req, progress.new_dir_id));
         let holds = self.locks.enqueue(id, &locks);
-        self.live.insert(
+        let previous = self.live.insert(
             id,
             LiveTxn {
                 header,
@@ -437,9 +462,11 @@ impl CdcCore {
                 running: false,
                 step_seq: 0,
                 failures: 0,
+                transient_failures: 0,
                 ahead: None,
             },
         );
+        assert!(previous.is_none(), "txn {id} admitted twice");
         if holds {
             self.start(id);
         }
@@ -447,9 +474,8 @@ impl CdcCore {
     }
 
     fn start(&mut self, id: TxnId) {
-        let Some(t) = self.live.get_mut(&id) else {
-            return;
-        };
+        let t = live_entry(&mut self.live, id);
+        assert!(!t.running, "txn {id} started twice");
         t.running = true;
         tracing::debug!(
             txn = id,
@@ -462,9 +488,8 @@ impl CdcCore {
 
     /// Emits the current step of `id`.
     fn send_step(&mut self, id: TxnId, delay_ms: u64) {
-        let Some(t) = self.live.get_mut(&id) else {
-            return;
-        };
+        let t = live_entry(&mut self.live, id);
+        assert!(t.running, "txn {id} sends a step without its locks");
         match txn::step_request(&t.req, &t.progress, id) {
             Ok((shard, req)) => {
                 t.step_seq += 1;
@@ -489,9 +514,8 @@ impl CdcCore {
 
     /// Sends the step after the current one now if it may run concurrently (once).
     fn send_ahead(&mut self, id: TxnId) {
-        let Some(t) = self.live.get_mut(&id) else {
-            return;
-        };
+        let t = live_entry(&mut self.live, id);
+        assert!(t.step_seq & AHEAD_SEQ == 0, "txn {id}: step numbers ran into AHEAD_SEQ");
         if t.ahead.is_some() {
             return;
         }
@@ -520,7 +544,9 @@ impl CdcCore {
         });
     }
 
-    /// The definite outcome of a step arrived.
+    /// The outcome of a step arrived. A transient one (no answer, or an error that says "not
+    /// now") sends the step again with the same header after a back-off, forever: only a
+    /// definite answer may move a transaction on or roll it back.
     pub fn on_shard_reply(&mut self, now: EggsTime, reply: StepReply) {
         self.now = now;
         let Some(t) = self.live.get_mut(&reply.txn) else {
@@ -528,6 +554,7 @@ impl CdcCore {
             return;
         };
         if let Some(a) = t.ahead.as_mut().filter(|a| a.seq == reply.step) {
+            assert!(a.outcome.is_none(), "txn {}: two outcomes of one send", reply.txn);
             match reply.result {
                 Ok(r) => a.outcome = Some(Ok(r)),
                 // Sent again in its turn, where failures are retried with back-off.
@@ -539,14 +566,39 @@ impl CdcCore {
             tracing::debug!(txn = reply.txn, "stale reply for step {}", reply.step);
             return;
         }
-        self.on_step_outcome(reply.txn, reply.result);
+        match reply.result {
+            Err(e) if is_transient(e) => self.resend_after_transient(reply.txn, e),
+            outcome => {
+                live_entry(&mut self.live, reply.txn).transient_failures = 0;
+                self.on_step_outcome(reply.txn, outcome)
+            }
+        }
     }
 
-    /// Moves transaction `id` on after its current step's outcome.
+    /// Sends the current step of `id` again, with the same header (the shard may have
+    /// applied it: its deduplication entry then answers), after a back-off.
+    fn resend_after_transient(&mut self, id: TxnId, err: EggsError) {
+        let t = live_entry(&mut self.live, id);
+        t.transient_failures = t.transient_failures.saturating_add(1);
+        let n = t.transient_failures;
+        let delay_ms = retry_delay_ms(n);
+        // Every failure is worth a debug line; a warning only at exponentially spaced counts.
+        if n.is_power_of_two() {
+            tracing::warn!(
+                txn = id,
+                "step {:?} failed {n} times ({err}); retrying in {delay_ms} ms",
+                t.progress.step
+            );
+        } else {
+            tracing::debug!(txn = id, "step {:?} failed: {err}", t.progress.step);
+        }
+        self.send_step(id, delay_ms);
+    }
+
+    /// Moves transaction `id` on after its current step's definite outcome.
     fn on_step_outcome(&mut self, id: TxnId, outcome: Result<ShardResp, EggsError>) {
-        let Some(t) = self.live.get_mut(&id) else {
-            return;
-        };
+        let t = live_entry(&mut self.live, id);
+        assert!(t.running, "txn {id} has an outcome without running");
         match txn::advance(&t.req, &t.progress, outcome) {
             Transition::Next(p) => self.next_step(id, p),
             Transition::Retry(e) => {
@@ -564,9 +616,8 @@ impl CdcCore {
     }
 
     fn next_step(&mut self, id: TxnId, p: Progress) {
-        let Some(t) = self.live.get_mut(&id) else {
-            return;
-        };
+        let t = live_entry(&mut self.live, id);
+        assert!(p != t.progress, "txn {id} stays at {:?}", p.step);
         // Leaving the fallible part (commit point or start of a rollback) is the one progress
         // write that must be synced: resending an earlier step after this one took effect
         // would not be idempotent (e.g. locking an edge that was already moved away).
@@ -582,17 +633,14 @@ impl CdcCore {
         let ahead = t.ahead.take().filter(|a| a.progress == p);
         t.progress = p;
         t.failures = 0;
+        t.transient_failures = 0;
         let record = t.record(id);
         self.write(id, Write::Put(record), sync);
         match ahead {
             // Sent ahead and still in flight: its reply is this step's.
             Some(Ahead {
                 seq, outcome: None, ..
-            }) => {
-                if let Some(t) = self.live.get_mut(&id) {
-                    t.step_seq = seq;
-                }
-            }
+            }) => live_entry(&mut self.live, id).step_seq = seq,
             // Sent ahead and done: go on with its outcome (after this progress write,
             // which goes out in the same batch).
             Some(Ahead {
@@ -607,8 +655,9 @@ impl CdcCore {
     fn finish(&mut self, id: TxnId, result: Result<CdcResp, EggsError>) {
         let now = self.now;
         let Some(t) = self.live.remove(&id) else {
-            return;
+            panic!("txn {id} finished but is not live");
         };
+        assert!(t.running, "txn {id} finished without running");
         match &result {
             Ok(_) => tracing::debug!(txn = id, "txn {id} {} succeeded", t.req.kind()),
             Err(e) => tracing::debug!(txn = id, "txn {id} {} failed: {e}", t.req.kind()),
@@ -628,13 +677,14 @@ impl CdcCore {
         for to in t.waiters {
             self.reply(to, t.header.request_id, result.clone());
         }
-        self.finished.insert(
+        let previous = self.finished.insert(
             id,
             FinishedTxn {
                 header: t.header,
                 result,
             },
         );
+        assert!(previous.is_none(), "txn {id} finished twice");
         self.finished_order.push_back((now, id));
         for next in self.locks.release(id, &t.locks) {
             self.start_if_ready(next);
@@ -643,6 +693,7 @@ impl CdcCore {
     }
 
     fn start_if_ready(&mut self, id: TxnId) {
+        assert!(self.live.contains_key(&id), "txn {id} heads a lock queue but is not live");
         let ready = self
             .live
             .get(&id)
@@ -655,6 +706,7 @@ impl CdcCore {
     /// Periodic housekeeping: forgets finished transactions older than the retention time.
     pub fn on_tick(&mut self, now: EggsTime) {
         self.now = now;
+        assert!(self.finished.len() <= self.cfg.max_finished, "finished results over the cap");
         while let Some(&(at, id)) = self.finished_order.front() {
             if at.0.saturating_add(self.cfg.finished_ttl_ns) > now.0 {
                 break;
@@ -667,39 +719,69 @@ impl CdcCore {
     fn evict_beyond_cap(&mut self) {
         while self.finished.len() > self.cfg.max_finished {
             let Some((_, id)) = self.finished_order.pop_front() else {
-                break;
+                panic!("{} finished results, none in the expiry order", self.finished.len());
             };
             self.forget(id);
         }
     }
 
     fn forget(&mut self, id: TxnId) {
-        if let Some(done) = self.finished.remove(&id) {
-            self.by_header.remove(&done.header);
-            self.write(id, Write::Delete { id }, false);
-        }
+        // Every finished transaction is in the expiry order once, so it is still here.
+        let Some(done) = self.finished.remove(&id) else {
+            panic!("txn {id} expired twice");
+        };
+        let indexed = self.by_header.remove(&done.header);
+        assert_eq!(indexed, Some(id), "txn {id} was not indexed by its header");
+        self.write(id, Write::Delete { id }, false);
     }
 
     fn write(&mut self, id: TxnId, w: Write, sync: bool) {
+        if let Write::Put(r) = &w {
+            assert_eq!(r.id, id, "record of txn {} written as {id}", r.id);
+        }
         self.pending.writes.insert(id, w);
         self.pending.sync |= sync;
     }
 
     fn reply(&mut self, to: SocketAddr, request_id: u64, result: Result<CdcResp, EggsError>) {
+        assert!(
+            self.pending.replies.len() < 1 << 24,
+            "replies pile up without take_output"
+        );
         self.pending.replies.push(Reply {
             to,
             resp: CdcResponse { request_id, result },
         });
     }
+
 }
 
-fn retry_delay_ms(failures: u32) -> u64 {
+/// A transaction that must be live: the core looks ids up this way only where its own state
+/// says so, so a miss is a bug. (A function of the map alone, so that the rest of the core
+/// stays borrowable meanwhile.)
+fn live_entry(live: &mut HashMap<TxnId, LiveTxn>, id: TxnId) -> &mut LiveTxn {
+    match live.get_mut(&id) {
+        Some(t) => t,
+        None => panic!("txn {id} is not live"),
+    }
+}
+
+/// The back-off before sending something again after its `failures`-th consecutive failure
+/// (counted from 1): 100 ms, doubled per failure, at most 5 s. The one back-off of the CDC.
+pub fn retry_delay_ms(failures: u32) -> u64 {
+    assert!(failures > 0, "a back-off without a failure");
     let shift = failures.saturating_sub(1).min(16);
     (RETRY_BASE_MS << shift).min(RETRY_MAX_MS)
 }
 
-/// Errors that say "not now" rather than "no": the driver retries the step instead of
-/// reporting them, since only definite answers may roll a transaction back.
+/// Encodes a reply for the wire. Replies hold a result and a few ids, so one that would not
+/// fit in a datagram is a bug.
+pub fn encode_reply(resp: &CdcResponse) -> Vec<u8> {
+    eggs_protocol::codec::encode_within(resp, MAX_REPLY_BYTES)
+}
+
+/// Errors that say "not now" rather than "no": the core sends the step again instead of
+/// acting on them, since only definite answers may roll a transaction back.
 pub fn is_transient(err: EggsError) -> bool {
     matches!(
         err,

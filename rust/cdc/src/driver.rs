@@ -8,7 +8,9 @@
 //! records it follows from are durable, as when the loop waited for each write itself, but
 //! the loop keeps handling events while a sync is in flight: the group commit of the shards.
 
-use crate::cdc_core::{is_transient, Admission, CdcCore, CoreConfig, Output, ShardSend, StepReply};
+use crate::cdc_core::{
+    encode_reply, retry_delay_ms, Admission, CdcCore, CoreConfig, Output, ShardSend, StepReply,
+};
 use crate::store::Store;
 use crate::{CdcConfig, CdcError};
 use eggs_client::{Client, ClientError, ClientOptions, RetryPolicy, ShuckleClient};
@@ -33,11 +35,8 @@ const MAX_BURST_EVENTS: usize = 2048;
 const COMMIT_QUEUE: usize = 64;
 const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
-/// Back-off between attempts of a step whose shard cannot be reached.
-const STEP_RETRY_BASE_MS: u64 = 100;
-const STEP_RETRY_MAX_MS: u64 = 5_000;
-/// A shard may be down for a restart; the step loop retries forever anyway, this only bounds
-/// one client call so that its failure gets logged now and then.
+/// A shard may be down for a restart; the core sends a step again forever anyway, this only
+/// bounds one client call so that its failure gets reported (and logged) now and then.
 const SHARD_CALL_DEADLINE_MS: u64 = 10 * 60 * 1000;
 
 /// The CDC's request socket, registered for reading only (see the type's comment): replies
@@ -371,7 +370,7 @@ async fn connect_client(
             Ok(c) => return Some(Arc::new(c)),
             Err(e) => {
                 attempt += 1;
-                let delay_ms = backoff_ms(attempt);
+                let delay_ms = retry_delay_ms(attempt);
                 tracing::warn!("cannot reach shuckle {shuckle}: {e}; retrying in {delay_ms} ms");
                 tokio::select! {
                     _ = shutdown.as_mut() => return None,
@@ -380,10 +379,6 @@ async fn connect_client(
             }
         }
     }
-}
-
-fn backoff_ms(attempt: u32) -> u64 {
-    (STEP_RETRY_BASE_MS << attempt.saturating_sub(1).min(16)).min(STEP_RETRY_MAX_MS)
 }
 
 /// Reads datagrams, answers undecodable ones and queues the rest for the main loop.
@@ -425,9 +420,7 @@ async fn read_requests(socket: Arc<UdpSocket>, queue: mpsc::Sender<(SocketAddr, 
 }
 
 fn send_reply(socket: &UdpSocket, to: SocketAddr, resp: &CdcResponse) {
-    // Every CDC reply is a few ids and times: one larger than a datagram is a bug here.
-    let bytes = codec::encode_within(resp, MAX_UDP_MTU as usize);
-    if let Err(e) = socket.get_ref().send_to(&bytes, to) {
+    if let Err(e) = socket.get_ref().send_to(&encode_reply(resp), to) {
         // The client retries and gets the stored result.
         tracing::debug!("reply to {to} failed: {e}");
     }
@@ -455,14 +448,14 @@ impl RequestBody for AnyShardReq {
     }
 }
 
-/// Performs one step until the shard gives a definite answer, then reports it. Stops early
-/// if the main loop is gone (shutdown).
+/// Performs one send of a step (after its delay) and reports the outcome; the core decides
+/// whether to send it again. Stops early if the main loop is gone (shutdown).
 async fn perform_step(ctx: StepContext, send: ShardSend) {
     let work = async {
         if send.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(send.delay_ms)).await;
         }
-        definite_outcome(&ctx.client, &send).await
+        call_shard(&ctx.client, &send).await
     };
     let result = tokio::select! {
         r = work => r,
@@ -477,32 +470,18 @@ async fn perform_step(ctx: StepContext, send: ShardSend) {
     let _ = ctx.replies.send(reply).await;
 }
 
-/// Retries transport failures and transient errors (forever, with back-off): only a definite
-/// answer may move a transaction on or roll it back.
-async fn definite_outcome(client: &Client, send: &ShardSend) -> Result<ShardResp, EggsError> {
-    let mut failures = 0u32;
-    loop {
-        let err = match client
-            .shard_request_with_header(send.shard, send.header, AnyShardReq(send.req.clone()))
-            .await
-        {
-            Ok(resp) => return Ok(resp),
-            Err(ClientError::Eggs { err, .. }) if !is_transient(err) => return Err(err),
-            Err(e) => e,
-        };
-        failures += 1;
-        let delay_ms = backoff_ms(failures);
-        // Every failure is worth a debug line; a warning only at exponentially spaced counts.
-        if failures.is_power_of_two() {
-            tracing::warn!(
-                txn = send.txn,
-                "{} on shard {} failed {failures} times ({err}); retrying",
-                send.req.kind(),
-                send.shard
-            );
-        } else {
-            tracing::debug!(txn = send.txn, "{} failed: {err}", send.req.kind());
+/// One call of a step: the shard's answer, or `Timeout` when the call failed without one
+/// (the client library gave up retransmitting, or the shard could not be found).
+async fn call_shard(client: &Client, send: &ShardSend) -> Result<ShardResp, EggsError> {
+    match client
+        .shard_request_with_header(send.shard, send.header, AnyShardReq(send.req.clone()))
+        .await
+    {
+        Ok(resp) => Ok(resp),
+        Err(ClientError::Eggs { err, .. }) => Err(err),
+        Err(e) => {
+            tracing::debug!(txn = send.txn, "{} failed: {e}", send.req.kind());
+            Err(EggsError::Timeout)
         }
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
     }
 }

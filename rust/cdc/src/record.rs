@@ -80,6 +80,11 @@ pub enum Step {
     /// that a late copy of that step can never create it again. Appended last: the records of
     /// older builds still decode.
     UnlockNewEdge,
+    /// RemoveDirectory rollback: SetDirectoryOwner(target, owner), before the old edge's
+    /// unlock. It fences the target's inode, so that a late copy of the failed
+    /// RemoveDirectoryOwner can never detach it afterwards (and undoes one that got in
+    /// before). Appended last, as above.
+    RestoreDirectoryOwner,
 }
 
 impl Step {
@@ -93,6 +98,7 @@ impl Step {
                 | Step::RemoveDirectoryInode
                 | Step::DetachDirectory
                 | Step::UnlockNewEdge
+                | Step::RestoreDirectoryOwner
         )
     }
 }

@@ -90,10 +90,16 @@ fn expect_two_dirs(old: InodeId, new: InodeId) -> Result<(), EggsError> {
 }
 
 /// The locks a transaction holds for its whole run (duplicates are harmless: the lock table
-/// deduplicates them).
-pub fn lock_set(req: &CdcReq) -> Vec<LockKey> {
+/// deduplicates them). Every directory a step of the transaction touches (its edges or its
+/// inode) is among them, so that the transactions touching one directory run one after the
+/// other in id order: the shards' fences of CDC steps rely on it. `new_dir_id` is the
+/// directory a MakeDirectory creates (its lock is free: the id is new).
+pub fn lock_set(req: &CdcReq, new_dir_id: InodeId) -> Vec<LockKey> {
     match req {
-        CdcReq::MakeDirectory(r) => vec![LockKey::Dir(r.owner_id)],
+        CdcReq::MakeDirectory(r) => {
+            assert!(new_dir_id.is_dir(), "a MakeDirectory without its directory id");
+            vec![LockKey::Dir(r.owner_id), LockKey::Dir(new_dir_id)]
+        }
         CdcReq::RenameFile(r) => vec![LockKey::Dir(r.old_owner_id), LockKey::Dir(r.new_owner_id)],
         CdcReq::RemoveDirectory(r) => vec![LockKey::Dir(r.owner_id), LockKey::Dir(r.target_id)],
         CdcReq::UndeleteDirectory(r) => {
@@ -200,18 +206,21 @@ pub fn step_request(
         step: p.step,
         kind: req.kind(),
     };
+    assert!(txn_id != 0, "transaction ids start at 1");
     let body = match (p.step, req) {
         (Step::CreateDirectoryInode, CdcReq::MakeDirectory(r)) => {
             ShardReq::CreateDirectoryInode(CreateDirectoryInodeReq {
                 id: p.new_dir_id,
                 owner_id: r.owner_id,
                 info: r.info.clone(),
+                txn_id,
             })
         }
         (Step::RemoveDirectoryInode, CdcReq::MakeDirectory(r)) => {
             ShardReq::RemoveDirectoryInode(RemoveDirectoryInodeReq {
                 id: p.new_dir_id,
                 owner_id: r.owner_id,
+                txn_id,
             })
         }
         (Step::CheckLoop { cursor, .. }, CdcReq::RenameDirectory(_)) => {
@@ -221,22 +230,35 @@ pub fn step_request(
             ShardReq::SetDirectoryOwner(SetDirectoryOwnerReq {
                 dir_id: r.target_id,
                 owner_id: r.new_owner_id,
+                txn_id,
             })
         }
         (Step::RemoveDirectoryOwner, CdcReq::RemoveDirectory(r)) => {
             ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq {
                 dir_id: r.target_id,
+                txn_id,
+                rollback: false,
+            })
+        }
+        (Step::RestoreDirectoryOwner, CdcReq::RemoveDirectory(r)) => {
+            ShardReq::SetDirectoryOwner(SetDirectoryOwnerReq {
+                dir_id: r.target_id,
+                owner_id: r.owner_id,
+                txn_id,
             })
         }
         (Step::ReattachDirectory, CdcReq::UndeleteDirectory(r)) => {
             ShardReq::ReattachDirectory(ReattachDirectoryReq {
                 dir_id: r.target_id,
                 owner_id: r.owner_id,
+                txn_id,
             })
         }
         (Step::DetachDirectory, CdcReq::UndeleteDirectory(r)) => {
             ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq {
                 dir_id: r.target_id,
+                txn_id,
+                rollback: true,
             })
         }
         (Step::CreateNewEdge, _) => {
@@ -253,6 +275,7 @@ pub fn step_request(
                 creation_time: p.creation_time,
                 was_moved: false,
                 txn_id,
+                new_edge: true,
             })
         }
         (Step::LockOldEdge, _) => {
@@ -262,6 +285,7 @@ pub fn step_request(
                 name: e.name.clone(),
                 target_id: e.target_id,
                 creation_time: e.creation_time,
+                txn_id,
             })
         }
         (Step::UnlockOldEdge { moved }, _) => {
@@ -272,7 +296,8 @@ pub fn step_request(
                 target_id: e.target_id,
                 creation_time: e.creation_time,
                 was_moved: moved,
-                txn_id: 0,
+                txn_id,
+                new_edge: false,
             })
         }
         _ => return Err(bad()),
@@ -369,6 +394,10 @@ fn response_fits(step: Step, resp: &ShardResp) -> bool {
             | (Step::ReattachDirectory, ShardResp::ReattachDirectory(_))
             | (Step::DetachDirectory, ShardResp::RemoveDirectoryOwner(_))
             | (Step::UnlockNewEdge, ShardResp::UnlockCurrentEdge(_))
+            | (
+                Step::RestoreDirectoryOwner,
+                ShardResp::SetDirectoryOwner(_)
+            )
     )
 }
 
@@ -429,10 +458,12 @@ fn after_new_edge(req: &CdcReq, p: &Progress, creation_time: EggsTime) -> Transi
 
 /// Undoes the fallible part after `err`; the client gets `err` once the undo completes. A
 /// failed create starts with its directory's fence (`UnlockNewEdge`), so that no late copy
-/// of the create can take effect once the transaction is over.
+/// of the create can take effect once the transaction is over; a failed RemoveDirectoryOwner
+/// with its directory's (`RestoreDirectoryOwner`), for the same reason.
 fn roll_back(req: &CdcReq, p: &Progress, err: EggsError) -> Transition {
     let step = match p.step {
         Step::CreateNewEdge => Step::UnlockNewEdge,
+        Step::RemoveDirectoryOwner => Step::RestoreDirectoryOwner,
         _ => undo_step(req),
     };
     Transition::Next(Progress {
@@ -470,6 +501,7 @@ pub fn concurrent_successor(req: &CdcReq, p: &Progress) -> Option<Progress> {
 fn after_must_complete_step(req: &CdcReq, p: &Progress) -> Transition {
     match p.step {
         Step::SetDirectoryOwner => next(p, Step::UnlockOldEdge { moved: true }),
+        Step::RestoreDirectoryOwner => next(p, Step::UnlockOldEdge { moved: false }),
         // A rename's new edge stays locked until its old edge is gone.
         Step::UnlockOldEdge { moved: true } if new_edge(req, p, 0).is_some() => {
             next(p, Step::UnlockNewEdge)

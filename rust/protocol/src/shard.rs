@@ -324,11 +324,16 @@ pub struct StatTransientFileResp {
 }
 
 /// CDC only: creates a directory inode (idempotent when it exists with the same owner).
+/// Refused (`DirectoryRemoved`) once transaction `txn_id` is over on the inode (its rollback
+/// removed it, or a later transaction changed it), so that a late copy never brings a
+/// removed directory back.
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct CreateDirectoryInodeReq {
     pub id: InodeId,
     pub owner_id: InodeId,
     pub info: DirectoryInfo,
+    /// The CDC transaction sending this step (never 0; see `CreateCurrentEdgeReq::txn_id`).
+    pub txn_id: u64,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
@@ -347,8 +352,9 @@ pub struct CreateCurrentEdgeReq {
     pub target_id: InodeId,
     /// Whether an existing file edge may be replaced (turned into a snapshot edge).
     pub overwrite_files: bool,
-    /// The CDC transaction (ids grow; transactions creating edges in one directory run one
-    /// after the other in id order, since they all lock it).
+    /// The CDC transaction (never 0). Ids grow, and the transactions touching one directory
+    /// (its edges or its inode) run one after the other in id order, since they all lock it:
+    /// so the shard can fence every CDC step by the last transaction that finished there.
     pub txn_id: u64,
 }
 
@@ -358,19 +364,25 @@ pub struct CreateCurrentEdgeResp {
 }
 
 /// CDC only: locks a current edge so that nobody else changes it during a transaction.
+/// Refused (`EdgeNotLocked`) once transaction `txn_id` is over in `dir_id`.
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct LockCurrentEdgeReq {
     pub dir_id: InodeId,
     pub name: Name,
     pub target_id: InodeId,
     pub creation_time: EggsTime,
+    /// The CDC transaction sending this step (never 0; see `CreateCurrentEdgeReq::txn_id`).
+    pub txn_id: u64,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct LockCurrentEdgeResp {}
 
 /// CDC only: unlocks an edge; with `was_moved` the edge is turned into a snapshot edge plus a
-/// deletion marker, since its target now lives elsewhere.
+/// deletion marker, since its target now lives elsewhere. It is always transaction
+/// `txn_id`'s last step in `dir_id`: it fences the directory, so that late copies of that
+/// transaction's (and earlier transactions') steps there are refused, and a copy of itself
+/// is a no-op.
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct UnlockCurrentEdgeReq {
     pub dir_id: InodeId,
@@ -378,40 +390,56 @@ pub struct UnlockCurrentEdgeReq {
     pub target_id: InodeId,
     pub creation_time: EggsTime,
     pub was_moved: bool,
-    /// 0 for a rename's source edge. Otherwise this is the last step of transaction `txn_id`
-    /// in `dir_id`, on the edge its `CreateCurrentEdge` made (creation time 0 if that step
-    /// failed): it fences the directory against late copies of that step, and removes an
-    /// edge such a copy made after the transaction gave up on it.
+    /// The CDC transaction (never 0).
     pub txn_id: u64,
+    /// The edge the transaction's `CreateCurrentEdge` made (creation time 0 if that step
+    /// failed: then an edge a late copy of it made is removed), rather than the edge it
+    /// locked with `LockCurrentEdge`.
+    pub new_edge: bool,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct UnlockCurrentEdgeResp {}
 
-/// CDC only: records a directory's new parent after a cross-directory rename.
+/// CDC only: records a directory's new parent after a cross-directory rename (or restores it
+/// when a RemoveDirectory rolls back). Transaction `txn_id`'s last step on the inode: it
+/// fences it, and a copy of itself is a no-op.
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct SetDirectoryOwnerReq {
     pub dir_id: InodeId,
     pub owner_id: InodeId,
+    /// The CDC transaction sending this step (never 0; see `CreateCurrentEdgeReq::txn_id`).
+    pub txn_id: u64,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct SetDirectoryOwnerResp {}
 
 /// CDC only: detaches an empty directory from its parent (rmdir). Fails if it has current edges.
+/// Refused (`DirectoryRemoved`) once transaction `txn_id` is over on the inode.
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct RemoveDirectoryOwnerReq {
     pub dir_id: InodeId,
+    /// The CDC transaction sending this step (never 0; see `CreateCurrentEdgeReq::txn_id`).
+    pub txn_id: u64,
+    /// Undoes the transaction's own `ReattachDirectory` (an UndeleteDirectory rolling back):
+    /// then it is the transaction's last step on the inode, which it fences, and a copy of
+    /// it is a no-op.
+    pub rollback: bool,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct RemoveDirectoryOwnerResp {}
 
 /// CDC only: undoes `CreateDirectoryInode` when the mkdir could not link the new directory.
+/// Transaction `txn_id`'s last step on the inode: it fences it, and a copy of itself is a
+/// no-op.
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct RemoveDirectoryInodeReq {
     pub id: InodeId,
     pub owner_id: InodeId,
+    /// The CDC transaction sending this step (never 0; see `CreateCurrentEdgeReq::txn_id`).
+    pub txn_id: u64,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
@@ -734,11 +762,14 @@ pub struct SetTimeResp {}
 
 /// CDC only (UndeleteDirectory): gives a removed directory the owner `owner_id` again.
 /// Idempotent when it already has that owner; `SnapshotNotFound` if the GC deleted it,
-/// `DirectoryNotRemoved` if it has another owner.
+/// `DirectoryNotRemoved` if it has another owner; `DirectoryRemoved` once transaction
+/// `txn_id` is over on the inode (a late copy).
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct ReattachDirectoryReq {
     pub dir_id: InodeId,
     pub owner_id: InodeId,
+    /// The CDC transaction sending this step (never 0; see `CreateCurrentEdgeReq::txn_id`).
+    pub txn_id: u64,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]

@@ -375,9 +375,16 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
             })
         }),
         inode_id().prop_map(|id| ShardReq::StatTransientFile(StatTransientFileReq { id })),
-        (inode_id(), inode_id(), directory_info()).prop_map(|(id, owner_id, info)| {
-            ShardReq::CreateDirectoryInode(CreateDirectoryInodeReq { id, owner_id, info })
-        }),
+        (inode_id(), inode_id(), directory_info(), any::<u64>()).prop_map(
+            |(id, owner_id, info, txn_id)| {
+                ShardReq::CreateDirectoryInode(CreateDirectoryInodeReq {
+                    id,
+                    owner_id,
+                    info,
+                    txn_id,
+                })
+            }
+        ),
         (inode_id(), name(), inode_id(), any::<bool>(), any::<u64>()).prop_map(
             |(dir_id, name, target_id, overwrite_files, txn_id)| {
                 ShardReq::CreateCurrentEdge(CreateCurrentEdgeReq {
@@ -389,13 +396,14 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
                 })
             }
         ),
-        (inode_id(), name(), inode_id(), eggs_time()).prop_map(
-            |(dir_id, name, target_id, creation_time)| {
+        (inode_id(), name(), inode_id(), eggs_time(), any::<u64>()).prop_map(
+            |(dir_id, name, target_id, creation_time, txn_id)| {
                 ShardReq::LockCurrentEdge(LockCurrentEdgeReq {
                     dir_id,
                     name,
                     target_id,
                     creation_time,
+                    txn_id,
                 })
             }
         ),
@@ -406,9 +414,10 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
             eggs_time(),
             any::<bool>(),
             any::<u64>(),
+            any::<bool>(),
         )
             .prop_map(
-                |(dir_id, name, target_id, creation_time, was_moved, txn_id)| {
+                |(dir_id, name, target_id, creation_time, was_moved, txn_id, new_edge)| {
                     ShardReq::UnlockCurrentEdge(UnlockCurrentEdgeReq {
                         dir_id,
                         name,
@@ -416,16 +425,30 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
                         creation_time,
                         was_moved,
                         txn_id,
+                        new_edge,
                     })
                 },
             ),
-        (inode_id(), inode_id()).prop_map(|(dir_id, owner_id)| {
-            ShardReq::SetDirectoryOwner(SetDirectoryOwnerReq { dir_id, owner_id })
+        (inode_id(), inode_id(), any::<u64>()).prop_map(|(dir_id, owner_id, txn_id)| {
+            ShardReq::SetDirectoryOwner(SetDirectoryOwnerReq {
+                dir_id,
+                owner_id,
+                txn_id,
+            })
         }),
-        inode_id()
-            .prop_map(|dir_id| ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq { dir_id })),
-        (inode_id(), inode_id()).prop_map(|(id, owner_id)| {
-            ShardReq::RemoveDirectoryInode(RemoveDirectoryInodeReq { id, owner_id })
+        (inode_id(), any::<u64>(), any::<bool>()).prop_map(|(dir_id, txn_id, rollback)| {
+            ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq {
+                dir_id,
+                txn_id,
+                rollback,
+            })
+        }),
+        (inode_id(), inode_id(), any::<u64>()).prop_map(|(id, owner_id, txn_id)| {
+            ShardReq::RemoveDirectoryInode(RemoveDirectoryInodeReq {
+                id,
+                owner_id,
+                txn_id,
+            })
         }),
         add_span_initiate_req().prop_map(ShardReq::AddSpanInitiate),
         (
@@ -551,8 +574,12 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
         }),
         (inode_id(), option::of(eggs_time()), option::of(eggs_time()))
             .prop_map(|(id, mtime, atime)| ShardReq::SetTime(SetTimeReq { id, mtime, atime })),
-        (inode_id(), inode_id()).prop_map(|(dir_id, owner_id)| {
-            ShardReq::ReattachDirectory(ReattachDirectoryReq { dir_id, owner_id })
+        (inode_id(), inode_id(), any::<u64>()).prop_map(|(dir_id, owner_id, txn_id)| {
+            ShardReq::ReattachDirectory(ReattachDirectoryReq {
+                dir_id,
+                owner_id,
+                txn_id,
+            })
         }),
     ]
 }

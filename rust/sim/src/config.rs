@@ -50,9 +50,9 @@ pub struct SimConfig {
     pub stale_step_rate: f64,
     /// Such a late copy arrives up to this long after the original.
     pub stale_step_max_ms: u64,
-    /// Stale copies of every step kind, not only of CreateCurrentEdge and of the fencing
-    /// UnlockCurrentEdge (the steps made safe against an expired deduplication entry so far;
-    /// see ARCHITECTURE.md).
+    /// Stale copies of every step kind, not only of CreateCurrentEdge and of the new edge's
+    /// UnlockCurrentEdge (the first steps fenced against an expired deduplication entry;
+    /// every step is now, see ARCHITECTURE.md).
     pub stale_all_steps: bool,
     /// Sabotage: shards ignore their deduplication entries (retried writes apply twice).
     /// Only for showing that the checker catches a broken cluster.

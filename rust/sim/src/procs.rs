@@ -107,7 +107,6 @@ pub struct StepCall {
     pub first_sent_ns: u64,
     /// The shard client's retries of this call (`eggs-client`'s retry core).
     pub retry: eggs_client::Retry,
-    pub failures: u32,
 }
 
 pub struct CdcProc {

@@ -10,7 +10,7 @@ use crate::procs::{CdcIn, CdcProc, CdcStore, NodeId, ShardProc, StepCall};
 use crate::rng::{Rng, TraceHash};
 use crate::watch::ErrorEvents;
 use crate::{Report, SimError};
-use eggs_cdc::cdc_core::{is_transient, CoreConfig, Output, ShardSend, StepReply};
+use eggs_cdc::cdc_core::{encode_reply, CoreConfig, Output, ShardSend, StepReply};
 use eggs_cdc::CdcCore;
 use eggs_client::{Retry, RetryPolicy};
 use eggs_protocol::cdc::{CdcRequest, CdcResponse};
@@ -31,7 +31,8 @@ use std::net::SocketAddr;
 const EPOCH_NS: u64 = 1_750_000_000 * 1_000_000_000;
 const MS: u64 = 1_000_000;
 const US: u64 = 1_000;
-/// The CDC's shard client gives up on one call after this long (then backs off and retries).
+/// The CDC's shard client gives up on one call after this long (then the core backs off and
+/// sends the step again).
 const STEP_CALL_DEADLINE_MS: u64 = 10 * 60 * 1000;
 /// As in the shard server and the CDC driver.
 const SHARD_MAX_BATCH: usize = 1024;
@@ -88,7 +89,6 @@ enum Ev {
     CdcStepStart {
         inc: u64,
         send: ShardSend,
-        failures: u32,
     },
     CdcStepTimeout {
         inc: u64,
@@ -452,11 +452,7 @@ impl Sim {
                     self.cdc_execute(out);
                 }
             }
-            Ev::CdcStepStart {
-                inc,
-                send,
-                failures,
-            } => self.step_start(inc, send, failures),
+            Ev::CdcStepStart { inc, send } => self.step_start(inc, send),
             Ev::CdcStepTimeout { inc, request_id } => self.step_timeout(inc, request_id),
             Ev::CdcTick { inc } => {
                 if inc == self.cdc.incarnation && self.cdc_up {
@@ -1132,19 +1128,14 @@ impl Sim {
 
     fn cdc_execute(&mut self, out: Output) {
         let inc = self.cdc.incarnation;
+        // The core chose every send and its delay (its back-off after failures): the driver
+        // only runs the timer.
         for send in out.sends {
-            self.schedule(
-                send.delay_ms * MS,
-                Ev::CdcStepStart {
-                    inc,
-                    send,
-                    failures: 0,
-                },
-            );
+            self.schedule(send.delay_ms * MS, Ev::CdcStepStart { inc, send });
         }
         for r in out.replies {
             match addr_client(r.to) {
-                Some(c) => self.send(NodeId::Cdc, NodeId::Client(c), codec::encode(&r.resp)),
+                Some(c) => self.send(NodeId::Cdc, NodeId::Client(c), encode_reply(&r.resp)),
                 None => self
                     .failure
                     .push(format!("CDC replied to unknown address {}", r.to)),
@@ -1154,7 +1145,8 @@ impl Sim {
         self.cdc_kick();
     }
 
-    fn step_start(&mut self, inc: u64, send: ShardSend, failures: u32) {
+    /// As the driver's `perform_step`: one call, retransmitted until its deadline.
+    fn step_start(&mut self, inc: u64, send: ShardSend) {
         if inc != self.cdc.incarnation || !self.cdc_up {
             return;
         }
@@ -1178,7 +1170,6 @@ impl Sim {
                 bytes: bytes.clone(),
                 first_sent_ns: self.now,
                 retry,
-                failures,
             },
         );
         self.send(NodeId::Cdc, to, bytes);
@@ -1196,11 +1187,12 @@ impl Sim {
     /// has expired: the shard runs it again. Bug D was such a copy of CreateCurrentEdge
     /// re-creating an edge that a client had changed since.
     fn stale_copy(&mut self, to: NodeId, req: ShardRequest) {
-        // The steps made safe against an expired deduplication entry: the create and the
-        // transaction's last step in the same directory, which fences it.
+        // Every step is fenced against such copies now (see ARCHITECTURE.md "CDC
+        // transactions"); by default only the create and the new edge's unlock get them, the
+        // first steps that were, so that the seeds pinned since keep their runs.
         let fenced = match &req.body {
             ShardReq::CreateCurrentEdge(_) => true,
-            ShardReq::UnlockCurrentEdge(u) => u.txn_id != 0,
+            ShardReq::UnlockCurrentEdge(u) => u.new_edge,
             _ => false,
         };
         if !(fenced || self.cfg.stale_all_steps) || !self.stale_rng.chance(self.cfg.stale_step_rate)
@@ -1232,8 +1224,14 @@ impl Sim {
             return;
         };
         if call.retry.gives_up((now - call.first_sent_ns) / MS) {
+            // The call gives up: reported as the driver does, the core decides what next.
             if let Some(call) = self.cdc.steps.remove(&request_id) {
-                self.step_retry(call.send, call.failures + 1);
+                let reply = StepReply {
+                    txn: call.send.txn,
+                    step: call.send.step,
+                    result: Err(EggsError::Timeout),
+                };
+                self.cdc_push(CdcIn::Step(reply));
             }
             return;
         }
@@ -1241,24 +1239,6 @@ impl Sim {
         let (to, bytes) = (call.to, call.bytes.clone());
         self.send(NodeId::Cdc, to, bytes);
         self.schedule(t * MS, Ev::CdcStepTimeout { inc, request_id });
-    }
-
-    /// As `definite_outcome`: back off, then a new call (with a new request id).
-    fn step_retry(&mut self, send: ShardSend, failures: u32) {
-        let delay_ms = (100u64 << failures.saturating_sub(1).min(16)).min(5_000);
-        let inc = self.cdc.incarnation;
-        let send = ShardSend {
-            delay_ms: 0,
-            ..send
-        };
-        self.schedule(
-            delay_ms * MS,
-            Ev::CdcStepStart {
-                inc,
-                send,
-                failures,
-            },
-        );
     }
 
     fn step_response(&mut self, bytes: &[u8]) {
@@ -1283,17 +1263,13 @@ impl Sim {
                 entry.1 = format!("{:?} -> {e:?}", call.send.req);
             }
         }
-        match resp.result {
-            Err(e) if is_transient(e) => self.step_retry(call.send, call.failures + 1),
-            result => {
-                let reply = StepReply {
-                    txn: call.send.txn,
-                    step: call.send.step,
-                    result,
-                };
-                self.cdc_push(CdcIn::Step(reply));
-            }
-        }
+        // Every answer goes to the core, transient errors too: it decides about resending.
+        let reply = StepReply {
+            txn: call.send.txn,
+            step: call.send.step,
+            result: resp.result,
+        };
+        self.cdc_push(CdcIn::Step(reply));
     }
 
     // ---- crashes ----
@@ -1434,12 +1410,7 @@ impl Sim {
             .cdc
             .steps
             .values()
-            .map(|s| {
-                format!(
-                    "txn {} {:?} (failures {})",
-                    s.send.txn, s.send.req, s.failures
-                )
-            })
+            .map(|s| format!("txn {} {:?}", s.send.txn, s.send.req))
             .collect();
         let failing: Vec<String> = self
             .cdc

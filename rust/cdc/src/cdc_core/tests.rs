@@ -226,6 +226,7 @@ fn unlock_new_edge(
             creation_time: CT,
             was_moved: false,
             txn_id: s.txn,
+            new_edge: true,
         })
     );
     h.reply(&s, Ok(unlocked()))
@@ -238,10 +239,11 @@ fn final_unlocks(out: &Output, old_dir: InodeId, new_dir: InodeId) -> (ShardSend
     assert_eq!(out.sends.len(), 2, "both unlocks at once: {:?}", out.sends);
     let (old, new) = (out.sends[0].clone(), out.sends[1].clone());
     assert!(matches!(&old.req, ShardReq::UnlockCurrentEdge(u)
-        if u.dir_id == old_dir && u.was_moved && u.txn_id == 0));
+        if u.dir_id == old_dir && u.was_moved && u.txn_id == old.txn && !u.new_edge));
     assert_eq!(old.shard, old_dir.shard());
     assert!(matches!(&new.req, ShardReq::UnlockCurrentEdge(u)
-        if u.dir_id == new_dir && !u.was_moved && u.txn_id == new.txn && u.creation_time == CT));
+        if u.dir_id == new_dir && !u.was_moved && u.txn_id == new.txn && u.new_edge
+            && u.creation_time == CT));
     assert_eq!(new.shard, new_dir.shard());
     (old, new)
 }
@@ -271,6 +273,7 @@ fn fence_new_edge(
             creation_time: EggsTime(0),
             was_moved: false,
             txn_id: s.txn,
+            new_edge: true,
         })
     );
     h.reply(&s, Ok(unlocked()))
@@ -354,7 +357,8 @@ fn make_directory_creates_inode_then_edge() {
         ShardReq::CreateDirectoryInode(CreateDirectoryInodeReq {
             id: new_id,
             owner_id: dir(1),
-            info: DirectoryInfo::default()
+            info: DirectoryInfo::default(),
+            txn_id: s.txn,
         })
     );
     let out = h.reply(&s, Ok(created_inode()));
@@ -395,7 +399,8 @@ fn make_directory_rolls_back_the_inode_when_the_name_exists() {
         s.req,
         ShardReq::RemoveDirectoryInode(RemoveDirectoryInodeReq {
             id: new_id,
-            owner_id: dir(1)
+            owner_id: dir(1),
+            txn_id: s.txn,
         })
     );
     assert!(
@@ -457,7 +462,8 @@ fn rename_file_locks_creates_then_unlocks_as_moved() {
             dir_id: dir(1),
             name: name("old"),
             target_id: file(7),
-            creation_time: OLD_CT
+            creation_time: OLD_CT,
+            txn_id: s.txn,
         })
     );
     let out = h.reply(&s, Ok(locked()));
@@ -484,7 +490,8 @@ fn rename_file_locks_creates_then_unlocks_as_moved() {
             target_id: file(7),
             creation_time: OLD_CT,
             was_moved: true,
-            txn_id: 0,
+            txn_id: s.txn,
+            new_edge: false,
         })
     );
     // The new edge's unlock answers first: kept until its turn.
@@ -558,7 +565,8 @@ fn rename_directory_walks_to_the_root_then_moves() {
         s.req,
         ShardReq::SetDirectoryOwner(SetDirectoryOwnerReq {
             dir_id: dir(7),
-            owner_id: dir(2)
+            owner_id: dir(2),
+            txn_id: s.txn,
         })
     );
     let out = h.reply(&s, Ok(owner_set()));
@@ -605,7 +613,7 @@ fn rename_directory_rolls_back_when_the_name_exists() {
     let out = h.reply(&one_send(&out), Err(EggsError::NameExists));
     let out = fence_new_edge(&mut h, &out, InodeId::ROOT, "new", dir(7));
     let s = one_send(&out);
-    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved && u.txn_id == 0));
+    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved && u.txn_id == s.txn && !u.new_edge));
     let out = h.reply(&s, Ok(unlocked()));
     assert_final(&out, 1, 1, Err(EggsError::NameExists));
 }
@@ -635,7 +643,11 @@ fn remove_directory_locks_detaches_then_unlocks_as_moved() {
     assert_eq!(s.shard, dir(7).shard());
     assert_eq!(
         s.req,
-        ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq { dir_id: dir(7) })
+        ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq {
+            dir_id: dir(7),
+            txn_id: s.txn,
+            rollback: false,
+        })
     );
     let out = h.reply(&s, Ok(owner_removed()));
     let s = one_send(&out);
@@ -655,8 +667,23 @@ fn remove_directory_that_is_not_empty_rolls_back() {
     let (_, out) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
     let out = h.reply(&one_send(&out), Ok(locked()));
     let out = h.reply(&one_send(&out), Err(EggsError::DirectoryNotEmpty));
+    assert!(out.sync, "entering a rollback is synced");
+    // First the target's owner, restored: that fences its inode against a late copy of the
+    // failed RemoveDirectoryOwner (and undoes one that got in meanwhile).
     let s = one_send(&out);
-    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved));
+    assert_eq!(s.shard, dir(7).shard());
+    assert_eq!(
+        s.req,
+        ShardReq::SetDirectoryOwner(SetDirectoryOwnerReq {
+            dir_id: dir(7),
+            owner_id: dir(1),
+            txn_id: s.txn,
+        })
+    );
+    assert!(out.replies.is_empty());
+    let out = h.reply(&s, Ok(owner_set()));
+    let s = one_send(&out);
+    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved && !u.new_edge));
     let out = h.reply(&s, Ok(unlocked()));
     assert_final(&out, 1, 1, Err(EggsError::DirectoryNotEmpty));
 }
@@ -695,6 +722,66 @@ fn failing_must_complete_step_is_resent_with_back_off() {
         1,
         Ok(CdcResp::RemoveDirectory(RemoveDirectoryResp {})),
     );
+}
+
+/// The back-off and the decision to resend are the core's: a step that gets no answer (the
+/// driver reports `Timeout`) or a "not now" error is sent again with the same header (the
+/// shard may have applied it), later each time, in the fallible part as in the part that
+/// must complete, and the next definite answer moves on as usual.
+#[test]
+fn transient_failures_resend_the_same_request_with_back_off() {
+    let mut h = Harness::new();
+    let (_, out) = h.request(1, header(9, 1), rename_file(file(7), dir(1), dir(2)));
+    let mut s = one_send(&out);
+    let first = s.clone();
+    let mut delays = Vec::new();
+    for err in [
+        EggsError::Timeout,
+        EggsError::InternalError,
+        EggsError::ShardNotRegistered,
+        EggsError::WrongShard,
+        EggsError::Timeout,
+        EggsError::Timeout,
+        EggsError::Timeout,
+        EggsError::Timeout,
+    ] {
+        let out = h.reply(&s, Err(err));
+        assert!(out.replies.is_empty() && !out.has_writes(), "nothing decided");
+        let next = one_send(&out);
+        assert_eq!((&next.req, next.header), (&first.req, first.header));
+        assert_ne!(next.step, s.step, "the earlier send's outcome is stale now");
+        delays.push(next.delay_ms);
+        s = next;
+    }
+    assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    // A late outcome of an earlier send changes nothing.
+    let out = h.reply(&first, Ok(locked()));
+    assert!(out.sends.is_empty() && !out.has_writes());
+    // The definite answer moves on without delay, and the back-off starts over.
+    let out = h.reply(&s, Ok(locked()));
+    let create = one_send(&out);
+    assert!(matches!(create.req, ShardReq::CreateCurrentEdge(_)));
+    assert_eq!(create.delay_ms, 0);
+    let out = h.reply(&create, Err(EggsError::Timeout));
+    assert_eq!(one_send(&out).delay_ms, 100);
+}
+
+/// A MakeDirectory also holds the lock of the directory it creates, so that every
+/// transaction touching that directory runs after it (the shards' fences rely on it): a
+/// MakeDirectory inside the new directory, sent as soon as its edge can be seen, waits.
+#[test]
+fn make_directory_holds_the_new_directorys_lock() {
+    let mut h = Harness::new();
+    let (a, out) = h.request(1, header(9, 1), mkdir(dir(1), "a"));
+    let t1 = started(a);
+    let ShardReq::CreateDirectoryInode(c) = one_send(&out).req else {
+        panic!("expected CreateDirectoryInode");
+    };
+    let (a, _) = h.request(2, header(9, 2), mkdir(c.id, "b"));
+    let t2 = queued(a);
+    let out = complete(&mut h, out);
+    assert!(!h.core.is_running(t1));
+    assert_eq!(one_send(&out).txn, t2);
 }
 
 #[test]
@@ -953,7 +1040,8 @@ fn restart_keeps_the_chosen_directory_id() {
         ShardReq::CreateDirectoryInode(CreateDirectoryInodeReq {
             id: first.id,
             owner_id: dir(1),
-            info: DirectoryInfo::default()
+            info: DirectoryInfo::default(),
+            txn_id: first.txn_id,
         })
     );
     // A new mkdir does not get the resumed one's id.
@@ -970,9 +1058,10 @@ fn restart_during_rollback_finishes_the_rollback() {
     let (_, out) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
     let out = h.reply(&one_send(&out), Ok(locked()));
     let out = h.reply(&one_send(&out), Err(EggsError::DirectoryNotEmpty));
-    let unlock = one_send(&out);
+    let restore = one_send(&out);
     let out = h.restart();
-    assert_eq!(one_send(&out).req, unlock.req);
+    assert_eq!(one_send(&out).req, restore.req);
+    let out = h.reply(&one_send(&out), Ok(owner_set()));
     let out = h.reply(&one_send(&out), Ok(unlocked()));
     assert!(out.replies.is_empty());
     let (_, out) = h.request(1, header(9, 1), rmdir(dir(1), dir(7)));
@@ -1034,7 +1123,8 @@ fn undelete_directory_reattaches_then_links() {
         s.req,
         ShardReq::ReattachDirectory(eggs_protocol::shard::ReattachDirectoryReq {
             dir_id: dir(2),
-            owner_id: dir(1)
+            owner_id: dir(1),
+            txn_id: s.txn,
         })
     );
     let out = h.reply(&s, Ok(reattached()));
@@ -1066,7 +1156,11 @@ fn undelete_directory_detaches_again_when_the_name_is_taken() {
     let s = one_send(&out);
     assert_eq!(
         s.req,
-        ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq { dir_id: dir(2) })
+        ShardReq::RemoveDirectoryOwner(RemoveDirectoryOwnerReq {
+            dir_id: dir(2),
+            txn_id: s.txn,
+            rollback: true,
+        })
     );
     assert!(out.replies.is_empty());
     let out = h.reply(&s, Ok(owner_removed()));

@@ -51,17 +51,18 @@ impl T {
     fn mkdir(&mut self, owner: InodeId, name: &str, shard: u8, counter: u64) -> InodeId {
         let id = InodeId::new(InodeType::Directory, ShardId(shard), counter);
         let info = DirectoryInfo::default();
+        // A transaction id of its own (any increasing number does).
+        let txn = self.next_id;
         self.req(
             ShardId(shard),
             CreateDirectoryInodeReq {
                 id,
                 owner_id: owner,
                 info,
+                txn_id: txn,
             },
         )
         .unwrap();
-        // A transaction id of its own (any increasing number does).
-        let txn = self.next_id;
         let c = self
             .req(
                 owner.shard(),
@@ -84,6 +85,7 @@ impl T {
                 creation_time: c.creation_time,
                 was_moved: false,
                 txn_id: txn,
+                new_edge: true,
             },
         )
         .unwrap();
@@ -394,6 +396,20 @@ fn transient_files_wait_for_their_deadline_and_lose_their_cookie() {
     assert!(listed.files.is_empty());
 }
 
+/// The CDC's RemoveDirectoryOwner step, as a transaction of its own.
+fn remove_owner(t: &mut T, d: InodeId) {
+    let txn_id = t.next_id;
+    t.req(
+        d.shard(),
+        RemoveDirectoryOwnerReq {
+            dir_id: d,
+            txn_id,
+            rollback: false,
+        },
+    )
+    .unwrap();
+}
+
 /// The CDC's cross-directory rename, step by step.
 fn move_file(
     t: &mut T,
@@ -403,6 +419,7 @@ fn move_file(
     f: InodeId,
     ct: EggsTime,
 ) -> EggsTime {
+    let txn = t.next_id;
     t.req(
         from.shard(),
         LockCurrentEdgeReq {
@@ -410,10 +427,10 @@ fn move_file(
             name: n(name),
             target_id: f,
             creation_time: ct,
+            txn_id: txn,
         },
     )
     .unwrap();
-    let txn = t.next_id;
     let c = t
         .req(
             to.shard(),
@@ -434,7 +451,8 @@ fn move_file(
             target_id: f,
             creation_time: ct,
             was_moved: true,
-            txn_id: 0,
+            txn_id: txn,
+            new_edge: false,
         },
     )
     .unwrap();
@@ -447,6 +465,7 @@ fn move_file(
             creation_time: c.creation_time,
             was_moved: false,
             txn_id: txn,
+            new_edge: true,
         },
     )
     .unwrap();
@@ -608,8 +627,7 @@ fn removed_empty_directory_is_destroyed_after_its_age() {
         EggsError::DirectoryNotRemoved
     );
     t.unlink(d, "a", f, ct);
-    t.req(d.shard(), RemoveDirectoryOwnerReq { dir_id: d })
-        .unwrap();
+    remove_owner(&mut t, d);
     assert_eq!(
         destroy(&mut t, 1).unwrap_err(),
         EggsError::DirectoryNotEmpty
@@ -634,6 +652,20 @@ fn removed_empty_directory_is_destroyed_after_its_age() {
         )
         .unwrap();
     assert!(dirs.dirs.iter().all(|x| x.id != d));
+    // A late copy of the MakeDirectory's CreateDirectoryInode (its transaction came before
+    // the rmdir's) must not bring it back: the inode's fence outlives the directory.
+    let late = CreateDirectoryInodeReq {
+        id: d,
+        owner_id: InodeId::ROOT,
+        info: DirectoryInfo::default(),
+        txn_id: 1,
+    };
+    assert_eq!(
+        t.req(d.shard(), late).unwrap_err(),
+        EggsError::DirectoryRemoved
+    );
+    let st = t.req(d.shard(), StatDirectoryReq { id: d });
+    assert_eq!(st.unwrap_err(), EggsError::DirectoryNotFound);
 }
 
 #[test]
@@ -681,6 +713,7 @@ fn reattach_brings_back_a_removed_directory_until_it_is_destroyed() {
             ReattachDirectoryReq {
                 dir_id: d,
                 owner_id: owner,
+                txn_id: t.next_id,
             },
         )
     };
@@ -691,8 +724,7 @@ fn reattach_brings_back_a_removed_directory_until_it_is_destroyed() {
         reattach(&mut t, other).unwrap_err(),
         EggsError::DirectoryNotRemoved
     );
-    t.req(d.shard(), RemoveDirectoryOwnerReq { dir_id: d })
-        .unwrap();
+    remove_owner(&mut t, d);
     reattach(&mut t, InodeId::ROOT).unwrap();
     reattach(&mut t, InodeId::ROOT).unwrap();
     let st = t.req(d.shard(), StatDirectoryReq { id: d }).unwrap();
@@ -709,8 +741,7 @@ fn reattach_brings_back_a_removed_directory_until_it_is_destroyed() {
         .unwrap_err(),
         EggsError::DirectoryNotRemoved
     );
-    t.req(d.shard(), RemoveDirectoryOwnerReq { dir_id: d })
-        .unwrap();
+    remove_owner(&mut t, d);
     t.req(
         d.shard(),
         DestroyDirectoryReq {

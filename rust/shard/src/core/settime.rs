@@ -129,6 +129,7 @@ mod tests {
             id: d,
             owner_id: InodeId::ROOT,
             info: Default::default(),
+            txn_id: 1,
         };
         send(&mut core, 1, create).unwrap();
         let set = |id, mtime, atime| SetTimeReq { id, mtime, atime };
@@ -150,7 +151,12 @@ mod tests {
         let root = send(&mut core, 10, StatDirectoryReq { id: InodeId::ROOT }).unwrap();
         assert_eq!(root.mtime, EggsTime(43));
         // A removed directory's mtime is its removal time, which its expiry counts from.
-        send(&mut core, 11, RemoveDirectoryOwnerReq { dir_id: d }).unwrap();
+        let remove = RemoveDirectoryOwnerReq {
+            dir_id: d,
+            txn_id: 2,
+            rollback: false,
+        };
+        send(&mut core, 11, remove).unwrap();
         let removed = stat(&mut core, 12);
         let e = send(&mut core, 13, set(d, Some(EggsTime(42)), None)).unwrap_err();
         assert_eq!(e, EggsError::DirectoryRemoved);

@@ -7,6 +7,9 @@ struct T {
     core: ShardCore<MemKv>,
     next_id: u64,
     now: u64,
+    /// CDC transaction ids for the steps the helpers send (tests that pick their own use
+    /// larger ones).
+    next_txn: u64,
 }
 
 const ALL: fn() -> Vec<ShardId> = || (0..=255).map(ShardId).collect();
@@ -24,7 +27,15 @@ impl T {
             core,
             next_id: 1,
             now: 1_000_000,
+            next_txn: 1,
         }
+    }
+
+    /// A new CDC transaction id (ids grow, as the CDC's do).
+    fn txn(&mut self) -> u64 {
+        self.next_txn += 1;
+        assert!(self.next_txn < 100, "helper transaction ids stay below the tests' own");
+        self.next_txn
     }
 
     fn send_with(
@@ -106,17 +117,17 @@ impl T {
 
     fn mkdir(&mut self, parent: InodeId, name: &str, counter: u64, shard: u8) -> InodeId {
         let id = InodeId::new(InodeType::Directory, ShardId(shard), counter);
+        let txn = self.txn();
         self.req(
             ShardId(shard),
             CreateDirectoryInodeReq {
                 id,
                 owner_id: parent,
                 info: Default::default(),
+                txn_id: txn,
             },
         )
         .unwrap();
-        // A transaction id of its own (any increasing number does).
-        let txn = self.header().request_id;
         let c = self
             .req(
                 parent.shard(),
@@ -139,6 +150,7 @@ impl T {
                 creation_time: c.creation_time,
                 was_moved: false,
                 txn_id: txn,
+                new_edge: true,
             },
         )
         .unwrap();
@@ -455,6 +467,7 @@ fn cdc_steps_are_idempotent_and_locks_block_clients() {
         name: n("f"),
         target_id: f,
         creation_time: ft,
+        txn_id: 105,
     };
     t.req(S0, lock.clone()).unwrap();
     t.req(S0, lock.clone()).unwrap();
@@ -475,7 +488,7 @@ fn cdc_steps_are_idempotent_and_locks_block_clients() {
         name: n("g"),
         target_id: f,
         overwrite_files: true,
-        txn_id: 1,
+        txn_id: 101,
     };
     let h = t.header();
     let c1 = t.send_with(ShardId(1), h, create.clone().into_req());
@@ -487,7 +500,7 @@ fn cdc_steps_are_idempotent_and_locks_block_clients() {
     assert_eq!(c1, c3);
     // Another transaction cannot claim it.
     let other = CreateCurrentEdgeReq {
-        txn_id: 2,
+        txn_id: 102,
         ..create
     };
     assert_eq!(t.req(ShardId(1), other), Err(EggsError::MismatchingTarget));
@@ -497,7 +510,8 @@ fn cdc_steps_are_idempotent_and_locks_block_clients() {
         target_id: f,
         creation_time: ft,
         was_moved: true,
-        txn_id: 0,
+        txn_id: 105,
+        new_edge: false,
     };
     t.req(S0, unlock.clone()).unwrap();
     t.req(S0, unlock).unwrap();
@@ -578,6 +592,7 @@ fn a_created_edge_is_locked_until_unlocked() {
             creation_time: c.creation_time,
             was_moved: false,
             txn_id: 7,
+            new_edge: true,
         },
     )
     .unwrap();
@@ -615,6 +630,7 @@ fn a_late_create_step_never_recreates_an_edge() {
         creation_time: c.creation_time,
         was_moved: false,
         txn_id: 7,
+        new_edge: true,
     };
     t.req(s1, unlock).unwrap();
     // A late copy finds the edge unlocked: the transaction is over.
@@ -689,6 +705,7 @@ fn a_late_create_step_never_links_a_directory_twice() {
         creation_time: ct,
         was_moved: false,
         txn_id: 7,
+        new_edge: true,
     };
     t.req(s1, unlock(c.creation_time)).unwrap();
     let r = t
@@ -718,6 +735,7 @@ fn a_late_create_step_never_links_a_directory_twice() {
             name: n("b"),
             target_id: d5,
             creation_time: r.new_creation_time,
+            txn_id: 8,
         },
     )
     .unwrap();
@@ -729,7 +747,8 @@ fn a_late_create_step_never_links_a_directory_twice() {
             target_id: d5,
             creation_time: r.new_creation_time,
             was_moved: true,
-            txn_id: 0,
+            txn_id: 8,
+            new_edge: false,
         },
     )
     .unwrap();
@@ -742,7 +761,7 @@ fn a_late_create_step_never_links_a_directory_twice() {
         .req(
             s1,
             CreateCurrentEdgeReq {
-                txn_id: 8,
+                txn_id: 9,
                 ..create
             },
         )
@@ -789,6 +808,7 @@ fn a_rolled_back_create_stays_undone() {
         creation_time: EggsTime(0),
         was_moved: false,
         txn_id: 7,
+        new_edge: true,
     };
     t.req(s1, fence.clone()).unwrap();
     assert_eq!(t.core.edge_locked(d1, &n("g")).unwrap(), None);
@@ -828,6 +848,7 @@ fn a_late_fence_never_releases_another_lock() {
         creation_time: c.creation_time,
         was_moved: false,
         txn_id: 7,
+        new_edge: true,
     };
     t.req(s1, unlock.clone()).unwrap();
     t.req(
@@ -837,6 +858,7 @@ fn a_late_fence_never_releases_another_lock() {
             name: n("g"),
             target_id: f,
             creation_time: c.creation_time,
+            txn_id: 8,
         },
     )
     .unwrap();
@@ -849,8 +871,13 @@ fn directory_removal_rules() {
     let mut t = T::new();
     let d = t.mkdir(ROOT, "d", 5, 9);
     t.mkfile(d, "f", b"x");
+    let remove = |txn_id| RemoveDirectoryOwnerReq {
+        dir_id: d,
+        txn_id,
+        rollback: false,
+    };
     assert_eq!(
-        t.req(ShardId(9), RemoveDirectoryOwnerReq { dir_id: d }),
+        t.req(ShardId(9), remove(101)),
         Err(EggsError::DirectoryNotEmpty)
     );
     let e = t
@@ -873,10 +900,8 @@ fn directory_removal_rules() {
     )
     .unwrap();
     // Only snapshot edges left: that is empty.
-    t.req(ShardId(9), RemoveDirectoryOwnerReq { dir_id: d })
-        .unwrap();
-    t.req(ShardId(9), RemoveDirectoryOwnerReq { dir_id: d })
-        .unwrap();
+    t.req(ShardId(9), remove(102)).unwrap();
+    t.req(ShardId(9), remove(102)).unwrap();
     let f = t
         .req(
             ShardId(9),
@@ -898,7 +923,14 @@ fn directory_removal_rules() {
         Err(EggsError::DirectoryRemoved)
     );
     assert_eq!(
-        t.req(S0, RemoveDirectoryOwnerReq { dir_id: ROOT }),
+        t.req(
+            S0,
+            RemoveDirectoryOwnerReq {
+                dir_id: ROOT,
+                txn_id: 103,
+                rollback: false
+            }
+        ),
         Err(EggsError::CannotRemoveRoot)
     );
     // Undoing a mkdir needs the directory to be untouched.
@@ -909,6 +941,7 @@ fn directory_removal_rules() {
             id: fresh,
             owner_id: ROOT,
             info: Default::default(),
+            txn_id: 104,
         },
     )
     .unwrap();
@@ -917,6 +950,7 @@ fn directory_removal_rules() {
         RemoveDirectoryInodeReq {
             id: fresh,
             owner_id: ROOT,
+            txn_id: 104,
         },
     )
     .unwrap();
@@ -925,6 +959,7 @@ fn directory_removal_rules() {
         RemoveDirectoryInodeReq {
             id: fresh,
             owner_id: ROOT,
+            txn_id: 104,
         },
     )
     .unwrap();
@@ -969,6 +1004,7 @@ fn wrong_shard_and_types() {
         core,
         next_id: 1,
         now: 5,
+        next_txn: 1,
     };
     assert_eq!(
         only1.req(S0, StatDirectoryReq { id: ROOT }),
@@ -1361,7 +1397,8 @@ fn failed_writes_are_remembered() {
         target_id: d,
         creation_time: dt,
         was_moved,
-        txn_id: 0,
+        txn_id: 101,
+        new_edge: false,
     };
     t.req(
         S0,
@@ -1370,6 +1407,7 @@ fn failed_writes_are_remembered() {
             name: n("d"),
             target_id: d,
             creation_time: dt,
+            txn_id: 101,
         },
     )
     .unwrap();
@@ -1391,6 +1429,7 @@ fn rollback_unlock_of_a_changed_edge_is_a_no_op() {
         name: n("f"),
         target_id: f,
         creation_time: ft,
+        txn_id: 101,
     };
     t.req(S0, lock).unwrap();
     let unlock = UnlockCurrentEdgeReq {
@@ -1399,7 +1438,8 @@ fn rollback_unlock_of_a_changed_edge_is_a_no_op() {
         target_id: f,
         creation_time: ft,
         was_moved: false,
-        txn_id: 0,
+        txn_id: 101,
+        new_edge: false,
     };
     t.req(S0, unlock.clone()).unwrap();
     // Someone renames the now unlocked edge; a fresh copy of the rollback still succeeds.
@@ -1509,4 +1549,266 @@ fn read_dir_pages_fill_to_their_limit() {
             );
         }
     }
+}
+
+// ---- late copies of every CDC step: each is fenced by its transaction id ----
+//
+// A "late copy" here is the step sent again with a fresh request id, as when its
+// deduplication entry expired (or an earlier CDC incarnation sent it): the shard runs it
+// again unless the fence stops it. The CDC's transactions are in rust/cdc/src/txn.rs.
+
+fn stat_owner(t: &mut T, d: InodeId) -> Result<InodeId, EggsError> {
+    t.req(d.shard(), StatDirectoryReq { id: d })
+        .map(|s| s.owner_id)
+}
+
+/// Bug C: a LockCurrentEdge arriving after its transaction rolled back and unlocked the
+/// edge would leave it locked forever.
+#[test]
+fn a_late_lock_step_never_locks_an_edge_again() {
+    let mut t = T::new();
+    let (f, ft) = t.mkfile(ROOT, "f", b"x");
+    let lock = |txn_id| LockCurrentEdgeReq {
+        dir_id: ROOT,
+        name: n("f"),
+        target_id: f,
+        creation_time: ft,
+        txn_id,
+    };
+    let unlock = |txn_id| UnlockCurrentEdgeReq {
+        dir_id: ROOT,
+        name: n("f"),
+        target_id: f,
+        creation_time: ft,
+        was_moved: false,
+        txn_id,
+        new_edge: false,
+    };
+    t.req(S0, lock(100)).unwrap();
+    t.req(S0, lock(100)).unwrap(); // a copy while the transaction runs: idempotent
+    t.req(S0, unlock(100)).unwrap(); // its rollback
+    assert_eq!(t.req(S0, lock(100)), Err(EggsError::EdgeNotLocked));
+    assert_eq!(t.core.edge_locked(ROOT, &n("f")).unwrap(), Some(false));
+    // A copy of the last step itself (the CDC resending it after a restart) succeeds.
+    t.req(S0, unlock(100)).unwrap();
+    // A later transaction locks the edge: copies of the older one's steps leave it locked.
+    t.req(S0, lock(101)).unwrap();
+    assert_eq!(t.req(S0, lock(100)), Err(EggsError::EdgeNotLocked));
+    t.req(S0, unlock(100)).unwrap();
+    assert_eq!(t.core.edge_locked(ROOT, &n("f")).unwrap(), Some(true));
+    // And a client still cannot touch it.
+    let unlink = SoftUnlinkFileReq {
+        dir_id: ROOT,
+        target_id: f,
+        name: n("f"),
+        creation_time: ft,
+    };
+    assert_eq!(t.req(S0, unlink), Err(EggsError::EdgeLocked));
+}
+
+/// Bug C again: a CreateDirectoryInode arriving after its MakeDirectory rolled back
+/// (RemoveDirectoryInode) would create an orphan directory.
+#[test]
+fn a_late_create_inode_step_never_brings_a_directory_back() {
+    let mut t = T::new();
+    let s9 = ShardId(9);
+    let d = InodeId::new(InodeType::Directory, s9, 50);
+    let create = CreateDirectoryInodeReq {
+        id: d,
+        owner_id: ROOT,
+        info: Default::default(),
+        txn_id: 100,
+    };
+    let remove = RemoveDirectoryInodeReq {
+        id: d,
+        owner_id: ROOT,
+        txn_id: 100,
+    };
+    t.req(s9, create.clone()).unwrap();
+    t.req(s9, create.clone()).unwrap(); // idempotent while the transaction runs
+    t.req(s9, remove.clone()).unwrap();
+    assert_eq!(t.req(s9, create.clone()), Err(EggsError::DirectoryRemoved));
+    assert_eq!(stat_owner(&mut t, d), Err(EggsError::DirectoryNotFound));
+    t.req(s9, remove).unwrap(); // a copy of the last step: nothing left to do
+    assert_eq!(stat_owner(&mut t, d), Err(EggsError::DirectoryNotFound));
+}
+
+/// A SetDirectoryOwner arriving after a later rename moved the directory again must not
+/// move it back.
+#[test]
+fn a_late_set_owner_step_never_moves_a_directory_back() {
+    let mut t = T::new();
+    let s9 = ShardId(9);
+    let d = t.mkdir(ROOT, "d", 5, 9);
+    let a = t.mkdir(ROOT, "a", 6, 2);
+    let b = t.mkdir(ROOT, "b", 7, 3);
+    let set = |owner_id, txn_id| SetDirectoryOwnerReq {
+        dir_id: d,
+        owner_id,
+        txn_id,
+    };
+    t.req(s9, set(a, 100)).unwrap();
+    t.req(s9, set(a, 100)).unwrap();
+    t.req(s9, set(b, 101)).unwrap();
+    t.req(s9, set(a, 100)).unwrap(); // over: a no-op success
+    assert_eq!(stat_owner(&mut t, d), Ok(b));
+}
+
+/// A RemoveDirectory whose RemoveDirectoryOwner failed (not empty) restores the owner as
+/// its rollback, which fences the inode: a late copy of the failed step, arriving once the
+/// directory is empty, must not detach it while it stays linked. A copy that got in before
+/// the restore is undone by it.
+#[test]
+fn a_late_remove_owner_step_never_detaches_a_linked_directory() {
+    let mut t = T::new();
+    let s9 = ShardId(9);
+    let d = t.mkdir(ROOT, "d", 5, 9);
+    let remove = |txn_id| RemoveDirectoryOwnerReq {
+        dir_id: d,
+        txn_id,
+        rollback: false,
+    };
+    let restore = |txn_id| SetDirectoryOwnerReq {
+        dir_id: d,
+        owner_id: ROOT,
+        txn_id,
+    };
+    let unlink = |t: &mut T, f, ct| {
+        t.req(
+            s9,
+            SoftUnlinkFileReq {
+                dir_id: d,
+                target_id: f,
+                name: n("f"),
+                creation_time: ct,
+            },
+        )
+        .unwrap()
+    };
+    let (f, ft) = t.mkfile(d, "f", b"x");
+    assert_eq!(t.req(s9, remove(100)), Err(EggsError::DirectoryNotEmpty));
+    t.req(s9, restore(100)).unwrap();
+    unlink(&mut t, f, ft);
+    assert_eq!(t.req(s9, remove(100)), Err(EggsError::DirectoryRemoved));
+    assert_eq!(stat_owner(&mut t, d), Ok(ROOT));
+    // A copy that gets in before the rollback's restore.
+    let (f, ft) = t.mkfile(d, "f", b"y");
+    assert_eq!(t.req(s9, remove(101)), Err(EggsError::DirectoryNotEmpty));
+    unlink(&mut t, f, ft);
+    t.req(s9, remove(101)).unwrap();
+    assert_eq!(stat_owner(&mut t, d), Ok(InodeId::NULL));
+    t.req(s9, restore(101)).unwrap();
+    assert_eq!(stat_owner(&mut t, d), Ok(ROOT));
+    assert_eq!(t.req(s9, remove(101)), Err(EggsError::DirectoryRemoved));
+    assert_eq!(stat_owner(&mut t, d), Ok(ROOT));
+}
+
+/// An UndeleteDirectory that rolled back (its RemoveDirectoryOwner with `rollback`) fences
+/// the inode: a late ReattachDirectory must not give the directory its owner back.
+#[test]
+fn a_late_reattach_step_never_reattaches_after_a_rollback() {
+    let mut t = T::new();
+    let s9 = ShardId(9);
+    let d = t.mkdir(ROOT, "d", 5, 9);
+    let remove = |txn_id, rollback| RemoveDirectoryOwnerReq {
+        dir_id: d,
+        txn_id,
+        rollback,
+    };
+    t.req(s9, remove(100, false)).unwrap(); // an rmdir
+    let reattach = ReattachDirectoryReq {
+        dir_id: d,
+        owner_id: ROOT,
+        txn_id: 101,
+    };
+    t.req(s9, reattach.clone()).unwrap();
+    assert_eq!(stat_owner(&mut t, d), Ok(ROOT));
+    t.req(s9, remove(101, true)).unwrap(); // its CreateCurrentEdge failed: detached again
+    assert_eq!(t.req(s9, reattach), Err(EggsError::DirectoryRemoved));
+    assert_eq!(stat_owner(&mut t, d), Ok(InodeId::NULL));
+    t.req(s9, remove(101, true)).unwrap(); // a copy of the last step: no-op
+    // A copy of the older rmdir is over too.
+    assert_eq!(t.req(s9, remove(100, false)), Err(EggsError::DirectoryRemoved));
+}
+
+/// The new edge's unlock and the old edge's unlock, copied after a later transaction
+/// locked the edge, leave that lock alone; a create copied after the transaction is refused.
+#[test]
+fn late_unlock_steps_never_release_a_later_lock() {
+    let mut t = T::new();
+    let d1 = t.mkdir(ROOT, "d1", 1, 1);
+    let d2 = t.mkdir(ROOT, "d2", 2, 2);
+    let (f, ft) = t.mkfile(d1, "f", b"x");
+    let (s1, s2) = (ShardId(1), ShardId(2));
+    // Transaction 100 renames d1/f to d2/g.
+    let lock_old = LockCurrentEdgeReq {
+        dir_id: d1,
+        name: n("f"),
+        target_id: f,
+        creation_time: ft,
+        txn_id: 100,
+    };
+    t.req(s1, lock_old).unwrap();
+    let create = CreateCurrentEdgeReq {
+        dir_id: d2,
+        name: n("g"),
+        target_id: f,
+        overwrite_files: false,
+        txn_id: 100,
+    };
+    let c = t.req(s2, create.clone()).unwrap();
+    let unlock_old = UnlockCurrentEdgeReq {
+        dir_id: d1,
+        name: n("f"),
+        target_id: f,
+        creation_time: ft,
+        was_moved: true,
+        txn_id: 100,
+        new_edge: false,
+    };
+    let unlock_new = UnlockCurrentEdgeReq {
+        dir_id: d2,
+        name: n("g"),
+        target_id: f,
+        creation_time: c.creation_time,
+        was_moved: false,
+        txn_id: 100,
+        new_edge: true,
+    };
+    t.req(s1, unlock_old.clone()).unwrap();
+    t.req(s2, unlock_new.clone()).unwrap();
+    // Transaction 101 locks the new edge to move it on.
+    t.req(
+        s2,
+        LockCurrentEdgeReq {
+            dir_id: d2,
+            name: n("g"),
+            target_id: f,
+            creation_time: c.creation_time,
+            txn_id: 101,
+        },
+    )
+    .unwrap();
+    t.req(s2, unlock_new).unwrap();
+    t.req(s1, unlock_old).unwrap();
+    assert_eq!(t.req(s2, create), Err(EggsError::EdgeNotLocked));
+    assert_eq!(t.core.edge_locked(d2, &n("g")).unwrap(), Some(true));
+    assert_eq!(t.names(d1), Vec::<String>::new());
+    assert_eq!(t.names(d2), ["g"]);
+}
+
+#[test]
+fn a_cdc_step_without_a_transaction_is_malformed() {
+    let mut t = T::new();
+    let d = t.mkdir(ROOT, "d", 5, 9);
+    let remove = RemoveDirectoryOwnerReq {
+        dir_id: d,
+        txn_id: 0,
+        rollback: false,
+    };
+    assert_eq!(
+        t.req(ShardId(9), remove),
+        Err(EggsError::MalformedRequest)
+    );
+    assert_eq!(stat_owner(&mut t, d), Ok(ROOT));
 }

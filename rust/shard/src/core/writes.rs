@@ -13,6 +13,9 @@ use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, Name, ShardId, MAX_
 
 impl<K: Kv> ShardCore<K> {
     pub(super) fn write(&mut self, shard: ShardId, tx: &mut Tx, body: &ShardReq) -> R<ShardResp> {
+        if let Some(fence) = step_fence(body) {
+            return self.cdc_step(shard, tx, body, fence);
+        }
         Ok(match body {
             ShardReq::SameDirectoryRename(r) => {
                 ShardResp::SameDirectoryRename(self.same_dir_rename(shard, tx, r)?)
@@ -30,30 +33,6 @@ impl<K: Kv> ShardCore<K> {
                 ShardResp::AddInlineSpan(self.add_inline_span(shard, tx, r)?)
             }
             ShardReq::LinkFile(r) => ShardResp::LinkFile(self.link_file(shard, tx, r)?),
-            ShardReq::CreateDirectoryInode(r) => {
-                ShardResp::CreateDirectoryInode(self.create_dir_inode(shard, tx, r)?)
-            }
-            ShardReq::CreateCurrentEdge(r) => {
-                ShardResp::CreateCurrentEdge(self.create_current_edge(shard, tx, r)?)
-            }
-            ShardReq::LockCurrentEdge(r) => {
-                ShardResp::LockCurrentEdge(self.lock_edge(shard, tx, r)?)
-            }
-            ShardReq::UnlockCurrentEdge(r) if r.txn_id != 0 => {
-                ShardResp::UnlockCurrentEdge(self.unlock_new_edge(shard, tx, r)?)
-            }
-            ShardReq::UnlockCurrentEdge(r) => {
-                ShardResp::UnlockCurrentEdge(self.unlock_edge(shard, tx, r)?)
-            }
-            ShardReq::SetDirectoryOwner(r) => {
-                ShardResp::SetDirectoryOwner(self.set_dir_owner(shard, tx, r)?)
-            }
-            ShardReq::RemoveDirectoryOwner(r) => {
-                ShardResp::RemoveDirectoryOwner(self.remove_dir_owner(shard, tx, r)?)
-            }
-            ShardReq::RemoveDirectoryInode(r) => {
-                ShardResp::RemoveDirectoryInode(self.remove_dir_inode(shard, tx, r)?)
-            }
             ShardReq::AddSpanInitiate(r) => {
                 ShardResp::AddSpanInitiate(self.add_span_initiate(shard, tx, r)?)
             }
@@ -85,9 +64,6 @@ impl<K: Kv> ShardCore<K> {
             ShardReq::RestoreSnapshotEdge(r) => {
                 ShardResp::RestoreSnapshotEdge(self.restore_snapshot_edge(shard, tx, r)?)
             }
-            ShardReq::ReattachDirectory(r) => {
-                ShardResp::ReattachDirectory(self.reattach_directory(shard, tx, r)?)
-            }
             ShardReq::ReplaceBlockInitiate(r) => {
                 ShardResp::ReplaceBlockInitiate(self.replace_block_initiate(shard, tx, r)?)
             }
@@ -118,13 +94,99 @@ impl<K: Kv> ShardCore<K> {
         tx.put(keys::current_edge(dir, name), &body);
     }
 
-    /// The last CDC transaction that finished creating an edge in `dir` (0 if none).
-    fn cdc_fence(&self, dir: InodeId) -> R<u64> {
-        let key = keys::cdc_fence(dir);
-        match self.kv.get(&key)? {
-            Some(v) => Ok(keys::be_u64(&v).ok_or_else(|| super::corrupt(key, "fence"))?),
-            None => Ok(0),
+    /// The fence stored at `key`: the last CDC transaction that changed what it fences, and
+    /// whether that transaction is done there. A value of 8 bytes (written by older
+    /// versions, which fenced only at a transaction's end) is a done transaction.
+    fn read_fence(&self, key: &[u8]) -> R<Fence> {
+        let Some(v) = self.kv.get(key)? else {
+            return Ok(Fence::default());
+        };
+        let bad = || super::corrupt(key.to_vec(), "fence");
+        let txn_id = keys::be_u64(&v).ok_or_else(bad)?;
+        let done = match v.get(8..) {
+            Some([]) => true,
+            Some([flag]) => *flag != 0,
+            _ => return Err(bad().into()),
+        };
+        Ok(Fence { txn_id, done })
+    }
+
+    /// Runs a CDC step behind its fence. The transactions touching a directory (its edges or
+    /// its inode) all hold its lock in the CDC, so they run one after the other in id order.
+    /// Every step that succeeds records its transaction in the fence, and a transaction's
+    /// last step there marks it done. A step of a transaction below the fence, or of the
+    /// fence's own transaction once it is done, therefore comes from a transaction that is
+    /// over there: a late copy (its deduplication entry expired, or it outlived a CDC
+    /// restart). A copy of a last step is a no-op success (it may be the CDC resending it
+    /// after a restart); any other step is refused, so that it never acts on what changed
+    /// since.
+    fn cdc_step(
+        &mut self,
+        shard: ShardId,
+        tx: &mut Tx,
+        body: &ShardReq,
+        step: StepFence,
+    ) -> R<ShardResp> {
+        if step.txn_id == 0 {
+            return Err(EggsError::MalformedRequest.into());
         }
+        Self::check_owned(shard, step.inode, Some(true))?;
+        let key = step.key();
+        let fence = self.read_fence(&key)?;
+        if fence.is_over(step.txn_id) {
+            if !step.last {
+                return Err(step.late().into());
+            }
+            return match done_response(body) {
+                Some(resp) => Ok(resp),
+                None => unreachable!("{} is a last step without a response", body.kind()),
+            };
+        }
+        let resp = self.apply_cdc_step(shard, tx, body)?;
+        let now = Fence {
+            txn_id: step.txn_id,
+            done: step.last,
+        };
+        // A destroyed directory has no edges left to protect (the GC deleted that fence with
+        // it), while its inode fence must outlive it (see keys::CDC_INODE_FENCE).
+        let exists = || -> R<bool> { Ok(self.kv.get(&keys::dir(step.inode))?.is_some()) };
+        if now != fence && (step.inode_side || exists()?) {
+            tx.changes.put(key, now.encode());
+        }
+        Ok(resp)
+    }
+
+    fn apply_cdc_step(&mut self, shard: ShardId, tx: &mut Tx, body: &ShardReq) -> R<ShardResp> {
+        Ok(match body {
+            ShardReq::CreateDirectoryInode(r) => {
+                ShardResp::CreateDirectoryInode(self.create_dir_inode(shard, tx, r)?)
+            }
+            ShardReq::CreateCurrentEdge(r) => {
+                ShardResp::CreateCurrentEdge(self.create_current_edge(shard, tx, r)?)
+            }
+            ShardReq::LockCurrentEdge(r) => {
+                ShardResp::LockCurrentEdge(self.lock_edge(shard, tx, r)?)
+            }
+            ShardReq::UnlockCurrentEdge(r) if r.new_edge => {
+                ShardResp::UnlockCurrentEdge(self.unlock_new_edge(shard, tx, r)?)
+            }
+            ShardReq::UnlockCurrentEdge(r) => {
+                ShardResp::UnlockCurrentEdge(self.unlock_edge(shard, tx, r)?)
+            }
+            ShardReq::SetDirectoryOwner(r) => {
+                ShardResp::SetDirectoryOwner(self.set_dir_owner(shard, tx, r)?)
+            }
+            ShardReq::RemoveDirectoryOwner(r) => {
+                ShardResp::RemoveDirectoryOwner(self.remove_dir_owner(shard, tx, r)?)
+            }
+            ShardReq::RemoveDirectoryInode(r) => {
+                ShardResp::RemoveDirectoryInode(self.remove_dir_inode(shard, tx, r)?)
+            }
+            ShardReq::ReattachDirectory(r) => {
+                ShardResp::ReattachDirectory(self.reattach_directory(shard, tx, r)?)
+            }
+            other => unreachable!("{} is not a fenced CDC step", other.kind()),
+        })
     }
 
     /// Turns a current edge into a snapshot edge; with `deleted`, also records that the name
@@ -428,9 +490,8 @@ impl<K: Kv> ShardCore<K> {
     /// the directory (`unlock_new_edge`). A copy of this step that arrives late (its
     /// deduplication entry expired, or a CDC resumed after a long outage) therefore finds
     /// either its own locked edge (the transaction still runs: success) or the fence, and
-    /// then fails (`EdgeNotLocked`) without creating the edge again over what clients did
-    /// since. The fence is exact because the transactions creating edges in a directory all
-    /// lock it in the CDC, so they run one after the other in id order.
+    /// then fails (`EdgeNotLocked`, in `cdc_step`) without creating the edge again over what
+    /// clients did since.
     fn create_current_edge(
         &mut self,
         shard: ShardId,
@@ -438,14 +499,11 @@ impl<K: Kv> ShardCore<K> {
         r: &CreateCurrentEdgeReq,
     ) -> R<CreateCurrentEdgeResp> {
         let dir = self.get_live_dir(shard, r.dir_id)?;
-        if r.txn_id <= self.cdc_fence(r.dir_id)? {
-            return Err(EggsError::EdgeNotLocked.into());
-        }
         if let Some(old) = self.get_current_edge(r.dir_id, &r.name)? {
             // Our own edge (a resent copy while the transaction runs), or the target is
             // already linked here and nobody is moving it (undeleting a directory twice):
             // the state asked for holds. (A late copy after the transaction ended was
-            // refused by the fence above.)
+            // refused by the fence, see cdc_step.)
             let ours = old.created_by == r.txn_id && old.locked;
             if old.target_id == r.target_id && (ours || !old.locked) {
                 return Ok(CreateCurrentEdgeResp {
@@ -474,10 +532,10 @@ impl<K: Kv> ShardCore<K> {
         })
     }
 
-    /// The last step of transaction `r.txn_id` in `r.dir_id`: unlocks the edge its
-    /// CreateCurrentEdge made and fences the directory against late copies of that step. If
-    /// the create failed (the CDC rolls back; `creation_time` 0), a late copy may still have
-    /// made the edge in the meantime: it is removed, since the transaction never took effect.
+    /// The last step of transaction `r.txn_id` in `r.dir_id` (so `cdc_step` fences the
+    /// directory after it): unlocks the edge its CreateCurrentEdge made. If the create
+    /// failed (the CDC rolls back; `creation_time` 0), a late copy may still have made the
+    /// edge in the meantime: it is removed, since the transaction never took effect.
     fn unlock_new_edge(
         &mut self,
         shard: ShardId,
@@ -493,10 +551,6 @@ impl<K: Kv> ShardCore<K> {
             Err(Fail::Eggs(EggsError::DirectoryNotFound)) => return Ok(UnlockCurrentEdgeResp {}),
             Err(e) => return Err(e),
         };
-        if r.txn_id > self.cdc_fence(r.dir_id)? {
-            tx.changes
-                .put(keys::cdc_fence(r.dir_id), r.txn_id.to_be_bytes().to_vec());
-        }
         let Some(mut e) = self.get_current_edge(r.dir_id, &r.name)? else {
             return Ok(UnlockCurrentEdgeResp {});
         };
@@ -651,4 +705,98 @@ impl<K: Kv> ShardCore<K> {
         tx.changes.delete(key);
         Ok(RemoveDirectoryInodeResp {})
     }
+}
+
+/// What a fence key holds (see `ShardCore::cdc_step`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+struct Fence {
+    txn_id: u64,
+    done: bool,
+}
+
+impl Fence {
+    /// Whether transaction `txn_id` has finished with what this fences.
+    fn is_over(self, txn_id: u64) -> bool {
+        txn_id < self.txn_id || (txn_id == self.txn_id && self.done)
+    }
+
+    fn encode(self) -> Vec<u8> {
+        let mut v = self.txn_id.to_be_bytes().to_vec();
+        v.push(u8::from(self.done));
+        v
+    }
+}
+
+/// How a CDC step is fenced (see `ShardCore::cdc_step`).
+#[derive(Debug)]
+struct StepFence {
+    /// The directory whose edges, or whose inode, the step concerns.
+    inode: InodeId,
+    /// The inode (owner, existence) rather than the edges.
+    inode_side: bool,
+    txn_id: u64,
+    /// The transaction's last step on what is fenced: it sets the fence.
+    last: bool,
+}
+
+impl StepFence {
+    fn key(&self) -> Vec<u8> {
+        if self.inode_side {
+            keys::cdc_inode_fence(self.inode)
+        } else {
+            keys::cdc_fence(self.inode)
+        }
+    }
+
+    /// What a late copy of a step that is not a last step gets.
+    fn late(&self) -> EggsError {
+        if self.inode_side {
+            EggsError::DirectoryRemoved
+        } else {
+            EggsError::EdgeNotLocked
+        }
+    }
+}
+
+/// The fence of a CDC step; `None` for every other request. Which steps are last follows
+/// from the CDC's transactions (rust/cdc/src/txn.rs): the unlocks end every transaction's
+/// work on a directory's edges; SetDirectoryOwner (a rename's, or a RemoveDirectory's
+/// rollback), RemoveDirectoryInode (a MakeDirectory's rollback) and the RemoveDirectoryOwner
+/// undoing a ReattachDirectory end it on a directory inode. CreateDirectoryInode,
+/// ReattachDirectory, a RemoveDirectory's RemoveDirectoryOwner, LockCurrentEdge and
+/// CreateCurrentEdge may be followed by more (a rollback), so on the success paths that
+/// end with them the transaction stays the fence's, not done, until a later one comes.
+fn step_fence(body: &ShardReq) -> Option<StepFence> {
+    let (inode, inode_side, txn_id, last) = match body {
+        ShardReq::CreateDirectoryInode(r) => (r.id, true, r.txn_id, false),
+        ShardReq::ReattachDirectory(r) => (r.dir_id, true, r.txn_id, false),
+        ShardReq::SetDirectoryOwner(r) => (r.dir_id, true, r.txn_id, true),
+        ShardReq::RemoveDirectoryOwner(r) => (r.dir_id, true, r.txn_id, r.rollback),
+        ShardReq::RemoveDirectoryInode(r) => (r.id, true, r.txn_id, true),
+        ShardReq::LockCurrentEdge(r) => (r.dir_id, false, r.txn_id, false),
+        ShardReq::CreateCurrentEdge(r) => (r.dir_id, false, r.txn_id, false),
+        ShardReq::UnlockCurrentEdge(r) => (r.dir_id, false, r.txn_id, true),
+        _ => return None,
+    };
+    Some(StepFence {
+        inode,
+        inode_side,
+        txn_id,
+        last,
+    })
+}
+
+/// The response of a last step whose work is done (all of them are empty).
+fn done_response(body: &ShardReq) -> Option<ShardResp> {
+    Some(match body {
+        ShardReq::UnlockCurrentEdge(_) => ShardResp::UnlockCurrentEdge(UnlockCurrentEdgeResp {}),
+        ShardReq::SetDirectoryOwner(_) => ShardResp::SetDirectoryOwner(SetDirectoryOwnerResp {}),
+        ShardReq::RemoveDirectoryOwner(_) => {
+            ShardResp::RemoveDirectoryOwner(RemoveDirectoryOwnerResp {})
+        }
+        ShardReq::RemoveDirectoryInode(_) => {
+            ShardResp::RemoveDirectoryInode(RemoveDirectoryInodeResp {})
+        }
+        _ => return None,
+    })
 }
