@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use eggs_blocks::{BlocksConfig, DEFAULT_REGISTER_INTERVAL_MS};
+use eggs_common::daemon::{self, Runtime};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -40,23 +41,11 @@ fn parse_failure_domain(s: &str) -> Result<[u8; 16], String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    eggs_common::logging::init("info");
-    // Before any other thread starts (each has its own capabilities): servers need none. As
-    // root it still owns, and may write, the directories and files it creates.
-    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
-        tracing::error!("{e}");
-        return ExitCode::FAILURE;
-    }
-    match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(serve(args)),
-        Err(e) => {
-            tracing::error!("starting the tokio runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    // Servers need no capabilities: as root they still own, and may write, what they create.
+    daemon::run(Runtime::MultiThread, &[], serve(args))
 }
 
-async fn serve(args: Args) -> ExitCode {
+async fn serve(args: Args) -> Result<(), eggs_blocks::BlocksError> {
     let cfg = BlocksConfig {
         dirs: args.dirs,
         failure_domain: args
@@ -66,18 +55,6 @@ async fn serve(args: Args) -> ExitCode {
         shuckle: args.shuckle,
         register_interval_ms: args.register_interval_ms,
     };
-    let result = match eggs_blocks::Blocks::bind(cfg).await {
-        Ok(blocks) => blocks.run(eggs_common::shutdown_signal()).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    let blocks = eggs_blocks::Blocks::bind(cfg).await?;
+    blocks.run(eggs_common::shutdown_signal()).await
 }

@@ -2,6 +2,7 @@
 
 use clap::Parser;
 use eggs_cdc::CdcConfig;
+use eggs_common::daemon::{self, Runtime};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,36 +25,16 @@ struct Args {
 // other constantly, and on one thread that costs no cross-thread wake-ups. RocksDB syncs
 // run on the blocking pool.
 fn main() -> ExitCode {
-    eggs_common::logging::init("info");
     let args = Args::parse();
-    // Before any other thread starts (each has its own capabilities): servers need none.
-    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
-        tracing::error!("{e}");
-        return ExitCode::FAILURE;
-    }
-    match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt.block_on(serve(args)),
-        Err(e) => {
-            tracing::error!("starting the tokio runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    // Servers need no capabilities: as root they still own, and may write, what they create.
+    daemon::run(Runtime::CurrentThread, &[], serve(args))
 }
 
-async fn serve(args: Args) -> ExitCode {
+async fn serve(args: Args) -> Result<(), eggs_cdc::CdcError> {
     let cfg = CdcConfig {
         dir: args.dir,
         bind: args.bind,
         shuckle: args.shuckle,
     };
-    match eggs_cdc::run(cfg, eggs_common::shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("eggscdc: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    eggs_cdc::run(cfg, eggs_common::shutdown_signal()).await
 }

@@ -2,6 +2,7 @@
 
 pub mod caps;
 pub mod crypto;
+pub mod daemon;
 pub mod format_version;
 pub mod frame;
 pub mod logging;

@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use eggs_client::{Client, ClientOptions};
-use eggs_gc::{daemon, GcOptions};
+use eggs_common::daemon::{self, Runtime};
+use eggs_gc::{daemon as gc_daemon, GcOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,30 +46,16 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    eggs_common::logging::init("info");
     let args = Args::parse();
-    // Before any other thread starts (each has its own capabilities): servers need none.
-    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
-        tracing::error!("{e}");
-        return ExitCode::FAILURE;
-    }
-    match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(serve(args)),
-        Err(e) => {
-            tracing::error!("starting the tokio runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    // Servers need no capabilities: as root they still own, and may write, what they create.
+    daemon::run(Runtime::MultiThread, &[], serve(args))
 }
 
-async fn serve(args: Args) -> ExitCode {
-    let client = match Client::new(args.shuckle, ClientOptions::default()).await {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            tracing::error!("eggsgc: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+async fn serve(args: Args) -> Result<(), String> {
+    let client = Client::new(args.shuckle, ClientOptions::default())
+        .await
+        .map(Arc::new)
+        .map_err(|e| e.to_string())?;
     let opts = GcOptions {
         shard_parallelism: args.shard_parallelism,
         item_parallelism: args.item_parallelism,
@@ -77,13 +64,12 @@ async fn serve(args: Args) -> ExitCode {
         let r = eggs_gc::run_once(&client, &opts).await;
         println!("collect: {}", r.collect);
         println!("destroy: {}", r.destroy);
-        return if r.collect.errors + r.destroy.errors == 0 {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
+        return match r.collect.errors + r.destroy.errors {
+            0 => Ok(()),
+            n => Err(format!("{n} errors in the passes")),
         };
     }
-    let mut loops = daemon::standard_loops(
+    let mut loops = gc_daemon::standard_loops(
         client.clone(),
         opts,
         Duration::from_millis(args.collect_interval_ms),
@@ -93,7 +79,7 @@ async fn serve(args: Args) -> ExitCode {
         rate_bytes_per_s: args.scrub_rate_bytes_per_s,
         ..Default::default()
     };
-    let maintenance = daemon::maintenance_loops(
+    let maintenance = gc_daemon::maintenance_loops(
         client,
         scrub,
         Duration::from_millis(args.scrub_interval_ms),
@@ -107,11 +93,7 @@ async fn serve(args: Args) -> ExitCode {
             .filter(|(_, interval_ms)| *interval_ms > 0)
             .map(|(l, _)| l),
     );
-    match daemon::run_daemon(loops, args.status_file, eggs_common::shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("eggsgc: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    gc_daemon::run_daemon(loops, args.status_file, eggs_common::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
 }

@@ -1,7 +1,9 @@
 use clap::Parser;
+use eggs_common::daemon::{self, Runtime};
 use eggs_shard::{parse_shard_set, ShardOptions, ShardServer, ShardServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// EggsFS metadata shard server: serves any set of the 256 logical shards from one RocksDB.
 #[derive(Parser)]
@@ -31,38 +33,28 @@ struct Args {
     core_threads: usize,
 }
 
-fn main() {
-    eggs_common::logging::init("info");
+fn main() -> ExitCode {
     let args = Args::parse();
-    // Before any other thread starts (each has its own capabilities): servers need none.
-    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
-        eprintln!("eggsshard: {e}");
-        std::process::exit(1);
-    }
-    if let Err(e) = run(args) {
-        eprintln!("eggsshard: {e}");
-        std::process::exit(1);
-    }
+    // Servers need no capabilities. The core threads start inside `serve`, after the drop,
+    // so they inherit none either. One thread for the socket loop: the cores do the work.
+    daemon::run(Runtime::CurrentThread, &[], serve(args))
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = ShardServerConfig {
         dir: args.dir,
         bind: args.bind,
         shuckle: args.shuckle,
         shards: parse_shard_set(&args.shards)?,
         options: ShardOptions {
-            transient_deadline_ns: args.transient_deadline_ms * 1_000_000,
+            transient_deadline_ns: args.transient_deadline_ms.saturating_mul(1_000_000),
             ..ShardOptions::default()
         },
         db: Default::default(),
         heartbeat_ms: args.heartbeat_ms,
         core_threads: args.core_threads,
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let server = ShardServer::start(cfg)?;
-    rt.block_on(server.run(eggs_common::shutdown_signal()));
+    server.run(eggs_common::shutdown_signal()).await;
     Ok(())
 }

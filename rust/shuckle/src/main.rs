@@ -1,6 +1,7 @@
 //! `eggsshuckle`: the registry of shards, the CDC and block services.
 
 use clap::Parser;
+use eggs_common::daemon::{self, Runtime};
 use eggs_shuckle::{
     ShuckleConfig, DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS, DEFAULT_STALE_AFTER_MS,
 };
@@ -34,22 +35,11 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    eggs_common::logging::init("info");
-    // Before any other thread starts (each has its own capabilities): servers need none.
-    if let Err(e) = eggs_common::caps::drop_all_except(&[]) {
-        tracing::error!("{e}");
-        return ExitCode::FAILURE;
-    }
-    match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt.block_on(serve(args)),
-        Err(e) => {
-            tracing::error!("starting the tokio runtime: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    // Servers need no capabilities: as root they still own, and may write, what they create.
+    daemon::run(Runtime::MultiThread, &[], serve(args))
 }
 
-async fn serve(args: Args) -> ExitCode {
+async fn serve(args: Args) -> Result<(), eggs_shuckle::ShuckleError> {
     let cfg = ShuckleConfig {
         addr: args.addr,
         dir: args.dir,
@@ -57,14 +47,5 @@ async fn serve(args: Args) -> ExitCode {
         max_connections: args.max_connections,
         idle_timeout_ms: args.idle_timeout_ms,
     };
-    match eggs_shuckle::serve(cfg, eggs_common::shutdown_signal()).await {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::FAILURE
-        }
-    }
+    eggs_shuckle::serve(cfg, eggs_common::shutdown_signal()).await
 }
