@@ -10,6 +10,7 @@ use eggs_protocol::blocks::{
     CheckBlockResp, EraseBlockReq, EraseBlockResp, FetchBlockReq, FetchBlockResp, WriteBlockReq,
     WriteBlockResp,
 };
+use eggs_protocol::conv::usize_of;
 use eggs_protocol::{BlockId, BlockServiceId, EggsError};
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -309,7 +310,7 @@ async fn send_window(
     let have = store::page_bytes(pages, block.size_bytes());
     let from = want.start.max(have.start) - have.start;
     let to = want.end.min(have.end).saturating_sub(have.start);
-    match data.get(from as usize..to as usize) {
+    match data.get(usize_of(from)..usize_of(to)) {
         Some(part) => conn.send_data(part).await,
         None => {
             tracing::error!("window {pages:?} does not cover {want:?}; closing");

@@ -37,6 +37,7 @@
 
 use crate::sys;
 pub use crate::sys::Space;
+use eggs_protocol::conv::{fit, usize_of};
 use eggs_protocol::{BlockId, EggsError};
 use std::fs::File;
 use std::io;
@@ -48,8 +49,10 @@ use std::sync::Mutex;
 
 /// Block data is checksummed in pages of this many bytes.
 pub const PAGE_BYTES: u32 = 4096;
+const PAGE_LEN: usize = PAGE_BYTES as usize;
 /// Bytes before the data in a block file.
 pub const HEADER_BYTES: u64 = 32;
+const HEADER_LEN: usize = usize_of(HEADER_BYTES);
 /// Pages read, verified and sent at a time: bounds the memory a read holds.
 pub const WINDOW_PAGES: u32 = 64;
 /// [`WINDOW_PAGES`] in bytes.
@@ -189,8 +192,8 @@ struct Header {
 }
 
 impl Header {
-    fn encode(&self) -> [u8; HEADER_BYTES as usize] {
-        let mut b = [0u8; HEADER_BYTES as usize];
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
         b[..8].copy_from_slice(&MAGIC);
         b[8..16].copy_from_slice(&self.id.0.to_le_bytes());
         b[16..20].copy_from_slice(&self.size_bytes.to_le_bytes());
@@ -200,7 +203,7 @@ impl Header {
         b
     }
 
-    fn decode(b: &[u8; HEADER_BYTES as usize], id: BlockId) -> Result<Header, StoreError> {
+    fn decode(b: &[u8; HEADER_LEN], id: BlockId) -> Result<Header, StoreError> {
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         if b[..7] == MAGIC[..7] && b[7] != MAGIC[7] {
             return Err(StoreError::Corrupt(format!(
@@ -354,7 +357,7 @@ impl Store {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::NotFound),
             Err(e) => return Err(e.into()),
         };
-        let mut head = [0u8; HEADER_BYTES as usize];
+        let mut head = [0u8; HEADER_LEN];
         file.read_exact_at(&mut head, 0).map_err(truncated)?;
         let header = Header::decode(&head, id)?;
         let len = file.metadata()?.len();
@@ -487,13 +490,13 @@ impl BlockWriter {
         self.crc = crc32c::crc32c_append(self.crc, data);
         let mut rest = data;
         while !rest.is_empty() {
-            let in_page = (self.written_bytes % PAGE_BYTES) as usize;
-            let take = rest.len().min(PAGE_BYTES as usize - in_page);
+            let in_page = usize_of(u64::from(self.written_bytes % PAGE_BYTES));
+            let take = rest.len().min(PAGE_LEN - in_page);
             self.page_crc = crc32c::crc32c_append(self.page_crc, &rest[..take]);
             // Cannot overflow: write() checked the total against the u32 size.
-            self.written_bytes += take as u32;
+            self.written_bytes += fit::<u32, usize>(take);
             rest = &rest[take..];
-            let page_full = in_page + take == PAGE_BYTES as usize;
+            let page_full = in_page + take == PAGE_LEN;
             if page_full || self.written_bytes == self.header.size_bytes {
                 self.table.extend_from_slice(&self.page_crc.to_le_bytes());
                 self.page_crc = 0;
@@ -508,7 +511,7 @@ impl BlockWriter {
         let at =
             HEADER_BYTES + u64::from(self.header.size_bytes) + 4 * u64::from(self.pages_flushed);
         self.file.write_all_at(&self.table, at)?;
-        self.pages_flushed += (self.table.len() / 4) as u32;
+        self.pages_flushed += fit::<u32, usize>(self.table.len() / 4);
         self.table.clear();
         Ok(())
     }
@@ -552,7 +555,7 @@ impl BlockFile {
         }
         let bytes = page_bytes(&pages, self.header.size_bytes);
         buf.clear();
-        buf.resize((bytes.end - bytes.start) as usize, 0);
+        buf.resize(usize_of(bytes.end - bytes.start), 0);
         self.file
             .read_exact_at(buf, HEADER_BYTES + bytes.start)
             .map_err(truncated)?;
@@ -567,7 +570,7 @@ impl BlockFile {
 }
 
 fn verify_pages(first_page: u32, data: &[u8], table: &[u8]) -> Result<(), StoreError> {
-    let chunks = data.chunks(PAGE_BYTES as usize).zip(table.chunks_exact(4));
+    let chunks = data.chunks(PAGE_LEN).zip(table.chunks_exact(4));
     for (i, (page, stored)) in chunks.enumerate() {
         let stored = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
         if crc32c::crc32c(page) != stored {

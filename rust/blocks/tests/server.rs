@@ -1,6 +1,16 @@
 //! The real block server over TCP, registered with a real shuckle, driven by the client
 //! helpers and by misbehaving raw sockets.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_blocks::client::{self, BlockClientError};
 use eggs_blocks::identity::Identity;
 use eggs_blocks::store::{self, HEADER_BYTES};

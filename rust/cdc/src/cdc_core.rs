@@ -11,7 +11,7 @@ use crate::record::{Counters, Progress, TxnId, TxnRecord, TxnState};
 use crate::txn::{self, Transition};
 use eggs_protocol::cdc::{CdcReq, CdcRequest, CdcResp, CdcResponse};
 use eggs_protocol::shard::{ShardReq, ShardRequest, ShardResp};
-use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, RequestHeader, ShardId, NUM_SHARDS};
+use eggs_protocol::{EggsError, EggsTime, InodeId, InodeType, RequestHeader, ShardId};
 use foldhash::HashMap;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -292,7 +292,10 @@ impl CdcCore {
         finished.sort_unstable();
         core.finished_order = finished.into();
         assert!(
-            core.live.keys().chain(core.finished.keys()).all(|&id| id < core.counters.next_txn_id),
+            core.live
+                .keys()
+                .chain(core.finished.keys())
+                .all(|&id| id < core.counters.next_txn_id),
             "a loaded transaction id is not below the next one"
         );
         core
@@ -417,9 +420,13 @@ impl CdcCore {
         }
         self.counters.next_dir_counter = counter + 1;
         self.pending.counters_dirty = true;
-        let shard = ShardId((counter % NUM_SHARDS as u64) as u8);
+        // Directories spread over the shards by the counter's low byte.
+        let shard = ShardId(eggs_protocol::conv::low_byte(counter));
         let id = InodeId::new(InodeType::Directory, shard, counter);
-        assert!(id.is_dir() && id.counter() == counter, "directory id {id} of counter {counter}");
+        assert!(
+            id.is_dir() && id.counter() == counter,
+            "directory id {id} of counter {counter}"
+        );
         Some(id)
     }
 
@@ -515,7 +522,10 @@ impl CdcCore {
     /// Sends the step after the current one now if it may run concurrently (once).
     fn send_ahead(&mut self, id: TxnId) {
         let t = live_entry(&mut self.live, id);
-        assert!(t.step_seq & AHEAD_SEQ == 0, "txn {id}: step numbers ran into AHEAD_SEQ");
+        assert!(
+            t.step_seq & AHEAD_SEQ == 0,
+            "txn {id}: step numbers ran into AHEAD_SEQ"
+        );
         if t.ahead.is_some() {
             return;
         }
@@ -554,7 +564,11 @@ impl CdcCore {
             return;
         };
         if let Some(a) = t.ahead.as_mut().filter(|a| a.seq == reply.step) {
-            assert!(a.outcome.is_none(), "txn {}: two outcomes of one send", reply.txn);
+            assert!(
+                a.outcome.is_none(),
+                "txn {}: two outcomes of one send",
+                reply.txn
+            );
             match reply.result {
                 Ok(r) => a.outcome = Some(Ok(r)),
                 // Sent again in its turn, where failures are retried with back-off.
@@ -693,7 +707,10 @@ impl CdcCore {
     }
 
     fn start_if_ready(&mut self, id: TxnId) {
-        assert!(self.live.contains_key(&id), "txn {id} heads a lock queue but is not live");
+        assert!(
+            self.live.contains_key(&id),
+            "txn {id} heads a lock queue but is not live"
+        );
         let ready = self
             .live
             .get(&id)
@@ -706,7 +723,10 @@ impl CdcCore {
     /// Periodic housekeeping: forgets finished transactions older than the retention time.
     pub fn on_tick(&mut self, now: EggsTime) {
         self.now = now;
-        assert!(self.finished.len() <= self.cfg.max_finished, "finished results over the cap");
+        assert!(
+            self.finished.len() <= self.cfg.max_finished,
+            "finished results over the cap"
+        );
         while let Some(&(at, id)) = self.finished_order.front() {
             if at.0.saturating_add(self.cfg.finished_ttl_ns) > now.0 {
                 break;
@@ -719,7 +739,10 @@ impl CdcCore {
     fn evict_beyond_cap(&mut self) {
         while self.finished.len() > self.cfg.max_finished {
             let Some((_, id)) = self.finished_order.pop_front() else {
-                panic!("{} finished results, none in the expiry order", self.finished.len());
+                panic!(
+                    "{} finished results, none in the expiry order",
+                    self.finished.len()
+                );
             };
             self.forget(id);
         }
@@ -753,7 +776,6 @@ impl CdcCore {
             resp: CdcResponse { request_id, result },
         });
     }
-
 }
 
 /// A transaction that must be live: the core looks ids up this way only where its own state

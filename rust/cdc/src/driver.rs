@@ -18,7 +18,7 @@ use eggs_protocol::cdc::{CdcRequest, CdcResponse};
 use eggs_protocol::codec::{self, peek_request_id, RequestBody};
 use eggs_protocol::shard::{ShardReq, ShardResp};
 use eggs_protocol::shuckle::RegisterCdcReq;
-use eggs_protocol::{Addr, EggsError, EggsTime, MAX_UDP_MTU};
+use eggs_protocol::{Addr, EggsError, EggsTime};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -97,7 +97,10 @@ fn expect_two_dirs(old: InodeId, new: InodeId) -> Result<(), EggsError> {
 pub fn lock_set(req: &CdcReq, new_dir_id: InodeId) -> Vec<LockKey> {
     match req {
         CdcReq::MakeDirectory(r) => {
-            assert!(new_dir_id.is_dir(), "a MakeDirectory without its directory id");
+            assert!(
+                new_dir_id.is_dir(),
+                "a MakeDirectory without its directory id"
+            );
             vec![LockKey::Dir(r.owner_id), LockKey::Dir(new_dir_id)]
         }
         CdcReq::RenameFile(r) => vec![LockKey::Dir(r.old_owner_id), LockKey::Dir(r.new_owner_id)],
@@ -394,10 +397,7 @@ fn response_fits(step: Step, resp: &ShardResp) -> bool {
             | (Step::ReattachDirectory, ShardResp::ReattachDirectory(_))
             | (Step::DetachDirectory, ShardResp::RemoveDirectoryOwner(_))
             | (Step::UnlockNewEdge, ShardResp::UnlockCurrentEdge(_))
-            | (
-                Step::RestoreDirectoryOwner,
-                ShardResp::SetDirectoryOwner(_)
-            )
+            | (Step::RestoreDirectoryOwner, ShardResp::SetDirectoryOwner(_))
     )
 }
 
@@ -542,10 +542,14 @@ mod tests {
     use eggs_protocol::InodeType;
 
     fn dir(n: u64) -> InodeId {
-        InodeId::new(InodeType::Directory, ShardId(n as u8), n)
+        InodeId::new(
+            InodeType::Directory,
+            ShardId(u8::try_from(n % 256).unwrap()),
+            n,
+        )
     }
     fn file(n: u64) -> InodeId {
-        InodeId::new(InodeType::File, ShardId(n as u8), n)
+        InodeId::new(InodeType::File, ShardId(u8::try_from(n % 256).unwrap()), n)
     }
     fn name(s: &str) -> Name {
         Name::new(s).unwrap()

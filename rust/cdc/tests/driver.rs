@@ -2,6 +2,16 @@
 //! shuckle and a fake shard that serves all 256 shards with scripted answers. Integration
 //! tests against real shard processes belong in `rust/tests`.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_cdc::{Cdc, CdcConfig, CdcError};
 use eggs_common::frame::{read_frame, write_frame};
 use eggs_protocol::cdc::{CdcReq, CdcRequest, CdcResp, CdcResponse, MakeDirectoryReq};

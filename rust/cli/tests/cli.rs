@@ -1,6 +1,16 @@
 //! `eggscli` as a user runs it, against a real local cluster (the server binaries must be
 //! built first; `cargo xtask test` does that).
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_run::{Cluster, ClusterConfig};
 use std::time::Duration;
 

@@ -2,6 +2,16 @@
 //! (the server binaries, `eggsblocks` included, must be built first; `cargo xtask test` does
 //! that).
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_run::{BlockServicesLayout, Cluster, ClusterConfig};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,6 +2,16 @@
 //! again) and `scrub --now` against a real cluster with block services (the server binaries
 //! must be built first; `cargo xtask test` does that).
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_client::Client;
 use eggs_protocol::shard::SpanBody;
 use eggs_protocol::shuckle::BlockServicesReq;

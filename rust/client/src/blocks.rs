@@ -426,7 +426,7 @@ fn timeout_error(what: &str, t: Duration) -> ClientError {
     ClientError::Timeout {
         what: format!("{what}: connecting"),
         attempts: 1,
-        elapsed_ms: t.as_millis() as u64,
+        elapsed_ms: eggs_protocol::conv::millis_of(t),
     }
 }
 
@@ -448,6 +448,7 @@ fn stale_twice(what: &str) -> ClientError {
 mod tests {
     use super::*;
     use eggs_protocol::blocks::{FetchBlockResp, WriteBlockResp};
+    use eggs_protocol::conv::low_byte;
     use eggs_protocol::EggsError;
     use tokio::net::TcpListener;
 
@@ -499,7 +500,9 @@ mod tests {
                         result: Ok(BlocksResp::FetchBlock(FetchBlockResp { count: f.count })),
                     };
                     write_frame(conn, &resp).await.ok()?;
-                    let data: Vec<u8> = (0..f.count).map(|i| (i + f.offset) as u8).collect();
+                    let data: Vec<u8> = (0..f.count)
+                        .map(|i| ((i + f.offset) & 0xff) as u8)
+                        .collect();
                     let n = if short { data.len() / 2 } else { data.len() };
                     conn.write_all(&data[..n]).await.ok()?;
                     if short {
@@ -518,7 +521,7 @@ mod tests {
             block_service_id: BlockServiceId(1),
             block_id: BlockId(2),
             crc: crc32c::crc32c(data),
-            size: data.len() as u32,
+            size: u32::try_from(data.len()).unwrap(),
             certificate: [0; 8],
         }
     }
@@ -527,7 +530,7 @@ mod tests {
     async fn write_and_fetch_reuse_connections() {
         let addr = fake_service(None, usize::MAX, false).await;
         let pool = BlockPool::new(BlockClientOptions::default());
-        let data: Vec<u8> = (0..3_000_000u32).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i & 0xff) as u8).collect();
         let (a, b) = data.split_at(12345);
         let proof = pool
             .write_block(addr, &write_req(&data), &[a, b])
@@ -538,7 +541,10 @@ mod tests {
         pool.fetch_block(addr, BlockServiceId(1), BlockId(2), 7, &mut buf)
             .await
             .unwrap();
-        assert!(buf.iter().enumerate().all(|(i, &b)| b == (i + 7) as u8));
+        assert!(buf
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == low_byte((i + 7) as u64)));
         assert_eq!(pool.idle().get(&addr).map(Vec::len), Some(1));
     }
 

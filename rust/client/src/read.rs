@@ -14,6 +14,7 @@ use crate::client::Client;
 use crate::error::{ClientError, Result};
 use crate::span::{logical_pieces, rebuild, SpanLayout};
 use crate::span_pager::SpanPager;
+use eggs_protocol::conv::{fit, usize_of};
 use eggs_protocol::shard::{FetchedBlock, FetchedSpan, SpanBody};
 use eggs_protocol::InodeId;
 use std::ops::Range;
@@ -116,8 +117,8 @@ impl Client {
             if start > offset.saturating_add(out.len() as u64) {
                 return Err(corrupt(file_id, start, "hole before the span".into()));
             }
-            let from = (offset.max(start) - start) as usize;
-            let to = (end.min(start.saturating_add(span.size as u64)) - start) as usize;
+            let from = usize_of(offset.max(start) - start);
+            let to = usize_of(end.min(start.saturating_add(u64::from(span.size))) - start);
             if from >= to {
                 return Err(corrupt(
                     file_id,
@@ -254,7 +255,7 @@ async fn fetch_stripes(
 ) -> Result<Vec<Vec<u8>>> {
     let (d, total) = (layout.data_blocks(), layout.total_blocks());
     let len = stripes.len() * layout.cell();
-    let offset = (stripes.start * layout.cell()) as u32;
+    let offset = fit::<u32, usize>(stripes.start * layout.cell());
     buffers.resize_with(total, Vec::new);
     let mut tasks = JoinSet::new();
     let spawn = |tasks: &mut JoinSet<Fetched>, i: usize, buf: Vec<u8>| {
@@ -564,7 +565,7 @@ mod tests {
             cell_size: 4096,
         };
         let data: Vec<u8> = (0..layout.capacity() - 1000)
-            .map(|i| (i % 253) as u8)
+            .map(|i| u8::try_from(i % 253).unwrap())
             .collect();
         let mut blocks = Vec::new();
         for (i, block) in split(layout, &data).unwrap().into_iter().enumerate() {

@@ -13,6 +13,7 @@ use crate::client::Client;
 use crate::error::{ClientError, Result};
 use crate::span::{rebuild, SpanLayout};
 use eggs_protocol::blocks::{CheckBlockReq, EraseBlockReq, WriteBlockReq};
+use eggs_protocol::conv::fit;
 use eggs_protocol::shard::{
     BlockWriteTarget, BlocksSpan, FetchedBlock, FetchedSpan, ReplaceBlockCertifyReq,
     ReplaceBlockInitiateReq, SpanBody,
@@ -119,7 +120,7 @@ impl Client {
             let init = ReplaceBlockInitiateReq {
                 file_id,
                 byte_offset: span.byte_offset,
-                block_index: index as u8,
+                block_index: fit::<u8, usize>(index),
                 old_block_id: old.block_id,
                 blacklist: blacklist.clone(),
             };
@@ -160,7 +161,7 @@ impl Client {
             let certify = ReplaceBlockCertifyReq {
                 file_id,
                 byte_offset: span.byte_offset,
-                block_index: index as u8,
+                block_index: fit::<u8, usize>(index),
                 old_block_id: old.block_id,
                 new_block_id: t.block_id,
                 proof,

@@ -55,7 +55,7 @@ impl ShuckleClient {
             .map_err(|_| ClientError::Timeout {
                 what: what.clone(),
                 attempts: 1,
-                elapsed_ms: self.timeout.as_millis() as u64,
+                elapsed_ms: eggs_protocol::conv::millis_of(self.timeout),
             })??;
         match resp.result {
             Ok(r) => B::from_resp(r).ok_or_else(|| ClientError::BadResponse {

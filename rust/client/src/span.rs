@@ -8,6 +8,7 @@
 //! each data block as `S` slices of that buffer instead of copying it into block buffers.
 
 use crate::rs::{ErasureCode, RsError};
+use eggs_protocol::conv::fit;
 use eggs_protocol::policy::{
     BlockPolicy, DirectoryInfo, Parity, SpanPolicy, StorageClass, StripePolicy,
 };
@@ -97,7 +98,7 @@ pub fn max_span_size(info: &DirectoryInfo) -> Result<u32, LayoutError> {
         }
     }
     // Blocks must also fit in a u32 (the wire's block size).
-    let limit = limit.min(u32::MAX as u64) as u32;
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
     if limit == 0 {
         return Err(LayoutError::TooLarge { size: 1, max: 0 });
     }
@@ -134,12 +135,12 @@ impl SpanLayout {
         if stripes > MAX_STRIPES || block_size > u32::MAX as u64 {
             return Err(too_large());
         }
-        let storage_class = pick_storage_class(blocks, block_size as u32)
+        let storage_class = pick_storage_class(blocks, fit::<u32, u64>(block_size))
             .ok_or(LayoutError::NoStorageClass(block_size))?;
         let layout = SpanLayout {
             parity,
             storage_class,
-            stripes: stripes as u8,
+            stripes: fit::<u8, u64>(stripes),
             cell_size: cell,
         };
         layout.check(size)?;
@@ -306,7 +307,7 @@ impl EncodedSpan {
     }
 
     pub fn block_size(&self) -> u32 {
-        self.layout.block_size() as u32
+        fit::<u32, usize>(self.layout.block_size())
     }
 
     /// Gives the buffers back for the next span.
@@ -400,6 +401,7 @@ pub fn rebuild(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use eggs_protocol::conv::low_byte;
     use eggs_protocol::policy::{BlockPolicyEntry, SpanPolicyEntry};
 
     /// RS(4,2) up to 64 KiB stripes; mirroring for small spans; flash for small blocks.
@@ -435,7 +437,7 @@ mod tests {
     }
 
     fn bytes(n: usize) -> Vec<u8> {
-        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+        (0..n).map(|i| low_byte((i * 7 + i / 251) as u64)).collect()
     }
 
     #[test]
@@ -510,7 +512,7 @@ mod tests {
     /// Every block, every loss pattern of up to P blocks, and the logical bytes back.
     fn round_trip(i: &DirectoryInfo, size: usize) {
         let data = bytes(size);
-        let layout = SpanLayout::for_span(i, size as u32).unwrap();
+        let layout = SpanLayout::for_span(i, u32::try_from(size).unwrap()).unwrap();
         let span = EncodedSpan::encode(layout, data.clone(), Vec::new()).unwrap();
         assert_eq!(span.crc, crc32c::crc32c(&data));
         let blocks = split(layout, &data).unwrap();
@@ -581,7 +583,7 @@ mod tests {
         let i = info(16 << 10);
         let size = 200_000;
         let data = bytes(size);
-        let layout = SpanLayout::for_span(&i, size as u32).unwrap();
+        let layout = SpanLayout::for_span(&i, u32::try_from(size).unwrap()).unwrap();
         let blocks = split(layout, &data).unwrap();
         for range in [
             0..1,

@@ -14,6 +14,7 @@ use crate::client::Client;
 use crate::error::{ClientError, Result};
 use crate::span::{max_span_size, EncodedSpan, LayoutError, SpanLayout};
 use eggs_protocol::blocks::{EraseBlockReq, WriteBlockReq};
+use eggs_protocol::conv::{fit, usize_of};
 use eggs_protocol::policy::DirectoryInfo;
 use eggs_protocol::shard::{self, BlockWriteTarget};
 use eggs_protocol::{BlockServiceId, EggsError, InodeId, InodeType, Name, MAX_INLINE_SPAN};
@@ -64,8 +65,8 @@ impl Client {
         parity: ParityBuffers,
         blacklist: &mut Vec<BlockServiceId>,
     ) -> Result<(Vec<u8>, ParityBuffers)> {
-        let layout =
-            SpanLayout::for_span(info, data.len() as u32).map_err(|e| layout_error(file.id, e))?;
+        let layout = SpanLayout::for_span(info, fit::<u32, usize>(data.len()))
+            .map_err(|e| layout_error(file.id, e))?;
         // Reed-Solomon over a large span takes a while: keep it off the async workers.
         let span = tokio::task::spawn_blocking(move || EncodedSpan::encode(layout, data, parity))
             .await
@@ -400,13 +401,13 @@ impl FileWriter {
             return Ok(false);
         }
         if size <= self.size() {
-            self.buf.truncate((size - self.flushed) as usize);
+            self.buf.truncate(usize_of(size - self.flushed));
             return Ok(true);
         }
         let mut left = size - self.size();
         let zeros = vec![0u8; 1 << 20];
         while left > 0 {
-            let n = left.min(zeros.len() as u64) as usize;
+            let n = usize_of(left.min(zeros.len() as u64));
             self.append(&zeros[..n]).await?;
             left -= n as u64;
         }
@@ -481,7 +482,7 @@ impl FileWriter {
             let info = self.client.effective_directory_info(self.owner_id).await?;
             self.max_span =
                 max_span_size(&info).map_err(|e| layout_error(self.file.id, e))? as usize;
-            self.padded = SpanLayout::for_span(&info, self.max_span as u32)
+            self.padded = SpanLayout::for_span(&info, fit::<u32, usize>(self.max_span))
                 .map_or(self.max_span, |l| l.capacity().max(self.max_span));
             self.info = Some(info);
         }

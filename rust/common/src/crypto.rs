@@ -115,7 +115,7 @@ mod tests {
     #[test]
     fn siphash_reference_vector() {
         // From the SipHash paper (appendix A): key 00..0f, message 00..0e.
-        let key: [u8; 16] = std::array::from_fn(|i| i as u8);
+        let key: [u8; 16] = std::array::from_fn(|i| u8::try_from(i).unwrap());
         let msg: Vec<u8> = (0u8..15).collect();
         assert_eq!(mac(&key, &msg), 0xa129_ca61_49be_45e5u64.to_le_bytes());
     }

@@ -45,8 +45,8 @@ pub async fn write_frame<M: Message, W: AsyncWrite + Unpin>(
     m: &M,
 ) -> Result<(), FrameError> {
     let encoded = codec::encode(m);
-    let body_len = (encoded.len() - 4) as u32;
     // The peer would refuse it: fail here, where the cause is known.
+    let body_len = u32::try_from(encoded.len() - 4).unwrap_or(u32::MAX);
     if body_len > MAX_TCP_MESSAGE {
         return Err(FrameError::TooLarge(body_len));
     }

@@ -126,7 +126,8 @@ fn send_chunk(sock: &impl AsRawFd, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
             libc::sendmmsg(
                 sock.as_raw_fd(),
                 hdrs[done..].as_mut_ptr(),
-                (hdrs.len() - done) as u32,
+                // More than u32::MAX datagrams cannot be queued; the loop sends the rest.
+                u32::try_from(hdrs.len() - done).unwrap_or(u32::MAX),
                 0,
             )
         };
@@ -136,7 +137,8 @@ fn send_chunk(sock: &impl AsRawFd, msgs: &[(SocketAddr, Vec<u8>)]) -> usize {
             done += 1;
             continue;
         }
-        done += r as usize;
+        // r > 0 here.
+        done += r.unsigned_abs() as usize;
     }
     done
 }

@@ -9,6 +9,7 @@
 
 use eggs_client::span::SpanLayout;
 use eggs_client::{Client, ClientError};
+use eggs_protocol::conv::usize_of;
 use eggs_protocol::shard::{FetchedSpan, SpanBody};
 use eggs_protocol::InodeId;
 use std::collections::hash_map::Entry;
@@ -89,9 +90,11 @@ impl ReadCache {
         size: usize,
     ) -> Result<Vec<u8>, ClientError> {
         let spans = self.spans(id).await?;
-        let file_size = spans.last().map_or(0, |s| s.byte_offset + s.size as u64);
+        let file_size = spans
+            .last()
+            .map_or(0, |s| s.byte_offset + u64::from(s.size));
         let end = offset.saturating_add(size as u64).min(file_size);
-        let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+        let mut out = Vec::with_capacity(usize_of(end.saturating_sub(offset)));
         let mut pos = offset;
         let mut last = None;
         while pos < end {
@@ -99,8 +102,8 @@ impl ReadCache {
                 break;
             };
             let data = self.chunk(id, &spans, c).await?;
-            let from = (pos - c.start) as usize;
-            let to = ((end - c.start) as usize).min(data.len());
+            let from = usize_of(pos - c.start);
+            let to = usize_of(end - c.start).min(data.len());
             if from >= to {
                 break;
             }
@@ -173,7 +176,7 @@ impl ReadCache {
         let data = cell
             .get_or_try_init(|| async {
                 loaded_here = true;
-                let from = (c.start - span.byte_offset) as usize;
+                let from = usize_of(c.start - span.byte_offset);
                 self.client
                     .read_span_range(id, span, from..from + c.len)
                     .await
@@ -217,7 +220,7 @@ fn chunk_at(spans: &[FetchedSpan], pos: u64) -> Option<ChunkRef> {
         return None;
     }
     let chunk = chunk_size(span);
-    let within = (pos - span.byte_offset) as usize;
+    let within = usize_of(pos - span.byte_offset);
     let first = within / chunk * chunk;
     Some(ChunkRef {
         span: i,

@@ -4,6 +4,16 @@
 //! Needs root and /dev/fuse, and the server binaries built (`cargo build --bins`); skipped
 //! otherwise. The tests take one lock so that only one cluster runs at a time.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_client::{Client, FileWriter};
 use eggs_protocol::policy::{
     BlockPolicy, BlockPolicyEntry, DirectoryInfo, Parity, SpanPolicy, SpanPolicyEntry,

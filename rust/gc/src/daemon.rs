@@ -6,6 +6,7 @@
 
 use crate::{collect, destroy, GcError, GcOptions};
 use eggs_client::Client;
+use eggs_protocol::conv::millis_of;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -238,7 +239,7 @@ pub async fn run_daemon(
                 .iter()
                 .map(|l| LoopStatus {
                     name: l.name.clone(),
-                    interval_ms: l.interval.as_millis() as u64,
+                    interval_ms: millis_of(l.interval),
                     ..Default::default()
                 })
                 .collect(),
@@ -261,12 +262,12 @@ async fn run_loop(i: usize, l: LoopSpec, shared: Arc<Shared>) {
     loop {
         let start_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+            .map_or(0, millis_of);
         shared.update(i, |s| s.running = true);
         shared.write().await;
         let started = Instant::now();
         let result = (l.run)().await;
-        let ms = started.elapsed().as_millis() as u64;
+        let ms = millis_of(started.elapsed());
         match &result {
             Ok(sum) => tracing::info!("{} pass done in {ms} ms: {sum}", l.name),
             Err(sum) => tracing::warn!("{} pass done in {ms} ms with errors: {sum}", l.name),

@@ -13,7 +13,7 @@ use eggs_client::repair::Moved;
 use eggs_client::{Client, ClientError, SpanPager};
 use eggs_protocol::shard::{BlockServiceFilesReq, FetchedSpan, SpanBody};
 use eggs_protocol::shuckle::{flags, BlockServicesReq};
-use eggs_protocol::{BlockServiceId, EggsError, InodeId, ShardId, MAX_UDP_MTU, NUM_SHARDS};
+use eggs_protocol::{BlockServiceId, EggsError, InodeId, ShardId, MAX_UDP_MTU};
 use std::sync::Arc;
 use tokio::task::JoinSet;
 
@@ -99,8 +99,8 @@ pub async fn migrate_decommissioned(
 /// Files with blocks on `service`, over all shards.
 pub async fn count_files(client: &Client, service: BlockServiceId) -> Result<u64, ClientError> {
     let mut n = 0;
-    for shard in 0..NUM_SHARDS {
-        n += files_on(client, ShardId(shard as u8), service).await?.len() as u64;
+    for shard in ShardId::all() {
+        n += files_on(client, shard, service).await?.len() as u64;
     }
     Ok(n)
 }
@@ -138,8 +138,8 @@ async fn pass(
 ) -> Result<u64, ClientError> {
     let mut found = 0;
     let mut tasks: JoinSet<Result<Moved, ClientError>> = JoinSet::new();
-    for shard in 0..NUM_SHARDS {
-        let files = files_on(client, ShardId(shard as u8), service).await?;
+    for shard in ShardId::all() {
+        let files = files_on(client, shard, service).await?;
         for file in files {
             found += 1;
             stats.files += 1;

@@ -10,7 +10,7 @@
 use eggs_client::repair::{BlockHealth, Moved};
 use eggs_client::{Client, ClientError, SpanPager};
 use eggs_protocol::shard::{FetchedSpan, SpanBody, VisitFilesReq};
-use eggs_protocol::{EggsError, InodeId, ShardId, MAX_UDP_MTU, NUM_SHARDS};
+use eggs_protocol::{EggsError, InodeId, ShardId, MAX_UDP_MTU};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -81,8 +81,7 @@ pub async fn scrub_pass(
     opts: &ScrubOptions,
 ) -> Result<ScrubStats, ClientError> {
     let mut run = Run::new(client.clone(), opts.clone());
-    for shard in 0..NUM_SHARDS {
-        let shard = ShardId(shard as u8);
+    for shard in ShardId::all() {
         let mut start = InodeId(0);
         loop {
             let page = client

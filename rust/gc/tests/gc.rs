@@ -4,6 +4,16 @@
 //!
 //! Needs the binaries: `cargo build --bins` (the tests skip themselves otherwise).
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_client::{Client, FileWriter};
 use eggs_gc::{run_once, GcOptions};
 use eggs_protocol::policy::{
@@ -95,7 +105,7 @@ async fn make_dir(c: &Client, path: &str) -> InodeId {
     let deadline = Instant::now() + Duration::from_secs(30);
     let probe = format!("{path}/.probe");
     loop {
-        match FileWriter::write_path(&c, &probe, &[7u8; 20_000][..]).await {
+        match FileWriter::write_path(c, &probe, &[7u8; 20_000][..]).await {
             Ok(_) => break,
             Err(e) if e.eggs() == Some(EggsError::NotEnoughBlockServices) => {
                 assert!(
@@ -171,7 +181,7 @@ async fn shorten_policy(c: &Client, dir: InodeId) {
 async fn write_files(c: &Client, dir: &str, n: usize, len: usize) -> Vec<InodeId> {
     let mut ids = Vec::new();
     for i in 0..n {
-        let id = FileWriter::write_path(&c, &format!("{dir}/f{i}"), &data(i, len)[..])
+        let id = FileWriter::write_path(c, &format!("{dir}/f{i}"), &data(i, len)[..])
             .await
             .unwrap();
         ids.push(id);

@@ -3,6 +3,16 @@
 //! directory wiped, and every file still reads back with every block intact. Migration is
 //! also interrupted half way and rerun, and run twice at once.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 mod repair_common;
 
 use eggs_client::repair::BlockHealth;
@@ -26,7 +36,7 @@ async fn write_files(c: &Client, dir: InodeId, n: u64) -> Vec<(InodeId, Vec<u8>)
         };
         let data = contents(i, len);
         let name = Name::new(format!("f{i}")).unwrap();
-        let id = FileWriter::write_in(&c, dir, &name, &data[..])
+        let id = FileWriter::write_in(c, dir, &name, &data[..])
             .await
             .unwrap();
         out.push((id, data));

@@ -2,6 +2,16 @@
 //! pass and rebuilt onto other services, after which every block of the file checks out on
 //! its service (a read needs no parity work) and the file reads back bit-exact.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 mod repair_common;
 
 use eggs_client::repair::BlockHealth;

@@ -14,6 +14,13 @@ pub const NUM_SHARDS: usize = 256;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Encode, Decode)]
 pub struct ShardId(pub u8);
 
+impl ShardId {
+    /// Every shard, in order.
+    pub fn all() -> impl Iterator<Item = ShardId> {
+        (0..=u8::MAX).map(ShardId)
+    }
+}
+
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:03}", self.0)
@@ -102,7 +109,7 @@ impl InodeId {
         }
     }
     pub fn shard(self) -> ShardId {
-        ShardId(self.0 as u8)
+        ShardId(crate::conv::low_byte(self.0))
     }
     pub fn counter(self) -> u64 {
         (self.0 >> Self::SHARD_BITS) & Self::MAX_COUNTER
@@ -144,7 +151,7 @@ impl EggsTime {
         let d = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        EggsTime(d.as_nanos() as u64)
+        EggsTime(crate::conv::nanos_of(d))
     }
 }
 
@@ -153,7 +160,8 @@ impl fmt::Display for EggsTime {
         let secs = self.0 / 1_000_000_000;
         let nanos = self.0 % 1_000_000_000;
         // Civil date from days since epoch (proleptic Gregorian), to avoid a time crate.
-        let days = (secs / 86400) as i64;
+        // At most 2^64 / 86400 / 10^9 days: fits an i64.
+        let days = crate::conv::fit::<i64, u64>(secs / 86400);
         let rem = secs % 86400;
         let (y, m, d) = civil_from_days(days);
         write!(
@@ -175,8 +183,9 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let y = yoe + era * 400;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    // Day of month 1..=31 and month 1..=12 by construction.
+    let d = crate::conv::fit::<u32, i64>(doy - (153 * mp + 2) / 5 + 1);
+    let m = crate::conv::fit::<u32, i64>(if mp < 10 { mp + 3 } else { mp - 9 });
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
@@ -326,7 +335,7 @@ impl TryFrom<&str> for Name {
 impl Encode for Name {
     fn encode<E: Encoder>(&self, encoder: &mut E) -> Result<(), EncodeError> {
         // One length byte: names are at most 255 bytes.
-        (self.0.len() as u8).encode(encoder)?;
+        crate::conv::fit::<u8, usize>(self.0.len()).encode(encoder)?;
         for b in &self.0 {
             b.encode(encoder)?;
         }

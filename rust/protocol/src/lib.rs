@@ -11,6 +11,7 @@ extern crate self as eggs_protocol;
 pub mod blocks;
 pub mod cdc;
 pub mod codec;
+pub mod conv;
 mod encoded_len;
 pub mod error;
 pub mod ids;

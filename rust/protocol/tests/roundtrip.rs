@@ -12,6 +12,16 @@
 //!   `format!("{:?}", message)`, and for mutated bytes it must accept exactly what the real
 //!   decoder accepts. The hex examples in the document are compared with real encodings.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_protocol::blocks::*;
 use eggs_protocol::cdc::{self, CdcRequest, CdcResponse};
 use eggs_protocol::codec::MAX_DECODE_BYTES;

@@ -4,6 +4,7 @@ use crate::error::RunError;
 use crate::layout::{self, DirLock};
 use crate::proc::{describe_status, log_tail, Proc, Spec};
 use eggs_client::{Client, ClientOptions, ShuckleClient};
+use eggs_protocol::conv::{millis_of, nanos_of};
 use eggs_protocol::shuckle::{BlockServicesReq, CdcReq, ShardsReq};
 use eggs_protocol::{Addr, EggsTime};
 use nix::sys::signal::Signal;
@@ -312,7 +313,7 @@ impl Cluster {
             self.check_alive()?;
             if Instant::now() >= deadline {
                 return Err(RunError::NotRegistered {
-                    waited_ms: SHUCKLE_START_TIMEOUT.as_millis() as u64,
+                    waited_ms: millis_of(SHUCKLE_START_TIMEOUT),
                     missing: format!("shuckle is not listening on {}", self.shuckle_addr),
                 });
             }
@@ -359,7 +360,7 @@ impl Cluster {
             };
             if start.elapsed() >= timeout {
                 return Err(RunError::NotRegistered {
-                    waited_ms: start.elapsed().as_millis() as u64,
+                    waited_ms: millis_of(start.elapsed()),
                     missing: format!(
                         "{missing} (logs in {})",
                         self.cfg.dir.join("logs").display()
@@ -729,7 +730,7 @@ fn gc_spec(cfg: &ClusterConfig, shuckle: &str, gc: GcIntervals) -> Result<Spec, 
 fn is_fresh(addr: Addr, seen: EggsTime, since: EggsTime, now: EggsTime) -> bool {
     addr.port != 0
         && seen >= since
-        && now.0.saturating_sub(seen.0) <= MAX_REGISTRATION_AGE.as_nanos() as u64
+        && now.0.saturating_sub(seen.0) <= nanos_of(MAX_REGISTRATION_AGE)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Where things go: shard ranges per process, binaries, ports, and the data directory.
 
 use crate::error::RunError;
+use eggs_protocol::conv::fit;
 use eggs_protocol::NUM_SHARDS;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
@@ -21,7 +22,7 @@ pub fn split_shards(processes: usize) -> Result<Vec<RangeInclusive<u8>>, RunErro
     let ranges = (0..processes)
         .map(|i| {
             let len = base + usize::from(i < extra);
-            let r = start as u8..=(start + len - 1) as u8;
+            let r = fit::<u8, usize>(start)..=fit::<u8, usize>(start + len - 1);
             start += len;
             r
         })

@@ -1,6 +1,16 @@
 //! The cluster library against the real server binaries, which must be built first
 //! (`cargo xtask test` does: `cargo build --workspace --bins`).
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_client::FileWriter;
 use eggs_run::{ChildEvent, Cluster, ClusterConfig, RunError, Signal};
 use std::time::{Duration, Instant};
@@ -204,7 +214,9 @@ async fn servers_run_without_capabilities() {
     let client = cluster.client().await.unwrap();
     let data = vec![0xa5u8; 20_000];
     client.mkdir("/caps").await.unwrap();
-    client.write_file("/caps/f", &data[..]).await.unwrap();
+    FileWriter::write_path(&client, "/caps/f", &data[..])
+        .await
+        .unwrap();
     let id = client.resolve("/caps/f").await.unwrap();
     assert_eq!(client.read_file(id).await.unwrap(), data);
 

@@ -10,8 +10,8 @@ use crate::values::{
 use eggs_protocol::policy::DirectoryInfo;
 use eggs_protocol::shard::*;
 use eggs_protocol::shuckle::BlockServiceWithKey;
+use eggs_protocol::NUM_SHARDS;
 use eggs_protocol::{codec, BlockId, EggsError, EggsTime, InodeId, InodeType, Name, ShardId};
-use eggs_protocol::{MAX_INLINE_SPAN, NUM_SHARDS};
 pub use page::reply_limit;
 use page::Page;
 
@@ -171,7 +171,9 @@ impl<K: Kv> ShardCore<K> {
             "write on shard {shard} not served"
         );
         let last = &mut self.last_time[shard.0 as usize];
-        let next = last.checked_add(1).expect("shard time at the end of u64");
+        let Some(next) = last.checked_add(1) else {
+            panic!("shard {shard}: time at the end of u64");
+        };
         let t = now.0.max(next);
         *last = t;
         let mut changes = Changes::default();

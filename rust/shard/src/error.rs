@@ -7,6 +7,8 @@ pub enum ShardError {
     Db(#[from] rocksdb::Error),
     #[error("corrupt value under key {key:02x?}: {why}")]
     Corrupt { key: Vec<u8>, why: String },
+    #[error(transparent)]
+    Format(#[from] eggs_common::format_version::FormatError),
 }
 
 /// Failures of the shard process around the core: configuration, sockets, threads and the
@@ -23,8 +25,6 @@ pub enum ServerError {
     },
     #[error("bad shard set {0:?}: expected A..=B, A..B or a comma list of 0..=255")]
     BadShardSet(String),
-    #[error(transparent)]
-    Format(#[from] eggs_common::format_version::FormatError),
     #[error("client: {0}")]
     Client(#[from] eggs_client::ClientError),
 }

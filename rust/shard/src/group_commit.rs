@@ -231,7 +231,7 @@ mod tests {
         let mut g = gc();
         for i in 0..4 {
             assert!(!g.is_full());
-            let _ = g.handled(i % 2, true, vec![i as u32]);
+            let _ = g.handled(i % 2, true, vec![u32::try_from(i).unwrap()]);
         }
         assert!(g.is_full());
         assert_eq!(g.start_sync(), Some(4));

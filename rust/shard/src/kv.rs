@@ -617,7 +617,7 @@ mod tests {
             rand::random::<u64>()
         ));
         let entry = |i: u64| {
-            let k = crate::keys::dedup(ShardId((i % 7) as u8), i % 3, 1000 + i);
+            let k = crate::keys::dedup(ShardId(u8::try_from(i % 7).unwrap()), i % 3, 1000 + i);
             (k, i.to_be_bytes().to_vec())
         };
         let check = |kv: &RocksKv| {

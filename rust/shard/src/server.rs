@@ -19,6 +19,7 @@ use crate::kv::{RocksKv, WalSyncer};
 use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use eggs_client::ShuckleClient;
 use eggs_db::DbConfig;
+use eggs_protocol::conv::fit;
 use eggs_protocol::shard::{ShardRequest, ShardResponse};
 use eggs_protocol::shuckle::{BlockServiceWithKey, RegisterShardsReq, ShardBlockServicesReq};
 use eggs_protocol::{codec, Addr, EggsError, EggsTime, ShardId, MAX_UDP_MTU};
@@ -574,7 +575,8 @@ pub fn parse_shard_set(s: &str) -> Result<Vec<ShardId>, ServerError> {
         } else if let Some((a, b)) = part.split_once("..") {
             // The exclusive end may be 256.
             let end = b.trim().parse::<u16>().map_err(|_| bad())?.min(256);
-            out.extend((num(a)? as u16..end).map(|x| ShardId(x as u8)));
+            // Below 256, so every x fits a shard id.
+            out.extend((u16::from(num(a)?)..end).map(|x| ShardId(fit(x))));
         } else {
             out.push(ShardId(num(part)?));
         }

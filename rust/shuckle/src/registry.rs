@@ -485,7 +485,7 @@ mod tests {
             id: BlockServiceId(id),
             addr: addr(port),
             storage_class: StorageClass::Hdd,
-            failure_domain: [id as u8; 16],
+            failure_domain: [eggs_protocol::conv::low_byte(id); 16],
             secret_key: [0xAB; 16],
             capacity_bytes: 1000,
             available_bytes: 600,

@@ -1,5 +1,15 @@
 //! The `eggsshuckle` binary: flags, serving, and a clean exit on SIGTERM.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_client::ShuckleClient;
 use eggs_protocol::shuckle::{CdcReq, RegisterCdcReq};
 use eggs_protocol::{Addr, EggsTime};

@@ -1,5 +1,15 @@
 //! The real server over TCP, driven by the real client and by misbehaving raw sockets.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_client::ShuckleClient;
 use eggs_common::frame::{read_frame, write_frame};
 use eggs_protocol::policy::StorageClass;

@@ -5,6 +5,7 @@
 
 use crate::rng::Rng;
 use eggs_common::crypto::{self, BlockServiceKey};
+use eggs_protocol::conv::fit;
 use eggs_protocol::policy::StorageClass;
 use eggs_protocol::shard::BlockWriteTarget;
 use eggs_protocol::shuckle::{BlockServiceRegistration, RegisterBlockServicesReq};
@@ -36,7 +37,7 @@ impl BlockServices {
                 key[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
                 key[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
                 let mut failure_domain = [0u8; 16];
-                failure_domain[0] = i as u8 + 1;
+                failure_domain[0] = fit::<u8, u64>(i) + 1;
                 Service {
                     id: BlockServiceId(0x5000 + i),
                     key,

@@ -11,7 +11,7 @@ use eggs_protocol::shard::{
     PrepareSpanErasureReq, RemoveErasedSpanReq, RemoveTransientFileReq, ShardReq, ShardResp,
     VisitTransientFilesReq,
 };
-use eggs_protocol::{EggsError, EggsTime, InodeId, ShardId, DEFAULT_UDP_MTU, NUM_SHARDS};
+use eggs_protocol::{EggsError, EggsTime, InodeId, ShardId, DEFAULT_UDP_MTU};
 
 /// A file never has more spans than this in the simulation (inline spans of at most 6000
 /// bytes): a file still holding spans after as many removals is a bug.
@@ -35,8 +35,7 @@ pub fn collect_transient(
     now: EggsTime,
 ) -> Result<Collected, String> {
     let mut out = Collected::default();
-    for s in 0..NUM_SHARDS {
-        let shard = ShardId(s as u8);
+    for shard in ShardId::all() {
         for id in expired(send, shard, now)? {
             out.blocks += destroy(send, blocks, shard, id)?;
             out.files += 1;

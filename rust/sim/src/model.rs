@@ -545,7 +545,7 @@ fn observe(c: &mut dyn Cluster, extra: &BTreeSet<InodeId>, bad: &mut Vec<String>
 /// removed (no owner, not linked), or linked from its owner.
 fn check_all_directories(c: &mut dyn Cluster, linked: &BTreeSet<InodeId>, bad: &mut Vec<String>) {
     for counter in 1..c.next_dir_counter() {
-        let shard = ShardId((counter % eggs_protocol::NUM_SHARDS as u64) as u8);
+        let shard = ShardId(eggs_protocol::conv::low_byte(counter));
         let d = InodeId::new(InodeType::Directory, shard, counter);
         match stat_dir(c, d) {
             Err(EggsError::DirectoryNotFound) => {}

@@ -42,7 +42,9 @@ impl Rng {
 
     /// Picks one element (None if empty).
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> Option<&'a T> {
-        items.get(self.below(items.len() as u64) as usize)
+        items.get(eggs_protocol::conv::usize_of(
+            self.below(items.len() as u64),
+        ))
     }
 }
 

@@ -14,6 +14,7 @@ use eggs_cdc::cdc_core::{encode_reply, CoreConfig, Output, ShardSend, StepReply}
 use eggs_cdc::CdcCore;
 use eggs_client::{Retry, RetryPolicy};
 use eggs_protocol::cdc::{CdcRequest, CdcResponse};
+use eggs_protocol::conv::{fit, low_byte, usize_of};
 use eggs_protocol::shard::{BlockWriteTarget, ShardReq, ShardRequest, ShardResp, ShardResponse};
 use eggs_protocol::shuckle::{
     self as sk, RegisterCdcReq, RegisterShardsReq, ShardBlockServicesReq, ShuckleReq, ShuckleResp,
@@ -226,7 +227,8 @@ pub struct Sim {
 }
 
 fn client_addr(i: u32) -> SocketAddr {
-    SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 4000))
+    let [_, _, hi, lo] = i.to_be_bytes();
+    SocketAddr::from(([10, 1, hi, lo], 4000))
 }
 
 /// The client id of the GC passes' requests.
@@ -234,7 +236,20 @@ const GC_CLIENT_ID: u64 = 0x6c00_0000_0000_0001;
 
 /// Where shard process `p` registers (the simulator routes by node, not by address).
 fn shard_addr(p: u32) -> SocketAddr {
-    SocketAddr::from(([10, 2, (p >> 8) as u8, p as u8], 5000))
+    let [_, _, hi, lo] = p.to_be_bytes();
+    SocketAddr::from(([10, 2, hi, lo], 5000))
+}
+
+/// The shard process of `procs` that serves `shard`.
+fn shard_proc(shard: ShardId, procs: u32) -> u32 {
+    u32::from(shard.0) % procs
+}
+
+/// The shards shard process `p` of `procs` serves.
+fn shards_of(p: u32, procs: u32) -> Vec<ShardId> {
+    ShardId::all()
+        .filter(|&s| shard_proc(s, procs) == p)
+        .collect()
 }
 
 fn cdc_addr() -> SocketAddr {
@@ -264,10 +279,7 @@ impl Sim {
                 } else {
                     SimKv::default()
                 };
-                let shards = (0..eggs_protocol::NUM_SHARDS as u32)
-                    .filter(|s| s % procs == p)
-                    .map(|s| ShardId(s as u8))
-                    .collect();
+                let shards = shards_of(p, procs);
                 ShardProc::new(kv, shards, cfg.cores_per_proc as usize)
             })
             .collect();
@@ -337,11 +349,11 @@ impl Sim {
         self.register_block_services();
         self.schedule(HEARTBEAT_MS * MS, Ev::Heartbeat);
         self.schedule(GC_INTERVAL_MS * MS, Ev::Gc);
-        for p in 0..self.shards.len() as u32 {
+        for p in 0..self.procs() {
             self.restart(NodeId::Shard(p));
         }
         self.restart(NodeId::Cdc);
-        for c in 0..self.clients.len() as u32 {
+        for c in 0..fit::<u32, usize>(self.clients.len()) {
             let after = self.fault_rng.between(0, MS);
             self.schedule(after, Ev::ClientStart { client: c });
         }
@@ -428,13 +440,23 @@ impl Sim {
         });
     }
 
+    /// How many shard processes run.
+    fn procs(&self) -> u32 {
+        fit(self.shards.len())
+    }
+
+    /// The shard process serving `shard`.
+    fn proc_of(&self, shard: ShardId) -> u32 {
+        shard_proc(shard, self.procs())
+    }
+
     fn clock(&self, skew_ns: i64) -> EggsTime {
         EggsTime((EPOCH_NS + self.now).saturating_add_signed(skew_ns))
     }
 
     fn skew(&mut self) -> i64 {
         let span = self.cfg.clock_skew_ms * MS;
-        self.fault_rng.between(0, 2 * span) as i64 - span as i64
+        fit::<i64, u64>(self.fault_rng.between(0, 2 * span)) - fit::<i64, u64>(span)
     }
 
     fn handle(&mut self, ev: Ev) {
@@ -611,7 +633,7 @@ impl Sim {
                 } else {
                     rng.below(6000)
                 };
-                let data = (0..len).map(|_| rng.next_u64() as u8).collect();
+                let data = (0..len).map(|_| low_byte(rng.next_u64())).collect();
                 Op::Create {
                     dir: dir(rng),
                     name: name(rng),
@@ -674,6 +696,7 @@ impl Sim {
             Req::EraseBlocks(blocks) => return self.erase_blocks(c, &blocks),
             other => other,
         };
+        let procs = self.procs();
         let st = &mut self.clients[c as usize];
         let header = RequestHeader {
             request_id: st.next_request_id,
@@ -681,17 +704,14 @@ impl Sim {
         };
         st.next_request_id += 1;
         let (to, bytes) = match req {
-            Req::Shard(shard, body) => {
-                let p = shard.0 as u32 % self.shards.len() as u32;
-                (
-                    NodeId::Shard(p),
-                    codec::encode(&ShardRequest {
-                        header,
-                        shard,
-                        body,
-                    }),
-                )
-            }
+            Req::Shard(shard, body) => (
+                NodeId::Shard(shard_proc(shard, procs)),
+                codec::encode(&ShardRequest {
+                    header,
+                    shard,
+                    body,
+                }),
+            ),
             Req::Cdc(body) => (NodeId::Cdc, codec::encode(&CdcRequest { header, body })),
             Req::WriteBlocks(_) | Req::EraseBlocks(_) => unreachable!("handled above"),
         };
@@ -816,7 +836,7 @@ impl Sim {
         let fail_at = self
             .fault_rng
             .chance(BLOCK_FAIL_RATE)
-            .then(|| self.fault_rng.below(writes.len() as u64) as usize);
+            .then(|| usize_of(self.fault_rng.below(writes.len() as u64)));
         let mut proofs = Vec::with_capacity(writes.len());
         let mut result = Ok(());
         for (i, (target, data)) in writes.iter().enumerate() {
@@ -890,7 +910,7 @@ impl Sim {
 
     fn heartbeat(&mut self) {
         self.register_block_services();
-        for p in 0..self.shards.len() as u32 {
+        for p in 0..self.procs() {
             if self.up_shards[p as usize] {
                 self.shard_heartbeat(p);
                 self.expire_dedup(p);
@@ -915,10 +935,7 @@ impl Sim {
                 }
             }
         }
-        let shards: Vec<ShardId> = (0..eggs_protocol::NUM_SHARDS as u32)
-            .filter(|s| s % self.shards.len() as u32 == p)
-            .map(|s| ShardId(s as u8))
-            .collect();
+        let shards = shards_of(p, self.procs());
         let addr = Addr::from_socket_addr(shard_addr(p)).unwrap_or_default();
         self.shuckle_request(ShuckleReq::RegisterShards(RegisterShardsReq {
             shards,
@@ -942,18 +959,18 @@ impl Sim {
     /// serving it, the CDC, and every block service, none stale.
     fn check_shuckle(&mut self) {
         let now = self.clock(0);
-        let n = self.shards.len() as u32;
         match self
             .shuckle
             .handle(ShuckleReq::Shards(sk::ShardsReq {}), now)
             .result
         {
             Ok(ShuckleResp::Shards(r)) => {
-                for (s, info) in r.shards.iter().enumerate() {
-                    let want = Addr::from_socket_addr(shard_addr(s as u32 % n)).unwrap_or_default();
+                for (shard, info) in ShardId::all().zip(&r.shards) {
+                    let want =
+                        Addr::from_socket_addr(shard_addr(self.proc_of(shard))).unwrap_or_default();
                     if info.addr != want {
                         self.failure.push(format!(
-                            "shuckle has shard {s} at {:?}, served by {want:?}",
+                            "shuckle has shard {shard} at {:?}, served by {want:?}",
                             info.addr
                         ));
                     }
@@ -1159,7 +1176,7 @@ impl Sim {
             body: send.req.clone(),
         };
         let bytes = codec::encode(&req);
-        let to = NodeId::Shard(send.shard.0 as u32 % self.shards.len() as u32);
+        let to = NodeId::Shard(self.proc_of(send.shard));
         let mut retry = Retry::new(retry_policy(STEP_CALL_DEADLINE_MS));
         let timeout_ms = retry.next_attempt().timeout_ms;
         self.cdc.steps.insert(
@@ -1289,8 +1306,8 @@ impl Sim {
         if self.paused_since.is_some() {
             return; // no new crashes while settling for a checkpoint
         }
-        let victim = self.fault_rng.below(self.shards.len() as u64 + 1) as u32;
-        let node = if victim == self.shards.len() as u32 {
+        let victim: u32 = fit(self.fault_rng.below(u64::from(self.procs()) + 1));
+        let node = if victim == self.procs() {
             NodeId::Cdc
         } else {
             NodeId::Shard(victim)
@@ -1499,7 +1516,7 @@ impl Sim {
     fn resume(&mut self) {
         self.paused_since = None;
         self.next_checkpoint = self.report.ops_done + self.cfg.checkpoint_every.max(1);
-        for c in 0..self.clients.len() as u32 {
+        for c in 0..fit::<u32, usize>(self.clients.len()) {
             self.schedule(0, Ev::ClientStart { client: c });
         }
         self.arm_crash();

@@ -6,6 +6,17 @@
 //! [`suite`]) check the cluster against; [`netns`] gives them a private network namespace
 //! and network partitions.
 
+// The test harness: a failed unwrap or expect is a failed test (with its message), and
+// casts of test patterns, sizes and rates need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 pub mod model;
 pub mod netns;
 pub mod suite;
@@ -131,7 +142,7 @@ pub async fn wait_writable(
 ) -> eggs_client::Result<InodeId> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        match FileWriter::write_in(&c, dir, name, PrngReader::new(1, size)).await {
+        match FileWriter::write_in(c, dir, name, PrngReader::new(1, size)).await {
             Err(e)
                 if e.eggs() == Some(EggsError::NotEnoughBlockServices)
                     && std::time::Instant::now() < deadline =>

@@ -1,6 +1,16 @@
 //! Crash safety: SIGKILL the CDC and shard processes in the middle of cross-directory
 //! renames, restart them, and check that no file was lost or duplicated.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_client::FileWriter;
 use eggs_protocol::{EggsError, EggsTime, InodeId, Name};
 use eggs_tests::start_cluster;
@@ -25,7 +35,7 @@ async fn kill9_during_cross_directory_renames_loses_nothing() {
     for w in 0..WORKERS {
         for k in 0..FILES_PER_WORKER {
             let n = Name::new(format!("f{w}-{k}")).unwrap();
-            let id = FileWriter::write_in(&c, dirs[0], &n, &(n.as_bytes())[..])
+            let id = FileWriter::write_in(&c, dirs[0], &n, n.as_bytes())
                 .await
                 .unwrap();
             files.push((w, n, id));

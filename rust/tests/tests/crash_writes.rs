@@ -2,6 +2,16 @@
 //! clients write files, restart them, and check that every acknowledged file reads back
 //! bit-exact and that every visible file is whole.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_client::{Client, FileWriter};
 use eggs_protocol::{InodeId, Name};
 use eggs_run::BlockServicesLayout;

@@ -5,6 +5,16 @@
 //! The test directory uses RS(4,2) spans of at most 1 MiB with 64 KiB stripes (16 KiB cells)
 //! and mirroring (1+2) up to 64 KiB, so that multi-span files stay small.
 
+// Test code: a failed unwrap or expect is the failed test's message, and casts of test
+// patterns and sizes need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use eggs_client::{Client, FileWriter};
 use eggs_protocol::policy::{DirectoryInfo, Parity};
 use eggs_protocol::{BlockId, BlockServiceId, EggsError, InodeId};
@@ -58,7 +68,7 @@ impl Services {
 async fn wait_writable(c: &Client, path: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match FileWriter::write_path(&c, path, &[7u8; 5000][..]).await {
+        match FileWriter::write_path(c, path, &[7u8; 5000][..]).await {
             Ok(_) => return,
             Err(e) if e.eggs() == Some(EggsError::NotEnoughBlockServices) => {
                 assert!(

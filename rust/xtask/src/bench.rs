@@ -165,10 +165,10 @@ fn parse(args: &[OsString]) -> Result<Opts> {
         match a.as_str() {
             "--quick" => o.quick = true,
             "--no-build" => o.build = false,
-            "--runs" => runs = Some(number(&value("--runs")?)? as usize),
+            "--runs" => runs = Some(whole(&value("--runs")?)?),
             "--out" => o.out = PathBuf::from(value("--out")?),
             "--work-dir" => o.work = PathBuf::from(value("--work-dir")?),
-            "--meta-seconds" => secs = Some(number(&value("--meta-seconds")?)? as u64),
+            "--meta-seconds" => secs = Some(whole(&value("--meta-seconds")?)?),
             "--data-gib" => gib = Some(number(&value("--data-gib")?)?),
             "-h" | "--help" => {
                 println!("{BENCH_USAGE}");
@@ -189,6 +189,11 @@ fn parse(args: &[OsString]) -> Result<Opts> {
             .join(&o.out);
     }
     Ok(o)
+}
+
+fn whole<T: std::str::FromStr>(s: &str) -> Result<T> {
+    s.parse::<T>()
+        .map_err(|_| Error::Msg(format!("{s:?} is not a whole number")))
 }
 
 fn number(s: &str) -> Result<f64> {
@@ -268,7 +273,7 @@ fn write_back_now() -> Result<()> {
 fn run_all(opts: &Opts, bin: &Path, cluster: &mut Running) -> Result<Report> {
     let mut report = Report {
         startup_ms: cluster.startup_ms,
-        startup_wall_ms: cluster.startup_wall.as_millis() as u64,
+        startup_wall_ms: u64::try_from(cluster.startup_wall.as_millis()).unwrap_or(u64::MAX),
         ..Report::default()
     };
     std::thread::sleep(Duration::from_secs(2));
@@ -304,7 +309,8 @@ fn run_all(opts: &Opts, bin: &Path, cluster: &mut Running) -> Result<Report> {
                 Some(i) => &mut meta[i],
                 None => {
                     meta.push((label.clone(), Vec::new(), Vec::new()));
-                    meta.last_mut().expect("just pushed")
+                    let last = meta.len() - 1;
+                    &mut meta[last]
                 }
             };
             entry.1.push(nums);
@@ -510,7 +516,10 @@ impl Running {
             .spawn()
             .map_err(|e| Error::Msg(format!("cannot run {}: {e}", describe(&cmd))))?;
         let pid = child.id();
-        let stdout = child.stdout.take().expect("piped");
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::Msg("eggsrun's stdout was not piped".into()))?;
         let (tx, rx) = mpsc::channel();
         // Keeps draining eggsrun's output so it never blocks on a full pipe.
         std::thread::spawn(move || {

@@ -1,3 +1,10 @@
+// Test code: casts of test patterns and sizes need no checking.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use super::*;
 use std::io::{Read, Seek, SeekFrom, Write};
 

@@ -12,16 +12,25 @@ use eggs_protocol::shard::{
     RemoveDirectoryOwnerReq, RemoveDirectoryOwnerResp, SetDirectoryOwnerReq, SetDirectoryOwnerResp,
     StatDirectoryReq, StatDirectoryResp, UnlockCurrentEdgeReq, UnlockCurrentEdgeResp,
 };
+use eggs_protocol::NUM_SHARDS;
 use eggs_protocol::{DirectoryInfo, Name};
 use std::collections::BTreeMap;
 
 // ---- fixtures ----
 
 fn dir(n: u64) -> InodeId {
-    InodeId::new(InodeType::Directory, ShardId((n % 256) as u8), 1_000 + n)
+    InodeId::new(
+        InodeType::Directory,
+        ShardId(u8::try_from(n % 256).unwrap()),
+        1_000 + n,
+    )
 }
 fn file(n: u64) -> InodeId {
-    InodeId::new(InodeType::File, ShardId((n % 256) as u8), 1_000 + n)
+    InodeId::new(
+        InodeType::File,
+        ShardId(u8::try_from(n % 256).unwrap()),
+        1_000 + n,
+    )
 }
 fn name(s: &str) -> Name {
     Name::new(s).unwrap()
@@ -613,7 +622,9 @@ fn rename_directory_rolls_back_when_the_name_exists() {
     let out = h.reply(&one_send(&out), Err(EggsError::NameExists));
     let out = fence_new_edge(&mut h, &out, InodeId::ROOT, "new", dir(7));
     let s = one_send(&out);
-    assert!(matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved && u.txn_id == s.txn && !u.new_edge));
+    assert!(
+        matches!(&s.req, ShardReq::UnlockCurrentEdge(u) if !u.was_moved && u.txn_id == s.txn && !u.new_edge)
+    );
     let out = h.reply(&s, Ok(unlocked()));
     assert_final(&out, 1, 1, Err(EggsError::NameExists));
 }
@@ -746,7 +757,10 @@ fn transient_failures_resend_the_same_request_with_back_off() {
         EggsError::Timeout,
     ] {
         let out = h.reply(&s, Err(err));
-        assert!(out.replies.is_empty() && !out.has_writes(), "nothing decided");
+        assert!(
+            out.replies.is_empty() && !out.has_writes(),
+            "nothing decided"
+        );
         let next = one_send(&out);
         assert_eq!((&next.req, next.header), (&first.req, first.header));
         assert_ne!(next.step, s.step, "the earlier send's outcome is stale now");

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Writes everything `input` yields to a new file at `path` (replacing a file there), one
 /// span at a time: the size is not limited by memory.
 pub async fn write(c: &Client, path: &str, input: &mut dyn Read) -> Result<()> {
-    FileWriter::write_path(&c, path, BlockingReader(input)).await?;
+    FileWriter::write_path(c, path, BlockingReader(input)).await?;
     Ok(())
 }
 
@@ -105,7 +105,7 @@ mod tests {
 
     #[tokio::test]
     async fn adapters() {
-        let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i & 0xff) as u8).collect();
         let mut back = Vec::new();
         BlockingReader(&data[..])
             .read_to_end(&mut back)

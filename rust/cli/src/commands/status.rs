@@ -4,7 +4,7 @@ use crate::error::Result;
 use crate::format::{age, block_service_flags, failure_domain, size_human, storage_class, table};
 use eggs_client::ShuckleClient;
 use eggs_protocol::shuckle::{BlockServiceInfo, BlockServicesReq, CdcReq, ShardInfo, ShardsReq};
-use eggs_protocol::{Addr, EggsTime};
+use eggs_protocol::{Addr, EggsTime, ShardId};
 use std::io::Write;
 
 pub async fn status(shuckle: &ShuckleClient, out: &mut dyn Write) -> Result<()> {
@@ -37,8 +37,8 @@ pub async fn status(shuckle: &ShuckleClient, out: &mut dyn Write) -> Result<()> 
 pub(crate) fn shard_lines(shards: &[ShardInfo], now: EggsTime) -> Vec<String> {
     let mut groups: Vec<(Addr, Vec<u8>, EggsTime)> = Vec::new();
     let mut missing = Vec::new();
-    for (i, s) in shards.iter().enumerate() {
-        let id = i as u8;
+    for (id, s) in ShardId::all().zip(shards) {
+        let id = id.0;
         if s.addr.port == 0 {
             missing.push(id);
             continue;

@@ -5,6 +5,7 @@ use super::write::{WriteMsg, RELEASE_GRACE};
 use super::{eggs_time, kind_of, lock, name_of, to_eggs, to_fuse, EggsFs, MAX_IO_BYTES};
 use crate::error::errno;
 use eggs_client::{ClientError, FileWriter};
+use eggs_protocol::conv::{fit, usize_of};
 use eggs_protocol::{InodeType, Name};
 use fuser::consts::{
     FOPEN_KEEP_CACHE, FUSE_ATOMIC_O_TRUNC, FUSE_DO_READDIRPLUS, FUSE_PARALLEL_DIROPS,
@@ -328,7 +329,8 @@ impl Filesystem for EggsFs {
             return reply.error(libc::EOPNOTSUPP);
         }
         let id = to_eggs(ino);
-        let offset = offset.max(0) as u64;
+        // The kernel never sends a negative offset; read it as 0 rather than trust it.
+        let offset = offset.max(0).unsigned_abs();
         self.spawn(|fs| async move {
             match fs.cache.read(id, offset, size as usize).await {
                 Ok(data) => reply.data(&data),
@@ -356,7 +358,7 @@ impl Filesystem for EggsFs {
             return reply.error(libc::EBADF);
         };
         let msg = WriteMsg::Write {
-            offset: offset.max(0) as u64,
+            offset: offset.max(0).unsigned_abs(),
             data: data.to_vec(),
             reply,
         };
@@ -428,17 +430,17 @@ impl Filesystem for EggsFs {
         let Some(entries) = lock(&self.inner.dirs).get(&fh).cloned() else {
             return reply.error(libc::EBADF);
         };
-        let offset = offset.max(0) as usize;
+        let offset = usize_of(offset.max(0).unsigned_abs());
         let dots = [(ino, "."), (ino, "..")];
         for (i, (dino, n)) in dots.iter().enumerate().skip(offset) {
-            if reply.add(*dino, i as i64 + 1, FileType::Directory, n) {
+            if reply.add(*dino, fit(i + 1), FileType::Directory, n) {
                 return reply.ok();
             }
         }
         for (i, e) in entries.iter().enumerate().skip(offset.saturating_sub(2)) {
             let name = OsStr::from_bytes(e.name.as_bytes());
             let kind = kind_of(e.target_id);
-            if reply.add(to_fuse(e.target_id), i as i64 + 3, kind, name) {
+            if reply.add(to_fuse(e.target_id), fit(i + 3), kind, name) {
                 break;
             }
         }
@@ -456,7 +458,7 @@ impl Filesystem for EggsFs {
         let Some(entries) = lock(&self.inner.dirs).get(&fh).cloned() else {
             return reply.error(libc::EBADF);
         };
-        let offset = offset.max(0) as usize;
+        let offset = usize_of(offset.max(0).unsigned_abs());
         self.spawn(|fs| async move { fs.readdirplus(to_eggs(ino), entries, offset, reply).await });
     }
 
@@ -474,17 +476,18 @@ impl Filesystem for EggsFs {
 
     fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
         self.spawn(|fs| async move {
-            const BSIZE: u64 = 4096;
+            const BSIZE: u32 = 4096;
+            let blocks = |bytes: u64| bytes / u64::from(BSIZE);
             match fs.statfs().await {
                 Ok((cap, free)) => reply.statfs(
-                    cap / BSIZE,
-                    free / BSIZE,
-                    free / BSIZE,
+                    blocks(cap),
+                    blocks(free),
+                    blocks(free),
                     0,
                     0,
-                    BSIZE as u32,
-                    Name::MAX_LEN as u32,
-                    BSIZE as u32,
+                    BSIZE,
+                    fit(Name::MAX_LEN),
+                    BSIZE,
                 ),
                 Err(e) => reply.error(errno(&e)),
             }

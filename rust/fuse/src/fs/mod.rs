@@ -100,7 +100,7 @@ fn eggs_time(t: TimeOrNow) -> EggsTime {
     };
     EggsTime(
         t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
+            .map_or(0, eggs_protocol::conv::nanos_of),
     )
 }
 

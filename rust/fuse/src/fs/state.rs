@@ -253,7 +253,7 @@ impl Inner {
                 }
             };
             self.remember_name(e.target_id, dir, &e.name);
-            let next = (start + i + 3) as i64;
+            let next = eggs_protocol::conv::fit(start + i + 3);
             let name = OsStr::from_bytes(e.name.as_bytes());
             if reply.add(
                 to_fuse(e.target_id),

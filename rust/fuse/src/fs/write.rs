@@ -135,7 +135,8 @@ impl Inner {
                         reply.error(libc::EIO);
                     } else {
                         w.size.store(writer.size(), Ordering::Relaxed);
-                        reply.written(data.len() as u32);
+                        // At most the mount's max_write.
+                        reply.written(eggs_protocol::conv::fit(data.len()));
                     }
                 }
                 WriteMsg::Truncate { size, reply } => match writer.truncate(size).await {

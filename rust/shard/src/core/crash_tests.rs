@@ -70,10 +70,10 @@ fn service(i: u64, available_bytes: u64) -> BlockServiceWithKey {
             id: BlockServiceId(100 + i),
             addr: Addr {
                 ip: [127, 0, 0, 1],
-                port: 2000 + i as u16,
+                port: 2000 + u16::try_from(i).unwrap(),
             },
             storage_class: StorageClass::Flash,
-            failure_domain: [i as u8; 16],
+            failure_domain: [u8::try_from(i).unwrap(); 16],
             flags: 0,
             capacity_bytes: u64::MAX,
             available_bytes,
@@ -81,7 +81,7 @@ fn service(i: u64, available_bytes: u64) -> BlockServiceWithKey {
             path: String::new(),
             last_seen: EggsTime(1),
         },
-        secret_key: [i as u8; 16],
+        secret_key: [u8::try_from(i).unwrap(); 16],
     }
 }
 

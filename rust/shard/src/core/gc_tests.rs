@@ -1,6 +1,13 @@
 //! Garbage collection and undelete in the shard core: expiry rules, ownership across
 //! renames, destruction steps, idempotence.
 
+// Test code: casts of test patterns and sizes need no checking.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use super::gc::expired_edges;
 use super::*;
 use crate::kv::MemKv;

@@ -71,10 +71,13 @@ impl<K: Kv> ShardCore<K> {
         };
         self.put_span(tx, r.file_id, r.byte_offset, None, &span);
         // A u32 per span on a size that counts real spans: never near 2^64.
-        t.size = t
-            .size
-            .checked_add(r.size as u64)
-            .expect("file size overflows");
+        let Some(size) = t.size.checked_add(u64::from(r.size)) else {
+            panic!(
+                "file {} size {} + span {} overflows",
+                r.file_id, t.size, r.size
+            );
+        };
+        t.size = size;
         t.uncertified_span = Some(r.byte_offset);
         self.touch_transient(tx, r.file_id, t);
         Ok(AddSpanInitiateResp { blocks: targets })
@@ -142,10 +145,13 @@ impl<K: Kv> ShardCore<K> {
         }
         self.delete_span(tx, r.file_id, r.byte_offset, &span)?;
         // The span ends at the file's size (checked above), so this cannot go below zero.
-        t.size = t
-            .size
-            .checked_sub(span.size as u64)
-            .expect("span beyond the file's end");
+        let Some(size) = t.size.checked_sub(u64::from(span.size)) else {
+            panic!(
+                "file {}: span of {} beyond its size {}",
+                r.file_id, span.size, t.size
+            );
+        };
+        t.size = size;
         t.uncertified_span = None;
         self.touch_transient(tx, r.file_id, t);
         Ok(RemoveSpanResp { blocks })
@@ -327,7 +333,8 @@ fn check_span_shape(r: &AddSpanInitiateReq) -> R<u32> {
     if (r.size as u64) <= capacity - (r.cell_size as u64) * (r.parity.data as u64) {
         return Err(bad());
     }
-    Ok(block_size as u32)
+    // Checked against u32::MAX above.
+    Ok(eggs_protocol::conv::fit::<u32, u64>(block_size))
 }
 
 /// How many blocks of a span each block service holds (normally one: a span's blocks are in

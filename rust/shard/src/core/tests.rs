@@ -1,3 +1,10 @@
+// Test code: casts of test patterns and sizes need no checking.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use super::*;
 use crate::kv::MemKv;
 use eggs_protocol::codec::RequestBody;
@@ -34,7 +41,10 @@ impl T {
     /// A new CDC transaction id (ids grow, as the CDC's do).
     fn txn(&mut self) -> u64 {
         self.next_txn += 1;
-        assert!(self.next_txn < 100, "helper transaction ids stay below the tests' own");
+        assert!(
+            self.next_txn < 100,
+            "helper transaction ids stay below the tests' own"
+        );
         self.next_txn
     }
 
@@ -1727,8 +1737,11 @@ fn a_late_reattach_step_never_reattaches_after_a_rollback() {
     assert_eq!(t.req(s9, reattach), Err(EggsError::DirectoryRemoved));
     assert_eq!(stat_owner(&mut t, d), Ok(InodeId::NULL));
     t.req(s9, remove(101, true)).unwrap(); // a copy of the last step: no-op
-    // A copy of the older rmdir is over too.
-    assert_eq!(t.req(s9, remove(100, false)), Err(EggsError::DirectoryRemoved));
+                                           // A copy of the older rmdir is over too.
+    assert_eq!(
+        t.req(s9, remove(100, false)),
+        Err(EggsError::DirectoryRemoved)
+    );
 }
 
 /// The new edge's unlock and the old edge's unlock, copied after a later transaction
@@ -1806,9 +1819,6 @@ fn a_cdc_step_without_a_transaction_is_malformed() {
         txn_id: 0,
         rollback: false,
     };
-    assert_eq!(
-        t.req(ShardId(9), remove),
-        Err(EggsError::MalformedRequest)
-    );
+    assert_eq!(t.req(ShardId(9), remove), Err(EggsError::MalformedRequest));
     assert_eq!(stat_owner(&mut t, d), Ok(ROOT));
 }

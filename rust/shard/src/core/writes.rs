@@ -416,16 +416,17 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::SpanNotCertified.into());
         }
         let span = SpanValue {
-            size: r.data.len() as u32,
+            // At most MAX_INLINE_SPAN, checked above.
+            size: eggs_protocol::conv::fit::<u32, usize>(r.data.len()),
             crc: r.crc,
             storage: SpanStorage::Inline(r.data.clone()),
         };
         tx.put(keys::span(r.file_id, r.byte_offset), &span);
         // At most 4 KiB per request on a size that counts real spans: never near 2^64.
-        t.size = t
-            .size
-            .checked_add(r.data.len() as u64)
-            .expect("file size overflows");
+        let Some(size) = t.size.checked_add(r.data.len() as u64) else {
+            panic!("file {} size {} + inline span overflows", r.file_id, t.size);
+        };
+        t.size = size;
         t.mtime = tx.now;
         t.deadline = EggsTime(tx.now.0 + self.opts.transient_deadline_ns);
         tx.put(keys::transient(r.file_id), &t);

@@ -13,6 +13,17 @@
 //! directory (`fuse.rs`); `eggsbench gc` and `eggsbench scrub --shuckle ADDR` time a GC pass
 //! and a scrub pass (`gc.rs`, `scrub.rs`).
 
+// The test harness: a failed unwrap or expect is a failed test (with its message), and
+// casts of test patterns, sizes and rates need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 // Next to this file rather than in `src/bin/`, where Cargo would take them for binaries.
 #[path = "eggsbench/data.rs"]
 mod data;

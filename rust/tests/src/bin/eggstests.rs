@@ -2,6 +2,17 @@
 //! `eggs_tests::suite`). Starts a fresh cluster per test through eggs-run, or runs against an
 //! existing one with `--shuckle`.
 
+// The test harness: a failed unwrap or expect is a failed test (with its message), and
+// casts of test patterns, sizes and rates need no checking.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap,
+    clippy::cast_precision_loss
+)]
+
 use clap::Parser;
 use eggs_tests::suite::{self, Options, Outcome};
 use std::net::SocketAddr;

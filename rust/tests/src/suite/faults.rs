@@ -165,7 +165,7 @@ async fn partition_files(env: &Env) -> Result<Vec<(InodeId, u64, u64)>, TestErro
         let seed = env.seed.wrapping_add(k);
         let size = 200_000 + (seed % 800_000);
         let n = Name::new(format!("f{k}")).expect("valid");
-        let id = FileWriter::write_in(&c, dir, &n, PrngReader::new(seed, size))
+        let id = FileWriter::write_in(c, dir, &n, PrngReader::new(seed, size))
             .await
             .ctx("writing")?;
         files.push((id, seed, size));

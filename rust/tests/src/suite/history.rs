@@ -177,7 +177,7 @@ async fn big_file_history(
         let id = if v == 0 {
             wait_writable(c, dir, &name, size, WRITABLE_TIMEOUT).await
         } else {
-            FileWriter::write_in(&c, dir, &name, PrngReader::new(data_seed, size)).await
+            FileWriter::write_in(c, dir, &name, PrngReader::new(data_seed, size)).await
         }
         .ctx(format!("writing big version {v}"))?;
         if v == 0 {
@@ -228,7 +228,7 @@ async fn undelete_directory(c: &Client, dir: InodeId, seed: u64) -> Result<Inode
     let inner = Name::new("inner").expect("valid");
     let sub = c.mkdir_in(dir, &name).await.ctx("mkdir sub")?;
     let data = prng_bytes(seed.wrapping_add(77), 3000);
-    let id = FileWriter::write_in(&c, sub, &inner, &data[..])
+    let id = FileWriter::write_in(c, sub, &inner, &data[..])
         .await
         .ctx("writing sub/inner")?;
     unlink(c, sub, &inner).await?;

@@ -109,7 +109,7 @@ pub(super) async fn parallel_dirs(env: &mut Env) -> TestResult {
                 let mut m = BTreeMap::new();
                 for f in 0..files {
                     let n = format!("f{f}");
-                    let fid = FileWriter::write_in(&c, id, &name(n.clone()), &(n.as_bytes())[..])
+                    let fid = FileWriter::write_in(&c, id, &name(n.clone()), n.as_bytes())
                         .await
                         .ctx("create")?;
                     m.insert(n, fid);
@@ -158,7 +158,7 @@ pub(super) async fn parallel_dirs(env: &mut Env) -> TestResult {
             let mut mine = BTreeMap::new();
             for k in 0..big_per_task {
                 let n = format!("t{t}-{k}");
-                let fid = FileWriter::write_in(&c, big, &name(n.clone()), &(n.as_bytes())[..])
+                let fid = FileWriter::write_in(&c, big, &name(n.clone()), n.as_bytes())
                     .await
                     .ctx("create in the big directory")?;
                 mine.insert(n, fid);

@@ -1,6 +1,13 @@
 //! The block service -> files index, the file walk and block replacement, on an in-memory
 //! store.
 
+// Test code: casts of test patterns and sizes need no checking.
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_possible_wrap
+)]
+
 use super::super::{ShardCore, ShardOptions};
 use crate::kv::MemKv;
 use eggs_common::crypto;

@@ -309,7 +309,7 @@ async fn cluster(c: &Client, size: u64) -> BoxResult<(Duration, Duration, String
     let name = Name::new("sequential")?;
     let mut reader = PrngReader::new(0x5eed, size);
     let t = Instant::now();
-    let id = FileWriter::write_in_with_progress(&c, dir, &name, &mut reader, &mut |_| {}).await?;
+    let id = FileWriter::write_in_with_progress(c, dir, &name, &mut reader, &mut |_| {}).await?;
     let write = t.elapsed();
     let eviction = evict_block_files(c).await;
     let mut sink = HashSink::default();

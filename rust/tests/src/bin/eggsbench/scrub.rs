@@ -102,7 +102,7 @@ async fn write_data(c: &Client, size_mib: u64, file_mib: u64) -> Result<(), BoxE
     for i in 0..files {
         // A different first word per file, so that no two files are identical.
         data[..8].copy_from_slice(&i.to_le_bytes());
-        FileWriter::write_path(&c, &format!("{base}/f{i}"), &data[..]).await?;
+        FileWriter::write_path(c, &format!("{base}/f{i}"), &data[..]).await?;
     }
     report(
         "write through the client",
