@@ -15,8 +15,8 @@
 //! | shard, RELEASED, file id (of another shard)     | u64 time of release |
 //! | shard, BS_FILES, block service id, file id, byte offset | u8: blocks of that span on that service |
 //! | shard, BLOCK_REPLACE, file id, byte offset, block index | `PendingReplaceBody` |
-//! | shard, CDC_FENCE, dir id                         | u64: last CDC transaction done with the directory's edges |
-//! | shard, CDC_INODE_FENCE, dir id                   | u64: last CDC transaction done with the directory inode |
+//! | shard, CDC_FENCE, dir id                         | u64 BE + done byte: last CDC transaction on the directory's edges |
+//! | shard, CDC_INODE_FENCE, dir id                   | u64 BE + done byte: last CDC transaction on the directory inode |
 //! | (the empty key: outside every shard's range)    | u32 BE format version of the database (`kv::FORMAT_VERSION`) |
 //!
 //! Names never contain NUL, so terminating them with 0 keeps `(hash, name)` order and makes
@@ -40,11 +40,11 @@ pub const BLOCK_REPLACE: u8 = 21;
 /// Files of other shards whose last owning edge this shard removed, until the GC has made
 /// them transient on their own shard (garbage collection; see `core::gc`).
 pub const RELEASED: u8 = 30;
-/// Per directory, the last CDC transaction that finished with its edges: late copies of the
-/// edge steps of it or of an earlier one are refused (see `core::writes`).
+/// Per directory, the last CDC transaction that changed its edges and whether it is done with
+/// them: late copies of edge steps of it (once done) or of an earlier one are refused (see
+/// `core::writes`).
 pub const CDC_FENCE: u8 = 31;
-/// Per directory inode, the last CDC transaction that finished with it (its owner, its
-/// existence). Kept when the GC destroys the directory, so that a late CreateDirectoryInode
+/// Per directory inode, the same for the inode (its owner, its existence). Kept when the GC destroys the directory, so that a late CreateDirectoryInode
 /// cannot bring it back.
 pub const CDC_INODE_FENCE: u8 = 32;
 
