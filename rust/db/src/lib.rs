@@ -4,6 +4,7 @@
 //! A crate of its own, apart from `eggs-common`, so that only the servers that keep a
 //! database (shards, CDC, shuckle) compile and link RocksDB; the client, CLI and FUSE do not.
 
+use eggs_common::format_version::{self, FormatError, FormatVersion};
 use std::path::Path;
 
 /// Memory budget knobs; the defaults keep a whole 256-shard process at a few tens of MiB.
@@ -75,4 +76,28 @@ pub fn unsynced_write() -> rocksdb::WriteOptions {
     let mut w = rocksdb::WriteOptions::default();
     w.set_sync(false);
     w
+}
+
+/// Refuses a database of another format version than `current`, naming it as `what` (kind
+/// and path); records the version under `key` (synced, before anything else is written) in a
+/// new database and in one made before versions were recorded. Every store calls it on open.
+pub fn ensure_format_version<E>(
+    db: &rocksdb::DB,
+    what: &str,
+    key: &[u8],
+    current: FormatVersion,
+) -> Result<(), E>
+where
+    E: From<rocksdb::Error> + From<FormatError>,
+{
+    format_version::ensure(
+        what,
+        current,
+        db.get(key)?,
+        || match db.iterator(rocksdb::IteratorMode::Start).next() {
+            Some(entry) => Ok(entry.map(|_| true)?),
+            None => Ok(false),
+        },
+        |v| Ok(db.put_opt(key, v, &sync_write())?),
+    )
 }

@@ -170,16 +170,11 @@ pub const FORMAT_VERSION: eggs_common::format_version::FormatVersion = 1;
 /// Refuses a database of another format version; records the version in a new one (and in
 /// one made before versions were recorded), synced before anything else is written.
 fn check_format_version(db: &rocksdb::DB, path: &std::path::Path) -> Result<(), ShardError> {
-    let key = crate::keys::FORMAT_VERSION_KEY;
-    eggs_common::format_version::ensure(
+    eggs_db::ensure_format_version(
+        db,
         &format!("shard database {}", path.display()),
+        crate::keys::FORMAT_VERSION_KEY,
         FORMAT_VERSION,
-        db.get(key)?,
-        || match db.iterator(rocksdb::IteratorMode::Start).next() {
-            Some(entry) => entry.map(|_| true).map_err(ShardError::from),
-            None => Ok(false),
-        },
-        |v| Ok(db.put_opt(key, v, &eggs_db::sync_write())?),
     )
 }
 

@@ -48,18 +48,11 @@ impl Store {
     /// Refuses a database of another format version; records the version (synced) in a new
     /// one, and in one made before versions were recorded.
     fn check_format_version(&self, dir: &Path) -> Result<(), ShuckleError> {
-        eggs_common::format_version::ensure(
+        eggs_db::ensure_format_version(
+            &self.db,
             &format!("shuckle database {}", dir.display()),
+            FORMAT_VERSION_KEY,
             FORMAT_VERSION,
-            self.db.get(FORMAT_VERSION_KEY)?,
-            || match self.db.iterator(rocksdb::IteratorMode::Start).next() {
-                Some(entry) => entry.map(|_| true).map_err(ShuckleError::from),
-                None => Ok(false),
-            },
-            |v| {
-                let sync = eggs_db::sync_write();
-                Ok(self.db.put_opt(FORMAT_VERSION_KEY, v, &sync)?)
-            },
         )
     }
 
