@@ -16,7 +16,7 @@
 //! with every progress write cost a random-key memtable insert each, so it is gone.
 
 use crate::cdc_core::{Loaded, Output, Write};
-use crate::record::{decode_value, encode_value, Counters, TxnId, TxnRecord};
+use crate::record::{decode_counters, decode_txn, encode_value, Counters, TxnId, TxnRecord};
 use crate::CdcError;
 use std::path::Path;
 
@@ -69,13 +69,13 @@ impl Store {
     /// guessing the state of a transaction could corrupt the file system.
     pub fn load(&self) -> Result<Loaded, CdcError> {
         let counters = match self.db.get(COUNTERS_KEY)? {
-            Some(v) => decode_value(&v).map_err(|e| corrupt(&COUNTERS_KEY, e))?,
+            Some(v) => decode_counters(&v).map_err(|e| corrupt(&COUNTERS_KEY, e))?,
             None => Counters::default(),
         };
         let mut records = Vec::new();
         for item in self.scan(TXN_PREFIX) {
             let (key, value) = item?;
-            let record: TxnRecord = decode_value(&value).map_err(|e| corrupt(&key, e))?;
+            let record: TxnRecord = decode_txn(&value).map_err(|e| corrupt(&key, e))?;
             records.push(record);
         }
         self.drop_legacy_index()?;

@@ -217,6 +217,7 @@ pub fn step_request(
                 owner_id: r.owner_id,
                 info: r.info.clone(),
                 txn_id,
+                attrs: r.attrs,
             })
         }
         (Step::RemoveDirectoryInode, CdcReq::MakeDirectory(r)) => {

@@ -127,8 +127,27 @@ async fn fake_shard() -> (SocketAddr, Arc<Mutex<ShardScript>>) {
     (addr, script)
 }
 
+/// The attributes the fake shard gives every directory a client stats (to make a new
+/// directory's from): setgid, so that its group is the one new directories get.
+const PARENT_ATTRS: eggs_protocol::InodeAttrs = eggs_protocol::InodeAttrs {
+    mode: eggs_protocol::posix::S_IFDIR | eggs_protocol::posix::S_ISGID | 0o775,
+    uid: 0,
+    gid: 4242,
+};
+
 fn shard_answer(req: &ShardReq, s: &mut ShardScript) -> Option<Result<ShardResp, EggsError>> {
     use eggs_protocol::shard::*;
+    // A client's own reads are not CDC steps: answered, not recorded.
+    if let ShardReq::StatDirectory(_) = req {
+        return Some(Ok(ShardResp::StatDirectory(StatDirectoryResp {
+            owner_id: InodeId::NULL,
+            mtime: EggsTime(1),
+            info: DirectoryInfo::default(),
+            atime: EggsTime(1),
+            ctime: EggsTime(1),
+            attrs: PARENT_ATTRS,
+        })));
+    }
     s.seen.push(req.clone());
     Some(Ok(match req {
         ShardReq::CreateDirectoryInode(_) => {
@@ -211,6 +230,7 @@ fn mkdir(request_id: u64, name: &str) -> CdcRequest {
             owner_id: InodeId::ROOT,
             name: Name::new(name).unwrap(),
             info: DirectoryInfo::default(),
+            attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
         }),
     }
 }
@@ -248,6 +268,16 @@ async fn client_mkdir_through_shuckle_registration() {
         .unwrap_err();
     assert_eq!(err.eggs(), Some(EggsError::NameExists));
     let kinds: Vec<_> = lock(&script).seen.iter().map(|r| r.kind()).collect();
+    // The directory is the client's, with the setgid parent's group, all the way to the
+    // shard.
+    let first = lock(&script).seen[0].clone();
+    let ShardReq::CreateDirectoryInode(create) = first else {
+        panic!("the first step is not CreateDirectoryInode");
+    };
+    assert_eq!(create.attrs.uid, client.caller().uid);
+    assert_eq!(create.attrs.gid, PARENT_ATTRS.gid);
+    assert!(create.attrs.is_dir(), "{:o}", create.attrs.mode);
+    assert_ne!(create.attrs.mode & eggs_protocol::posix::S_ISGID, 0);
     assert_eq!(
         kinds,
         [

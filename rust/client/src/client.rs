@@ -56,6 +56,10 @@ struct Shared {
     refresh: tokio::sync::Mutex<()>,
     /// Connections to block services, for the data path (`write.rs`, `read.rs`).
     blocks: Arc<BlockPool>,
+    /// This process's credentials and umask, for what it creates and changes on its own
+    /// behalf (the FUSE daemon names each request's caller instead).
+    caller: eggs_protocol::Caller,
+    umask: u32,
 }
 
 /// Addresses are refreshed from shuckle at most this often when requests time out.
@@ -72,6 +76,8 @@ impl Client {
                 addrs: Mutex::new(Addresses::default()),
                 refresh: tokio::sync::Mutex::new(()),
                 blocks: Arc::new(BlockPool::new(BlockClientOptions::default())),
+                caller: eggs_common::creds::current(),
+                umask: eggs_common::creds::umask(),
             }),
         };
         client.refresh_addresses(true).await?;
@@ -84,6 +90,17 @@ impl Client {
 
     pub fn options(&self) -> &ClientOptions {
         &self.shared.opts
+    }
+
+    /// This process's uid, gid and groups (the creator and changer of what the library
+    /// makes and changes unless a caller is named).
+    pub fn caller(&self) -> &eggs_protocol::Caller {
+        &self.shared.caller
+    }
+
+    /// This process's umask, which new inodes' modes get (as `open(2)` and `mkdir(2)` do).
+    pub fn umask(&self) -> u32 {
+        self.shared.umask
     }
 
     /// The block-service connections of this client.

@@ -1,12 +1,13 @@
 //! The namespace: looking names up, listing and resolving paths, making and removing
-//! directories, unlinking, renaming and setting times.
+//! directories, unlinking, renaming and changing attributes.
 
 use crate::client::Client;
 use crate::error::{ClientError, Result};
 use eggs_protocol::cdc;
 use eggs_protocol::policy::DirectoryInfo;
+use eggs_protocol::posix::{self, AttrChange, SetTime};
 use eggs_protocol::shard;
-use eggs_protocol::{EggsError, EggsTime, InodeId, Name};
+use eggs_protocol::{Caller, EggsError, EggsTime, InodeAttrs, InodeId, Name};
 
 /// One name in a directory listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,12 +24,60 @@ pub enum Stat {
         owner_id: InodeId,
         mtime: EggsTime,
         info: DirectoryInfo,
+        atime: EggsTime,
+        ctime: EggsTime,
+        attrs: InodeAttrs,
     },
+    /// Files, symlinks and special files.
     File {
         size: u64,
         mtime: EggsTime,
         atime: EggsTime,
+        ctime: EggsTime,
+        attrs: InodeAttrs,
+        rdev: u64,
     },
+}
+
+impl Stat {
+    pub fn attrs(&self) -> InodeAttrs {
+        match self {
+            Stat::Directory { attrs, .. } | Stat::File { attrs, .. } => *attrs,
+        }
+    }
+
+    /// Bytes of a file; 0 for directories.
+    pub fn size(&self) -> u64 {
+        match self {
+            Stat::Directory { .. } => 0,
+            Stat::File { size, .. } => *size,
+        }
+    }
+
+    /// `(atime, mtime, ctime)`.
+    pub fn times(&self) -> (EggsTime, EggsTime, EggsTime) {
+        match self {
+            Stat::Directory {
+                atime,
+                mtime,
+                ctime,
+                ..
+            }
+            | Stat::File {
+                atime,
+                mtime,
+                ctime,
+                ..
+            } => (*atime, *mtime, *ctime),
+        }
+    }
+
+    pub fn rdev(&self) -> u64 {
+        match self {
+            Stat::Directory { .. } => 0,
+            Stat::File { rdev, .. } => *rdev,
+        }
+    }
 }
 
 impl Client {
@@ -53,6 +102,9 @@ impl Client {
                 owner_id: r.owner_id,
                 mtime: r.mtime,
                 info: r.info,
+                atime: r.atime,
+                ctime: r.ctime,
+                attrs: r.attrs,
             })
         } else {
             let r = self
@@ -62,6 +114,9 @@ impl Client {
                 size: r.size,
                 mtime: r.mtime,
                 atime: r.atime,
+                ctime: r.ctime,
+                attrs: r.attrs,
+                rdev: r.rdev,
             })
         }
     }
@@ -159,12 +214,42 @@ impl Client {
         Ok((cur, last))
     }
 
+    /// The attributes of an inode that `caller` creates in directory `parent` with `mode`
+    /// (type and permission bits, umask applied): `posix::new_inode_attrs` over the
+    /// directory's own attributes.
+    pub async fn new_attrs(
+        &self,
+        parent: InodeId,
+        caller: &Caller,
+        mode: u32,
+    ) -> Result<InodeAttrs> {
+        let dir = self
+            .shard_request(parent.shard(), shard::StatDirectoryReq { id: parent })
+            .await?;
+        Ok(posix::new_inode_attrs(&dir.attrs, caller, mode))
+    }
+
+    /// Makes a directory as this process would (its uid and gid, mode 0777 less its umask,
+    /// the parent's group and setgid bit where the parent has setgid).
     pub async fn mkdir_in(&self, owner_id: InodeId, name: &Name) -> Result<InodeId> {
+        let mode = posix::S_IFDIR | (0o777 & !self.umask());
+        let attrs = self.new_attrs(owner_id, self.caller(), mode).await?;
+        self.mkdir_with(owner_id, name, attrs).await
+    }
+
+    /// Makes a directory with exactly `attrs`.
+    pub async fn mkdir_with(
+        &self,
+        owner_id: InodeId,
+        name: &Name,
+        attrs: InodeAttrs,
+    ) -> Result<InodeId> {
         let r = self
             .cdc_request(cdc::MakeDirectoryReq {
                 owner_id,
                 name: name.clone(),
                 info: DirectoryInfo::default(),
+                attrs,
             })
             .await?;
         Ok(r.id)
@@ -334,19 +419,42 @@ impl Client {
         Ok(r)
     }
 
-    /// Sets the modification and/or access time of a linked file or symlink, or the
-    /// modification time of a live directory (directories have no access time: `atime` is
-    /// ignored for them).
+    /// Sets the modification and/or access time of a linked file, symlink or live
+    /// directory, as this process.
     pub async fn set_time(
         &self,
         id: InodeId,
         mtime: Option<EggsTime>,
         atime: Option<EggsTime>,
     ) -> Result<()> {
-        self.shard_request(id.shard(), shard::SetTimeReq { id, mtime, atime })
-            .await
-            .map_err(|e| e.with_context(&format!("setting the times of {id}")))?;
+        let change = AttrChange {
+            mtime: mtime.map(SetTime::At),
+            atime: atime.map(SetTime::At),
+            ..Default::default()
+        };
+        self.set_attr(id, None, self.caller(), change).await?;
         Ok(())
+    }
+
+    /// Changes the mode, owner, group or times of an inode on behalf of `caller` (the
+    /// shard checks Linux's rules); `cookie` names a transient file, which keeps the change
+    /// for its link.
+    pub async fn set_attr(
+        &self,
+        id: InodeId,
+        cookie: Option<u64>,
+        caller: &Caller,
+        change: AttrChange,
+    ) -> Result<shard::SetAttrResp> {
+        let req = shard::SetAttrReq {
+            id,
+            cookie,
+            caller: caller.clone(),
+            change,
+        };
+        self.shard_request(id.shard(), req)
+            .await
+            .map_err(|e| e.with_context(&format!("changing the attributes of {id}")))
     }
 }
 

@@ -16,8 +16,11 @@ use crate::span::{max_span_size, EncodedSpan, LayoutError, SpanLayout};
 use eggs_protocol::blocks::{EraseBlockReq, WriteBlockReq};
 use eggs_protocol::conv::{fit, usize_of};
 use eggs_protocol::policy::DirectoryInfo;
+use eggs_protocol::posix;
 use eggs_protocol::shard::{self, BlockWriteTarget};
-use eggs_protocol::{BlockServiceId, EggsError, InodeId, InodeType, Name, MAX_INLINE_SPAN};
+use eggs_protocol::{
+    BlockServiceId, EggsError, InodeAttrs, InodeId, InodeType, Name, MAX_INLINE_SPAN,
+};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::task::JoinSet;
@@ -266,11 +269,28 @@ pub type Progress<'a> = &'a mut (dyn FnMut(u64) + Send);
 
 impl FileWriter {
     /// Creates the transient file on the shard of `owner_id`, the directory it will be
-    /// linked into.
+    /// linked into, as this process would create it (its uid and gid, mode 0666 less its
+    /// umask for a file, 0777 for a symlink, the directory's group where it has setgid).
     pub async fn new(client: &Client, owner_id: InodeId, typ: InodeType) -> Result<Self> {
-        let f = client
-            .shard_request(owner_id.shard(), shard::ConstructFileReq { typ })
-            .await?;
+        let mode = match typ {
+            InodeType::Symlink => posix::S_IFLNK | 0o777,
+            _ => posix::S_IFREG | (0o666 & !client.umask()),
+        };
+        let attrs = client.new_attrs(owner_id, client.caller(), mode).await?;
+        Self::with_attrs(client, owner_id, typ, attrs, 0).await
+    }
+
+    /// Creates the transient file with exactly `attrs` (and device number `rdev`, for a
+    /// special file that will get no contents).
+    pub async fn with_attrs(
+        client: &Client,
+        owner_id: InodeId,
+        typ: InodeType,
+        attrs: InodeAttrs,
+        rdev: u64,
+    ) -> Result<Self> {
+        let req = shard::ConstructFileReq { typ, attrs, rdev };
+        let f = client.shard_request(owner_id.shard(), req).await?;
         Ok(FileWriter {
             client: client.clone(),
             owner_id,
@@ -335,6 +355,12 @@ impl FileWriter {
     /// The transient file's id (it keeps it once linked).
     pub fn id(&self) -> InodeId {
         self.file.id
+    }
+
+    /// The transient file's cookie, which authorises changes to it until it is linked
+    /// (`Client::set_attr` on a file still being written).
+    pub fn cookie(&self) -> u64 {
+        self.file.cookie
     }
 
     /// Bytes appended so far.
@@ -416,15 +442,31 @@ impl FileWriter {
 
     /// Stores what is buffered and links the file as `name` in its directory (replacing a
     /// file of that name, which stays as a snapshot edge).
-    pub async fn finish(mut self, name: &Name) -> Result<shard::LinkFileResp> {
+    pub async fn finish(self, name: &Name) -> Result<shard::LinkFileResp> {
+        let owner_id = self.owner_id;
+        self.finish_in(owner_id, name).await
+    }
+
+    /// Like [`FileWriter::finish`], into another directory of the same shard (the file
+    /// was renamed before it was linked).
+    pub async fn finish_in(
+        mut self,
+        owner_id: InodeId,
+        name: &Name,
+    ) -> Result<shard::LinkFileResp> {
+        assert_eq!(
+            owner_id.shard(),
+            self.owner_id.shard(),
+            "a file is linked on the shard it was made on"
+        );
         self.store_rest().await?;
         self.client
             .shard_request(
-                self.owner_id.shard(),
+                owner_id.shard(),
                 shard::LinkFileReq {
                     file_id: self.file.id,
                     cookie: self.file.cookie,
-                    owner_id: self.owner_id,
+                    owner_id,
                     name: name.clone(),
                 },
             )

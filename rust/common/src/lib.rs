@@ -1,6 +1,7 @@
 //! Pieces every EggsFS process shares.
 
 pub mod caps;
+pub mod creds;
 pub mod crypto;
 pub mod daemon;
 pub mod format_version;

@@ -49,6 +49,9 @@ fn errno_of(e: &ClientError) -> Errno {
         EggsError::LoopInDirectoryRename | EggsError::BadName => Errno::EINVAL,
         EggsError::CannotRemoveRoot | EggsError::EdgeLocked => Errno::EBUSY,
         EggsError::NotEnoughBlockServices => Errno::ENOSPC,
+        EggsError::NotPermitted => Errno::EPERM,
+        EggsError::AccessDenied => Errno::EACCES,
+        EggsError::BadAttributes => Errno::EINVAL,
         _ => Errno::EIO,
     }
 }

@@ -95,6 +95,10 @@ pub fn mount(cfg: MountConfig) -> Result<(), FuseError> {
         MountOption::RW,
         MountOption::NoDev,
         MountOption::NoSuid,
+        // The kernel checks modes and owners for every access (read, write, search, the
+        // sticky bit, who may chmod and chown) against the attributes we report, as for a
+        // local file system; the shard checks attribute changes again.
+        MountOption::DefaultPermissions,
     ];
     if cfg.allow_other || geteuid().is_root() {
         opts.push(MountOption::AllowOther);

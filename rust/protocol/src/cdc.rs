@@ -40,6 +40,9 @@ pub struct MakeDirectoryReq {
     pub owner_id: InodeId,
     pub name: Name,
     pub info: DirectoryInfo,
+    /// The new directory's mode (a directory's), owner and group
+    /// (`posix::new_inode_attrs`).
+    pub attrs: crate::InodeAttrs,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]

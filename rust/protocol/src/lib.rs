@@ -16,6 +16,7 @@ mod encoded_len;
 pub mod error;
 pub mod ids;
 pub mod policy;
+pub mod posix;
 pub mod shard;
 pub mod shuckle;
 
@@ -27,6 +28,7 @@ pub use ids::{
     NUM_SHARDS,
 };
 pub use policy::DirectoryInfo;
+pub use posix::{AttrChange, Caller, InodeAttrs, SetTime};
 
 /// Default largest UDP payload a client asks for, the Ethernet MTU minus IP and UDP headers.
 pub const DEFAULT_UDP_MTU: u16 = 1472;

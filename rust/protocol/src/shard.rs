@@ -3,6 +3,7 @@
 
 use crate::codec::{messages, Message};
 use crate::policy::{DirectoryInfo, Parity, SnapshotPolicy, StorageClass};
+use crate::posix::{AttrChange, Caller, InodeAttrs};
 use crate::EncodedLen;
 use crate::{
     Addr, BlockId, BlockServiceId, EggsError, EggsTime, InodeId, InodeType, Name, RequestHeader,
@@ -72,7 +73,7 @@ messages! { ShardReq, ShardResp;
     35 write RemoveErasedSpan(RemoveErasedSpanReq) -> RemoveErasedSpanResp,
     36 write RemoveTransientFile(RemoveTransientFileReq) -> RemoveTransientFileResp,
     37 write RestoreSnapshotEdge(RestoreSnapshotEdgeReq) -> RestoreSnapshotEdgeResp,
-    38 write SetTime(SetTimeReq) -> SetTimeResp,
+    38 write SetAttr(SetAttrReq) -> SetAttrResp,
     39 write ReattachDirectory(ReattachDirectoryReq) -> ReattachDirectoryResp,
 }
 
@@ -99,6 +100,11 @@ pub struct StatFileResp {
     pub mtime: EggsTime,
     pub atime: EggsTime,
     pub size: u64,
+    /// Moves with every attribute or name change.
+    pub ctime: EggsTime,
+    pub attrs: InodeAttrs,
+    /// Device number of a character or block device, else 0.
+    pub rdev: u64,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
@@ -114,6 +120,9 @@ pub struct StatDirectoryResp {
     pub owner_id: InodeId,
     pub mtime: EggsTime,
     pub info: DirectoryInfo,
+    pub atime: EggsTime,
+    pub ctime: EggsTime,
+    pub attrs: InodeAttrs,
 }
 
 /// Position in a listing: entries are ordered by `(name_hash, name)`.
@@ -217,11 +226,16 @@ pub struct SetDirectoryInfoReq {
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct SetDirectoryInfoResp {}
 
-/// Creates a transient file (or symlink) on this shard, to be linked into a directory of the
-/// same shard. The cookie authorises later changes to it.
+/// Creates a transient file (or symlink, or special file) on this shard, to be linked into
+/// a directory of the same shard. The cookie authorises later changes to it.
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
 pub struct ConstructFileReq {
     pub typ: InodeType,
+    /// Must fit `typ` (`InodeAttrs::fits`): a file inode may hold a FIFO, a socket or a
+    /// device instead of a regular file.
+    pub attrs: InodeAttrs,
+    /// Device number; 0 unless `attrs` is a character or block device.
+    pub rdev: u64,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
@@ -321,6 +335,7 @@ pub struct StatTransientFileResp {
     pub size: u64,
     pub mtime: EggsTime,
     pub deadline: EggsTime,
+    pub attrs: InodeAttrs,
 }
 
 /// CDC only: creates a directory inode (idempotent when it exists with the same owner).
@@ -334,6 +349,8 @@ pub struct CreateDirectoryInodeReq {
     pub info: DirectoryInfo,
     /// The CDC transaction sending this step (never 0; see `CreateCurrentEdgeReq::txn_id`).
     pub txn_id: u64,
+    /// Its mode must be a directory's.
+    pub attrs: InodeAttrs,
 }
 
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
@@ -748,17 +765,27 @@ pub struct RestoreSnapshotEdgeResp {
     pub creation_time: EggsTime,
 }
 
-/// Sets the modification and/or access time of a linked file or symlink (FUSE `setattr`,
-/// `touch`, `cp -p`, `tar`, `rsync -t`); `None` leaves that time as it is.
+/// Changes the mode, owner, group and times of an inode (FUSE `setattr`: `chmod`, `chown`,
+/// `utimensat`, `touch`, `cp -p`, `tar`, `rsync -a`) by the rules of `posix::apply_change`,
+/// checked against `caller`; `ctime` becomes now. A transient file (`cookie` given: the one
+/// `ConstructFile` returned) keeps the change for when it is linked. A removed directory
+/// refuses (`DirectoryRemoved`): its `mtime` records when it was removed.
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
-pub struct SetTimeReq {
+pub struct SetAttrReq {
     pub id: InodeId,
-    pub mtime: Option<EggsTime>,
-    pub atime: Option<EggsTime>,
+    pub cookie: Option<u64>,
+    pub caller: Caller,
+    pub change: AttrChange,
 }
 
+/// The inode's attributes after the change.
 #[derive(Clone, PartialEq, Debug, Encode, Decode, EncodedLen)]
-pub struct SetTimeResp {}
+pub struct SetAttrResp {
+    pub attrs: InodeAttrs,
+    pub mtime: EggsTime,
+    pub atime: EggsTime,
+    pub ctime: EggsTime,
+}
 
 /// CDC only (UndeleteDirectory): gives a removed directory the owner `owner_id` again.
 /// Idempotent when it already has that owner; `SnapshotNotFound` if the GC deleted it,

@@ -97,6 +97,40 @@ fn eggs_time() -> impl Strategy<Value = EggsTime> {
     any::<u64>().prop_map(EggsTime)
 }
 
+fn inode_attrs() -> impl Strategy<Value = eggs_protocol::InodeAttrs> {
+    (any::<u32>(), any::<u32>(), any::<u32>())
+        .prop_map(|(mode, uid, gid)| eggs_protocol::InodeAttrs { mode, uid, gid })
+}
+
+fn caller() -> impl Strategy<Value = eggs_protocol::Caller> {
+    (any::<u32>(), any::<u32>(), vec(any::<u32>(), 0..4))
+        .prop_map(|(uid, gid, groups)| eggs_protocol::Caller { uid, gid, groups })
+}
+
+fn set_time() -> impl Strategy<Value = eggs_protocol::SetTime> {
+    prop_oneof![
+        Just(eggs_protocol::SetTime::Now),
+        eggs_time().prop_map(eggs_protocol::SetTime::At),
+    ]
+}
+
+fn attr_change() -> impl Strategy<Value = eggs_protocol::AttrChange> {
+    (
+        option::of(any::<u32>()),
+        option::of(any::<u32>()),
+        option::of(any::<u32>()),
+        option::of(set_time()),
+        option::of(set_time()),
+    )
+        .prop_map(|(mode, uid, gid, atime, mtime)| eggs_protocol::AttrChange {
+            mode,
+            uid,
+            gid,
+            atime,
+            mtime,
+        })
+}
+
 fn eggs_error() -> impl Strategy<Value = EggsError> {
     select(EggsError::ALL)
 }
@@ -350,7 +384,9 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
         ),
         (inode_id(), directory_info())
             .prop_map(|(id, info)| ShardReq::SetDirectoryInfo(SetDirectoryInfoReq { id, info })),
-        inode_type().prop_map(|typ| ShardReq::ConstructFile(ConstructFileReq { typ })),
+        (inode_type(), inode_attrs(), any::<u64>()).prop_map(|(typ, attrs, rdev)| {
+            ShardReq::ConstructFile(ConstructFileReq { typ, attrs, rdev })
+        }),
         (
             inode_id(),
             any::<u64>(),
@@ -385,16 +421,22 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
             })
         }),
         inode_id().prop_map(|id| ShardReq::StatTransientFile(StatTransientFileReq { id })),
-        (inode_id(), inode_id(), directory_info(), any::<u64>()).prop_map(
-            |(id, owner_id, info, txn_id)| {
+        (
+            inode_id(),
+            inode_id(),
+            directory_info(),
+            any::<u64>(),
+            inode_attrs()
+        )
+            .prop_map(|(id, owner_id, info, txn_id, attrs)| {
                 ShardReq::CreateDirectoryInode(CreateDirectoryInodeReq {
                     id,
                     owner_id,
                     info,
                     txn_id,
+                    attrs,
                 })
-            }
-        ),
+            }),
         (inode_id(), name(), inode_id(), any::<bool>(), any::<u64>()).prop_map(
             |(dir_id, name, target_id, overwrite_files, txn_id)| {
                 ShardReq::CreateCurrentEdge(CreateCurrentEdgeReq {
@@ -582,8 +624,20 @@ fn shard_req() -> impl Strategy<Value = ShardReq> {
                 creation_time,
             })
         }),
-        (inode_id(), option::of(eggs_time()), option::of(eggs_time()))
-            .prop_map(|(id, mtime, atime)| ShardReq::SetTime(SetTimeReq { id, mtime, atime })),
+        (
+            inode_id(),
+            option::of(any::<u64>()),
+            caller(),
+            attr_change()
+        )
+            .prop_map(|(id, cookie, caller, change)| {
+                ShardReq::SetAttr(SetAttrReq {
+                    id,
+                    cookie,
+                    caller,
+                    change,
+                })
+            }),
         (inode_id(), inode_id(), any::<u64>()).prop_map(|(dir_id, owner_id, txn_id)| {
             ShardReq::ReattachDirectory(ReattachDirectoryReq {
                 dir_id,
@@ -602,16 +656,42 @@ fn shard_resp() -> impl Strategy<Value = ShardResp> {
                 creation_time,
             })
         }),
-        (eggs_time(), eggs_time(), any::<u64>()).prop_map(|(mtime, atime, size)| {
-            ShardResp::StatFile(StatFileResp { mtime, atime, size })
-        }),
-        (inode_id(), eggs_time(), directory_info()).prop_map(|(owner_id, mtime, info)| {
-            ShardResp::StatDirectory(StatDirectoryResp {
-                owner_id,
-                mtime,
-                info,
-            })
-        }),
+        (
+            eggs_time(),
+            eggs_time(),
+            any::<u64>(),
+            eggs_time(),
+            inode_attrs(),
+            any::<u64>()
+        )
+            .prop_map(|(mtime, atime, size, ctime, attrs, rdev)| {
+                ShardResp::StatFile(StatFileResp {
+                    mtime,
+                    atime,
+                    size,
+                    ctime,
+                    attrs,
+                    rdev,
+                })
+            }),
+        (
+            inode_id(),
+            eggs_time(),
+            directory_info(),
+            eggs_time(),
+            eggs_time(),
+            inode_attrs()
+        )
+            .prop_map(|(owner_id, mtime, info, atime, ctime, attrs)| {
+                ShardResp::StatDirectory(StatDirectoryResp {
+                    owner_id,
+                    mtime,
+                    info,
+                    atime,
+                    ctime,
+                    attrs,
+                })
+            }),
         (option::of(dir_cursor()), vec(current_edge(), 0..6))
             .prop_map(|(next, entries)| ShardResp::ReadDir(ReadDirResp { next, entries })),
         (option::of(full_dir_cursor()), vec(edge(), 0..6)).prop_map(|(next, entries)| {
@@ -633,13 +713,16 @@ fn shard_resp() -> impl Strategy<Value = ShardResp> {
         (option::of(any::<u64>()), vec(fetched_span(), 0..4)).prop_map(|(next_offset, spans)| {
             ShardResp::FileSpans(FileSpansResp { next_offset, spans })
         }),
-        (any::<u64>(), eggs_time(), eggs_time()).prop_map(|(size, mtime, deadline)| {
-            ShardResp::StatTransientFile(StatTransientFileResp {
-                size,
-                mtime,
-                deadline,
-            })
-        }),
+        (any::<u64>(), eggs_time(), eggs_time(), inode_attrs()).prop_map(
+            |(size, mtime, deadline, attrs)| {
+                ShardResp::StatTransientFile(StatTransientFileResp {
+                    size,
+                    mtime,
+                    deadline,
+                    attrs,
+                })
+            }
+        ),
         eggs_time().prop_map(|mtime| {
             ShardResp::CreateDirectoryInode(CreateDirectoryInodeResp { mtime })
         }),
@@ -737,7 +820,16 @@ fn shard_resp() -> impl Strategy<Value = ShardResp> {
                 creation_time,
             })
         }),
-        Just(ShardResp::SetTime(SetTimeResp {})),
+        (inode_attrs(), eggs_time(), eggs_time(), eggs_time()).prop_map(
+            |(attrs, mtime, atime, ctime)| {
+                ShardResp::SetAttr(SetAttrResp {
+                    attrs,
+                    mtime,
+                    atime,
+                    ctime,
+                })
+            }
+        ),
         Just(ShardResp::ReattachDirectory(ReattachDirectoryResp {})),
     ]
 }
@@ -768,13 +860,16 @@ fn shard_response() -> impl Strategy<Value = ShardResponse> {
 fn cdc_req() -> impl Strategy<Value = cdc::CdcReq> {
     use cdc::*;
     prop_oneof![
-        (inode_id(), name(), directory_info()).prop_map(|(owner_id, name, info)| {
-            CdcReq::MakeDirectory(MakeDirectoryReq {
-                owner_id,
-                name,
-                info,
-            })
-        }),
+        (inode_id(), name(), directory_info(), inode_attrs()).prop_map(
+            |(owner_id, name, info, attrs)| {
+                CdcReq::MakeDirectory(MakeDirectoryReq {
+                    owner_id,
+                    name,
+                    info,
+                    attrs,
+                })
+            }
+        ),
         (
             inode_id(),
             inode_id(),
@@ -1133,7 +1228,7 @@ mod exhaustive {
             | RemoveErasedSpan(_)
             | RemoveTransientFile(_)
             | RestoreSnapshotEdge(_)
-            | SetTime(_)
+            | SetAttr(_)
             | ReattachDirectory(_) => r.kind(),
         }
     }
@@ -1572,6 +1667,12 @@ fn construct_file_request() -> ShardRequest {
         shard: ShardId(5),
         body: ShardReq::ConstructFile(ConstructFileReq {
             typ: InodeType::File,
+            attrs: eggs_protocol::InodeAttrs {
+                mode: 0o100_640,
+                uid: 1000,
+                gid: 100,
+            },
+            rdev: 0,
         }),
     }
 }
@@ -1584,6 +1685,10 @@ fn construct_file_request_layout() {
     b.push(5);
     b.extend_from_slice(&8u32.to_le_bytes()); // kind: ConstructFile
     b.extend_from_slice(&1u32.to_le_bytes()); // File is variant 1 here (2 in inode ids)
+    b.extend_from_slice(&0o100_640u32.to_le_bytes()); // mode: regular file, rw-r-----
+    b.extend_from_slice(&1000u32.to_le_bytes()); // uid
+    b.extend_from_slice(&100u32.to_le_bytes()); // gid
+    b.extend_from_slice(&le64(0)); // rdev
     assert_eq!(encode(&construct_file_request()), b);
 }
 
@@ -1602,6 +1707,7 @@ fn make_directory_request() -> CdcRequest {
                 }),
                 ..Default::default()
             },
+            attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
         }),
     }
 }
@@ -1618,6 +1724,8 @@ fn make_directory_request_layout() {
     b.extend_from_slice(&[0, 0, 0]); // snapshot, span, block: None
     b.push(1); // stripe: Some
     b.extend_from_slice(&(1u32 << 20).to_le_bytes());
+    b.extend_from_slice(&0o40_755u32.to_le_bytes()); // mode: directory, rwxr-xr-x
+    b.extend_from_slice(&[0; 8]); // uid, gid: root
     assert_eq!(encode(&make_directory_request()), b);
 }
 

@@ -105,6 +105,9 @@ async fn run(args: Args) -> Result<(), RunError> {
             return Ok(());
         }
     }
+    if let Err(e) = own_root(&cluster).await {
+        eprintln!("eggsrun: could not give the root directory to this user: {e}");
+    }
     let fuse = if args.no_fuse {
         None
     } else {
@@ -126,6 +129,30 @@ async fn run(args: Args) -> Result<(), RunError> {
     };
     print_banner(&cluster, t0.elapsed(), fuse.as_ref());
     supervise(cluster, fuse, shutdown).await;
+    Ok(())
+}
+
+/// A cluster started by a user other than root gives that user the root directory while root
+/// still owns it (a new cluster's root is root's, mode 0755): otherwise only root could create
+/// anything through the mount. Servers trust the caller a client names (ARCHITECTURE.md,
+/// "POSIX attributes"), which is how this request acts as root.
+async fn own_root(cluster: &Cluster) -> Result<(), RunError> {
+    let me = eggs_common::creds::current();
+    if me.is_root() {
+        return Ok(());
+    }
+    let c = cluster.client().await?;
+    let root = eggs_protocol::InodeId::ROOT;
+    if c.stat(root).await?.attrs().uid != 0 {
+        return Ok(());
+    }
+    let change = eggs_protocol::AttrChange {
+        uid: Some(me.uid),
+        gid: Some(me.gid),
+        ..Default::default()
+    };
+    c.set_attr(root, None, &eggs_protocol::Caller::root(), change)
+        .await?;
     Ok(())
 }
 

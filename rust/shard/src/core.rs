@@ -115,6 +115,9 @@ impl<K: Kv> ShardCore<K> {
                 owner_id: InodeId::NULL,
                 mtime: tx.now,
                 info: DirectoryInfo::root_default(),
+                atime: tx.now,
+                ctime: tx.now,
+                attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
             };
             tx.put(keys::dir(InodeId::ROOT), &root);
             core.kv.apply(tx.changes)?;
@@ -223,7 +226,7 @@ impl<K: Kv> ShardCore<K> {
         }
         let mut tx = self.begin(req.shard, now);
         let result = match &req.body {
-            ShardReq::SetTime(r) => self.set_time(req.shard, &mut tx, r).map(ShardResp::SetTime),
+            ShardReq::SetAttr(r) => self.set_attr(req.shard, &mut tx, r).map(ShardResp::SetAttr),
             body => self.write(req.shard, &mut tx, body),
         };
         match result {
@@ -423,6 +426,9 @@ impl<K: Kv> ShardCore<K> {
             mtime: f.mtime,
             atime: f.atime,
             size: f.size,
+            ctime: f.ctime,
+            attrs: f.attrs,
+            rdev: f.rdev,
         })
     }
 
@@ -432,6 +438,9 @@ impl<K: Kv> ShardCore<K> {
             owner_id: d.owner_id,
             mtime: d.mtime,
             info: d.info,
+            atime: d.atime,
+            ctime: d.ctime,
+            attrs: d.attrs,
         })
     }
 
@@ -684,6 +693,7 @@ impl<K: Kv> ShardCore<K> {
             size: t.size,
             mtime: t.mtime,
             deadline: t.deadline,
+            attrs: t.attrs,
         })
     }
 }
@@ -737,7 +747,7 @@ fn decode_edge(prefix: &[u8], current: bool, k: &[u8], v: &[u8]) -> Option<Edge>
 mod blocks_gc;
 mod gc;
 mod page;
-mod settime;
+mod setattr;
 mod spans;
 mod writes;
 

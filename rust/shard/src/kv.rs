@@ -163,13 +163,15 @@ impl RocksKv {
     }
 }
 
-/// The version of the layout in `keys` (and the dedup column family). Databases made before
-/// versions were recorded are version 1 too: they get the record on their first open.
-pub const FORMAT_VERSION: eggs_common::format_version::FormatVersion = 1;
+/// The version of the layout in `keys` and `values` (and the dedup column family). Version 2
+/// added POSIX attributes to inodes; a version 1 database (including one made before versions
+/// were recorded) is migrated when opened (`crate::migrate`).
+pub const FORMAT_VERSION: eggs_common::format_version::FormatVersion = 2;
 
 /// Refuses a database of another format version; records the version in a new one (and in
 /// one made before versions were recorded), synced before anything else is written.
 fn check_format_version(db: &rocksdb::DB, path: &std::path::Path) -> Result<(), ShardError> {
+    crate::migrate::upgrade(db, FORMAT_VERSION)?;
     eggs_db::ensure_format_version(
         db,
         &format!("shard database {}", path.display()),
@@ -680,6 +682,296 @@ mod tests {
             msg.contains(&format!("only version {FORMAT_VERSION}")),
             "{msg}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn temp_db(what: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "eggs-kv-{what}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ))
+    }
+
+    fn everything(db: &rocksdb::DB) -> Vec<(Vec<u8>, Vec<u8>)> {
+        db.iterator(rocksdb::IteratorMode::Start)
+            .map(|e| {
+                let (k, v) = e.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect()
+    }
+
+    /// Writes version 1 bodies of every inode kind, and keys of other tables that the
+    /// migration must leave alone; returns the latter.
+    fn write_v1_inodes(db: &rocksdb::DB) -> Vec<(Vec<u8>, Vec<u8>)> {
+        use crate::keys;
+        use crate::values::{encode, v1};
+        use eggs_protocol::{DirectoryInfo, EggsTime, InodeId, InodeType, Name, ShardId};
+        let s3 = ShardId(3);
+        let root = v1::DirectoryBody {
+            owner_id: InodeId::NULL,
+            mtime: EggsTime(10),
+            info: DirectoryInfo::root_default(),
+        };
+        db.put(keys::dir(InodeId::ROOT), encode(&root)).unwrap();
+        let dirs = [(5, InodeId::ROOT, 20), (6, InodeId::NULL, 25)];
+        for (c, owner_id, t) in dirs {
+            let d = v1::DirectoryBody {
+                owner_id,
+                mtime: EggsTime(t),
+                info: DirectoryInfo::default(),
+            };
+            let id = InodeId::new(InodeType::Directory, s3, c);
+            db.put(keys::dir(id), encode(&d)).unwrap();
+        }
+        for (typ, c, t) in [(InodeType::File, 7, 30), (InodeType::Symlink, 8, 40)] {
+            let f = v1::FileBody {
+                size: 100 + c,
+                mtime: EggsTime(t),
+                atime: EggsTime(t + 1),
+            };
+            db.put(keys::file(InodeId::new(typ, s3, c)), encode(&f))
+                .unwrap();
+        }
+        for (typ, c, t) in [(InodeType::File, 9, 50), (InodeType::Symlink, 10, 60)] {
+            let f = v1::TransientFileBody {
+                size: c,
+                mtime: EggsTime(t),
+                deadline: EggsTime(t + 100),
+                cookie: 77 + c,
+                uncertified_span: Some(c * 4096),
+            };
+            db.put(keys::transient(InodeId::new(typ, s3, c)), encode(&f))
+                .unwrap();
+        }
+        let d5 = InodeId::new(InodeType::Directory, s3, 5);
+        let f7 = InodeId::new(InodeType::File, s3, 7);
+        let others = vec![
+            (
+                keys::meta(s3, keys::META_NEXT_FILE_COUNTER),
+                11u64.to_be_bytes().to_vec(),
+            ),
+            (
+                keys::current_edge(d5, &Name::new("f").unwrap()),
+                b"edge".to_vec(),
+            ),
+            (keys::span(f7, 0), b"span".to_vec()),
+            // Keys of the inodes' length in other tables.
+            (keys::cdc_fence(d5), vec![0, 0, 0, 0, 0, 0, 0, 9, 1]),
+            (keys::cdc_inode_fence(d5), vec![0, 0, 0, 0, 0, 0, 0, 9, 0]),
+        ];
+        for (k, v) in &others {
+            db.put(k, v).unwrap();
+        }
+        others
+    }
+
+    /// What [`write_v1_inodes`] wrote reads, in version 2: root's inodes with the usual
+    /// modes, ctime the old mtime, times and everything else kept.
+    fn check_v2_inodes(kv: &RocksKv) {
+        use crate::keys;
+        use crate::values::{decode, DirectoryBody, FileBody, TransientFileBody};
+        use eggs_protocol::{DirectoryInfo, EggsTime, InodeAttrs, InodeId, InodeType, ShardId};
+        let s3 = ShardId(3);
+        let get = |k: Vec<u8>| kv.db.get(&k).unwrap().map(|v| (k, v)).unwrap();
+        let (k, v) = get(keys::dir(InodeId::ROOT));
+        let root: DirectoryBody = decode(&k, &v).unwrap();
+        let want = DirectoryBody {
+            owner_id: InodeId::NULL,
+            mtime: EggsTime(10),
+            info: DirectoryInfo::root_default(),
+            atime: EggsTime(10),
+            ctime: EggsTime(10),
+            attrs: InodeAttrs::ROOT_DIR,
+        };
+        assert_eq!(root, want);
+        for (c, owner_id, t) in [(5, InodeId::ROOT, 20), (6, InodeId::NULL, 25)] {
+            let (k, v) = get(keys::dir(InodeId::new(InodeType::Directory, s3, c)));
+            let d: DirectoryBody = decode(&k, &v).unwrap();
+            let want = DirectoryBody {
+                owner_id,
+                mtime: EggsTime(t),
+                info: DirectoryInfo::default(),
+                atime: EggsTime(t),
+                ctime: EggsTime(t),
+                attrs: InodeAttrs::ROOT_DIR,
+            };
+            assert_eq!(d, want, "directory {c}");
+        }
+        let files = [
+            (InodeType::File, 7, 30, InodeAttrs::ROOT_FILE),
+            (InodeType::Symlink, 8, 40, InodeAttrs::ROOT_SYMLINK),
+        ];
+        for (typ, c, t, attrs) in files {
+            let (k, v) = get(keys::file(InodeId::new(typ, s3, c)));
+            let f: FileBody = decode(&k, &v).unwrap();
+            let want = FileBody {
+                size: 100 + c,
+                mtime: EggsTime(t),
+                atime: EggsTime(t + 1),
+                ctime: EggsTime(t),
+                attrs,
+                rdev: 0,
+            };
+            assert_eq!(f, want, "{typ:?} {c}");
+        }
+        let transients = [
+            (InodeType::File, 9, 50, InodeAttrs::ROOT_FILE),
+            (InodeType::Symlink, 10, 60, InodeAttrs::ROOT_SYMLINK),
+        ];
+        for (typ, c, t, attrs) in transients {
+            let (k, v) = get(keys::transient(InodeId::new(typ, s3, c)));
+            let f: TransientFileBody = decode(&k, &v).unwrap();
+            let want = TransientFileBody {
+                size: c,
+                mtime: EggsTime(t),
+                deadline: EggsTime(t + 100),
+                cookie: 77 + c,
+                uncertified_span: Some(c * 4096),
+                attrs,
+                rdev: 0,
+                set_atime: None,
+                set_mtime: None,
+            };
+            assert_eq!(f, want, "transient {typ:?} {c}");
+        }
+    }
+
+    /// A version 1 database (with its record, or from before records) is migrated to
+    /// version 2 on open, once: inodes get root's attributes, nothing else changes.
+    #[test]
+    fn version_1_databases_are_migrated_once() {
+        use eggs_protocol::shard::{
+            ShardReq, ShardRequest, ShardResp, StatDirectoryReq, StatFileReq,
+        };
+        use eggs_protocol::{EggsTime, InodeAttrs, InodeId, InodeType, RequestHeader, ShardId};
+        let key = crate::keys::FORMAT_VERSION_KEY;
+        for recorded in [true, false] {
+            let dir = temp_db("migrate");
+            let open = || RocksKv::open(&dir, &Default::default(), 1 << 20);
+            let kv = open().unwrap();
+            let others = write_v1_inodes(&kv.db);
+            if recorded {
+                kv.db.put(key, 1u32.to_be_bytes()).unwrap();
+            } else {
+                kv.db.delete(key).unwrap();
+            }
+            drop(kv);
+
+            let kv = open().unwrap();
+            assert_eq!(kv.db.get(key).unwrap(), Some(2u32.to_be_bytes().to_vec()));
+            check_v2_inodes(&kv);
+            for (k, v) in &others {
+                assert_eq!(kv.db.get(k).unwrap().as_ref(), Some(v), "{k:02x?}");
+            }
+            let migrated = everything(&kv.db);
+            drop(kv);
+            // Opening again finds version 2 and changes nothing.
+            let kv = open().unwrap();
+            assert_eq!(everything(&kv.db), migrated);
+
+            // The core serves the migrated inodes.
+            let mut core = crate::core::ShardCore::open(
+                kv,
+                &[ShardId(0), ShardId(3)],
+                Default::default(),
+                EggsTime(1000),
+            )
+            .unwrap();
+            let mut ask = |shard, body| {
+                let req = ShardRequest {
+                    header: RequestHeader {
+                        request_id: 1,
+                        client_id: 1,
+                    },
+                    shard,
+                    body,
+                };
+                core.handle(&req, EggsTime(2000)).unwrap().result.unwrap()
+            };
+            let l = InodeId::new(InodeType::Symlink, ShardId(3), 8);
+            let ShardResp::StatFile(st) =
+                ask(ShardId(3), ShardReq::StatFile(StatFileReq { id: l }))
+            else {
+                panic!("not a stat");
+            };
+            assert_eq!(
+                (st.attrs, st.ctime, st.mtime, st.rdev),
+                (InodeAttrs::ROOT_SYMLINK, EggsTime(40), EggsTime(40), 0)
+            );
+            let root = StatDirectoryReq { id: InodeId::ROOT };
+            let ShardResp::StatDirectory(st) = ask(ShardId(0), ShardReq::StatDirectory(root))
+            else {
+                panic!("not a stat");
+            };
+            assert_eq!((st.attrs, st.ctime), (InodeAttrs::ROOT_DIR, EggsTime(10)));
+            drop(core);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// A version 1 database whose inodes do not decode is refused and left as it was: the
+    /// migration is one batch, written only when every inode converted.
+    #[test]
+    fn a_failed_migration_changes_nothing() {
+        let dir = temp_db("migrate-bad");
+        let open = || RocksKv::open(&dir, &Default::default(), 1 << 20);
+        let key = crate::keys::FORMAT_VERSION_KEY;
+        let kv = open().unwrap();
+        write_v1_inodes(&kv.db);
+        let bad = crate::keys::file(eggs_protocol::InodeId::new(
+            eggs_protocol::InodeType::File,
+            eggs_protocol::ShardId(4),
+            1,
+        ));
+        kv.db.put(&bad, [1, 2, 3]).unwrap();
+        kv.db.put(key, 1u32.to_be_bytes()).unwrap();
+        let before = everything(&kv.db);
+        drop(kv);
+        let Err(e) = open() else {
+            panic!("opened a database with a corrupt inode");
+        };
+        assert!(
+            matches!(e, ShardError::Corrupt { ref key, .. } if *key == bad),
+            "{e}"
+        );
+        let db = rocksdb::DB::open_cf(
+            &eggs_db::options(&Default::default()).unwrap(),
+            &dir,
+            [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, DEDUP_CF],
+        )
+        .unwrap();
+        assert_eq!(everything(&db), before);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A database of a later version is refused, and not migrated.
+    #[test]
+    fn version_3_databases_are_refused_untouched() {
+        let dir = temp_db("version-3");
+        let open = || RocksKv::open(&dir, &Default::default(), 1 << 20);
+        let key = crate::keys::FORMAT_VERSION_KEY;
+        let kv = open().unwrap();
+        write_v1_inodes(&kv.db);
+        kv.db.put(key, 3u32.to_be_bytes()).unwrap();
+        let before = everything(&kv.db);
+        drop(kv);
+        let Err(e) = open() else {
+            panic!("opened a database of version 3");
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("version 3"), "{msg}");
+        assert!(msg.contains("only version 2"), "{msg}");
+        let db = rocksdb::DB::open_cf(
+            &eggs_db::options(&Default::default()).unwrap(),
+            &dir,
+            [rocksdb::DEFAULT_COLUMN_FAMILY_NAME, DEDUP_CF],
+        )
+        .unwrap();
+        assert_eq!(everything(&db), before);
+        drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -11,6 +11,7 @@ mod error;
 pub mod group_commit;
 mod keys;
 mod kv;
+mod migrate;
 pub mod server;
 mod values;
 

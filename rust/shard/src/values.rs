@@ -3,7 +3,7 @@
 use crate::error::ShardError;
 use bincode::{Decode, Encode};
 use eggs_protocol::policy::{DirectoryInfo, Parity, StorageClass};
-use eggs_protocol::{BlockId, BlockServiceId, EggsTime, InodeId};
+use eggs_protocol::{BlockId, BlockServiceId, EggsTime, InodeAttrs, InodeId};
 
 fn cfg() -> impl bincode::config::Config {
     bincode::config::standard()
@@ -39,6 +39,10 @@ pub struct DirectoryBody {
     pub owner_id: InodeId,
     pub mtime: EggsTime,
     pub info: DirectoryInfo,
+    pub atime: EggsTime,
+    /// Moves with every change of the directory's entries or attributes.
+    pub ctime: EggsTime,
+    pub attrs: InodeAttrs,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -67,6 +71,10 @@ pub struct FileBody {
     pub size: u64,
     pub mtime: EggsTime,
     pub atime: EggsTime,
+    pub ctime: EggsTime,
+    pub attrs: InodeAttrs,
+    /// Device number of a character or block device, else 0.
+    pub rdev: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -78,6 +86,13 @@ pub struct TransientFileBody {
     /// Offset of the last span while its blocks are not certified: nothing may follow it,
     /// and the file cannot be linked.
     pub uncertified_span: Option<u64>,
+    /// The attributes the file gets when it is linked (set at construction, changed by
+    /// `SetAttr` with the cookie meanwhile).
+    pub attrs: InodeAttrs,
+    pub rdev: u64,
+    /// Times a `SetAttr` asked for before the link, which then keeps them.
+    pub set_atime: Option<EggsTime>,
+    pub set_mtime: Option<EggsTime>,
 }
 
 #[derive(Clone, Debug, PartialEq, Encode, Decode)]
@@ -125,4 +140,35 @@ pub struct PendingReplaceBody {
 pub struct DedupBody {
     pub time: EggsTime,
     pub response: Vec<u8>,
+}
+
+/// The bodies of format version 1, before inodes had attributes: what the migration to
+/// version 2 reads (`kv::migrate_v1`).
+pub mod v1 {
+    use bincode::{Decode, Encode};
+    use eggs_protocol::policy::DirectoryInfo;
+    use eggs_protocol::{EggsTime, InodeId};
+
+    #[derive(Clone, Debug, PartialEq, Encode, Decode)]
+    pub struct DirectoryBody {
+        pub owner_id: InodeId,
+        pub mtime: EggsTime,
+        pub info: DirectoryInfo,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Encode, Decode)]
+    pub struct FileBody {
+        pub size: u64,
+        pub mtime: EggsTime,
+        pub atime: EggsTime,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Encode, Decode)]
+    pub struct TransientFileBody {
+        pub size: u64,
+        pub mtime: EggsTime,
+        pub deadline: EggsTime,
+        pub cookie: u64,
+        pub uncertified_span: Option<u64>,
+    }
 }

@@ -208,6 +208,8 @@ impl Op {
                 *dir,
                 shard::ConstructFileReq {
                     typ: InodeType::File,
+                    attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                    rdev: 0,
                 },
             ),
             Op::Unlink { dir, name, .. } => lookup(*dir, name),
@@ -217,6 +219,7 @@ impl Op {
                     owner_id: *owner,
                     name: name.clone(),
                     info: Default::default(),
+                    attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
                 }
                 .into_req(),
             )),

@@ -15,10 +15,10 @@ use eggs_client::span::{assemble, SpanLayout};
 use eggs_protocol::shard::BlocksSpan;
 use eggs_protocol::shard::{
     FileSpansReq, FullReadDirReq, ReadDirReq, ShardReq, ShardResp, SpanBody, StatDirectoryReq,
-    StatFileReq,
+    StatDirectoryResp, StatFileReq, StatFileResp,
 };
 use eggs_protocol::{
-    BlockId, BlockServiceId, EggsError, EggsTime, InodeId, InodeType, Name, ShardId,
+    BlockId, BlockServiceId, EggsError, EggsTime, InodeAttrs, InodeId, InodeType, Name, ShardId,
     DEFAULT_UDP_MTU,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -198,7 +198,7 @@ impl Model {
             if self.uncertain_dirs.contains(&d) {
                 continue;
             }
-            match stat_dir(c, d) {
+            match stat_dir(c, d).map(|s| s.owner_id) {
                 Ok(owner) if owner.is_null() => {}
                 Ok(owner) => bad.push(format!("removed directory {d:?} has owner {owner:?}")),
                 Err(e) => bad.push(format!("removed directory {d:?}: {e}")),
@@ -390,13 +390,35 @@ fn read_block_span(
     Ok(out)
 }
 
-fn stat_dir(c: &mut dyn Cluster, d: InodeId) -> Result<InodeId, EggsError> {
+fn stat_dir(c: &mut dyn Cluster, d: InodeId) -> Result<StatDirectoryResp, EggsError> {
     match c.read(
         d.shard(),
         ShardReq::StatDirectory(StatDirectoryReq { id: d }),
     )? {
-        ShardResp::StatDirectory(s) => Ok(s.owner_id),
+        ShardResp::StatDirectory(s) => Ok(s),
         _ => Err(EggsError::InternalError),
+    }
+}
+
+/// The simulated clients make every inode as root's with the default modes and never change
+/// attributes, and every change that moves an inode's mtime moves its ctime too: other
+/// attributes, or a ctime behind the mtime, are a violation.
+fn check_dir_attrs(d: InodeId, s: &StatDirectoryResp, bad: &mut Vec<String>) {
+    if s.attrs != InodeAttrs::ROOT_DIR || s.ctime < s.mtime {
+        bad.push(format!(
+            "directory {d:?}: attributes {:?}, mtime {:?}, ctime {:?}",
+            s.attrs, s.mtime, s.ctime
+        ));
+    }
+}
+
+/// As [`check_dir_attrs`], for files (all regular: the clients make no special files).
+fn check_file_attrs(f: InodeId, s: &StatFileResp, bad: &mut Vec<String>) {
+    if s.attrs != InodeAttrs::ROOT_FILE || s.rdev != 0 || s.ctime < s.mtime {
+        bad.push(format!(
+            "file {f:?}: attributes {:?}, rdev {}, mtime {:?}, ctime {:?}",
+            s.attrs, s.rdev, s.mtime, s.ctime
+        ));
     }
 }
 
@@ -497,7 +519,8 @@ fn observe(c: &mut dyn Cluster, extra: &BTreeSet<InodeId>, bad: &mut Vec<String>
                     target.shard(),
                     ShardReq::StatFile(StatFileReq { id: target }),
                 ) {
-                    Ok(_) => {}
+                    Ok(ShardResp::StatFile(s)) => check_file_attrs(target, &s, bad),
+                    Ok(_) => bad.push(format!("file {target:?}: not a StatFile reply")),
                     Err(e) => bad.push(format!("file {target:?} at {d:?}/{name}: {e}")),
                 }
             }
@@ -505,7 +528,7 @@ fn observe(c: &mut dyn Cluster, extra: &BTreeSet<InodeId>, bad: &mut Vec<String>
         }
     }
     for (&d, &p) in &parent {
-        match stat_dir(c, d) {
+        match stat_dir(c, d).map(|s| s.owner_id) {
             Ok(owner) if owner == p => {}
             Ok(owner) => bad.push(format!(
                 "directory {d:?} is linked from {p:?} but its owner is {owner:?}"
@@ -547,7 +570,11 @@ fn check_all_directories(c: &mut dyn Cluster, linked: &BTreeSet<InodeId>, bad: &
     for counter in 1..c.next_dir_counter() {
         let shard = ShardId(eggs_protocol::conv::low_byte(counter));
         let d = InodeId::new(InodeType::Directory, shard, counter);
-        match stat_dir(c, d) {
+        let stat = stat_dir(c, d);
+        if let Ok(s) = &stat {
+            check_dir_attrs(d, s, bad);
+        }
+        match stat.map(|s| s.owner_id) {
             Err(EggsError::DirectoryNotFound) => {}
             Err(e) => bad.push(format!("stat of directory {d:?}: {e}")),
             Ok(owner) if owner.is_null() && linked.contains(&d) => {

@@ -13,7 +13,7 @@ use eggs_protocol::shard::{
     StatDirectoryReq, StatDirectoryResp, UnlockCurrentEdgeReq, UnlockCurrentEdgeResp,
 };
 use eggs_protocol::NUM_SHARDS;
-use eggs_protocol::{DirectoryInfo, Name};
+use eggs_protocol::{DirectoryInfo, InodeAttrs, Name};
 use std::collections::BTreeMap;
 
 // ---- fixtures ----
@@ -47,12 +47,19 @@ fn header(client_id: u64, request_id: u64) -> RequestHeader {
 const T0: EggsTime = EggsTime(1_000_000_000_000);
 const CT: EggsTime = EggsTime(777);
 const OLD_CT: EggsTime = EggsTime(5);
+/// What the tests' mkdirs ask for: not the default, so that the steps show they pass it on.
+const MKDIR_ATTRS: InodeAttrs = InodeAttrs {
+    mode: eggs_protocol::posix::S_IFDIR | 0o750,
+    uid: 1000,
+    gid: 100,
+};
 
 fn mkdir(owner: InodeId, n: &str) -> CdcReq {
     CdcReq::MakeDirectory(MakeDirectoryReq {
         owner_id: owner,
         name: name(n),
         info: DirectoryInfo::default(),
+        attrs: MKDIR_ATTRS,
     })
 }
 fn rename_file(target: InodeId, old: InodeId, new: InodeId) -> CdcReq {
@@ -111,6 +118,9 @@ fn stat(owner: InodeId) -> ShardResp {
         owner_id: owner,
         mtime: CT,
         info: DirectoryInfo::default(),
+        atime: CT,
+        ctime: CT,
+        attrs: InodeAttrs::ROOT_DIR,
     })
 }
 
@@ -368,6 +378,7 @@ fn make_directory_creates_inode_then_edge() {
             owner_id: dir(1),
             info: DirectoryInfo::default(),
             txn_id: s.txn,
+            attrs: MKDIR_ATTRS,
         })
     );
     let out = h.reply(&s, Ok(created_inode()));
@@ -1056,6 +1067,7 @@ fn restart_keeps_the_chosen_directory_id() {
             owner_id: dir(1),
             info: DirectoryInfo::default(),
             txn_id: first.txn_id,
+            attrs: MKDIR_ATTRS,
         })
     );
     // A new mkdir does not get the resumed one's id.

@@ -2,10 +2,11 @@
 //! no server, and otherwise spawns the work (with its reply) on the runtime.
 
 use super::write::{WriteMsg, RELEASE_GRACE};
-use super::{eggs_time, kind_of, lock, name_of, to_eggs, to_fuse, EggsFs, MAX_IO_BYTES};
+use super::{caller_of, kind_of, lock, name_of, set_time, to_eggs, to_fuse, EggsFs, MAX_IO_BYTES};
 use crate::error::errno;
 use eggs_client::{ClientError, FileWriter};
 use eggs_protocol::conv::{fit, usize_of};
+use eggs_protocol::posix::{self, AttrChange, PERM_BITS};
 use eggs_protocol::{InodeType, Name};
 use fuser::consts::{
     FOPEN_KEEP_CACHE, FUSE_ATOMIC_O_TRUNC, FUSE_DO_READDIRPLUS, FUSE_PARALLEL_DIROPS,
@@ -67,11 +68,11 @@ impl Filesystem for EggsFs {
 
     fn setattr(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         ino: u64,
-        _mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
@@ -83,43 +84,45 @@ impl Filesystem for EggsFs {
         _flags: Option<u32>,
         reply: ReplyAttr,
     ) {
-        // Modes and owners are not stored: changing them succeeds and changes nothing, so
-        // that cp -p, rsync -a and tar work.
         let id = to_eggs(ino);
-        let (atime, mtime) = (atime.map(eggs_time), mtime.map(eggs_time));
+        let caller = caller_of(req);
+        let change = AttrChange {
+            mode: mode.map(|m| m & PERM_BITS),
+            uid,
+            gid,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+        };
         let writing = lock(&self.inner.writing).get(&ino).cloned();
         if let Some(w) = writing {
-            {
-                let mut t = lock(&w.times);
-                t.0 = atime.or(t.0);
-                t.1 = mtime.or(t.1);
-            }
-            return match size {
-                Some(size) => self.send(&w, WriteMsg::Truncate { size, reply }),
-                None => {
-                    let now = SystemTime::now();
-                    let size = w.size.load(Ordering::Relaxed);
-                    reply.attr(
-                        &self.inner.times.file_attr,
-                        &self.inner.attr(id, size, now, now),
-                    )
+            if change.is_empty() {
+                if let Some(size) = size {
+                    return self.send(&w, WriteMsg::Truncate { size, reply });
                 }
-            };
+            }
+            return self.spawn(|fs| async move {
+                fs.setattr_writing(w, caller, change, size, reply).await
+            });
         }
         self.spawn(|fs| async move {
-            let attr = match fs.getattr(id).await {
-                Ok(a) => a,
-                Err(e) => return reply.error(e),
-            };
-            if size.is_some_and(|s| s != attr.size) {
-                // Linked files are immutable.
-                return reply.error(libc::EPERM);
+            if id.is_dir() {
+                // A file closed in it just now is linked after this otherwise, and its link
+                // would set the mtime that `rsync -a` or `touch` is setting to now again.
+                fs.wait_links(id).await;
             }
-            // For a directory only mtime is kept (the shard ignores atime), so that a second
-            // `rsync -a` sees the times it copied.
-            if let Err(e) = fs.set_times(id, atime, mtime).await {
-                tracing::warn!("setting times of {id}: {e}");
-                return reply.error(errno(&e));
+            if let Some(size) = size {
+                match fs.getattr(id).await {
+                    // Linked files are immutable.
+                    Ok(a) if a.size != size => return reply.error(libc::EPERM),
+                    Ok(_) => {}
+                    Err(e) => return reply.error(e),
+                }
+            }
+            if !change.is_empty() {
+                if let Err(e) = fs.client.set_attr(id, None, &caller, change).await {
+                    tracing::debug!("setattr of {id}: {e}");
+                    return reply.error(errno(&e));
+                }
             }
             match fs.getattr(id).await {
                 Ok(a) => reply.attr(&fs.ttl(id), &a),
@@ -140,19 +143,26 @@ impl Filesystem for EggsFs {
 
     fn mkdir(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         let name = match name_of(name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
+        let caller = caller_of(req);
+        let mode = posix::S_IFDIR | (mode & PERM_BITS & !umask);
+        let parent = to_eggs(parent);
         self.spawn(|fs| async move {
-            let r = fs.client.mkdir_in(to_eggs(parent), &name).await;
+            let r = async {
+                let attrs = fs.client.new_attrs(parent, &caller, mode).await?;
+                fs.client.mkdir_with(parent, &name, attrs).await
+            }
+            .await;
             let attr = match r {
                 Ok(id) => fs.getattr(id).await,
                 Err(e) => Err(errno(&e)),
@@ -171,7 +181,9 @@ impl Filesystem for EggsFs {
         };
         let dir_id = to_eggs(parent);
         self.spawn(|fs| async move {
-            fs.wait_links(dir_id).await;
+            if fs.unlink_pending(dir_id, &name).await {
+                return reply.ok();
+            }
             match fs.client.unlink_in(dir_id, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -186,7 +198,14 @@ impl Filesystem for EggsFs {
         };
         let owner_id = to_eggs(parent);
         self.spawn(|fs| async move {
-            fs.wait_links(owner_id).await;
+            // Files being written in it are entries already (the shard learns of them when
+            // they are linked, which would then fail).
+            if let Ok(child) = fs.client.lookup(owner_id, &name).await {
+                if fs.has_pending_in(child.target_id) {
+                    return reply.error(libc::ENOTEMPTY);
+                }
+                fs.wait_links(child.target_id).await;
+            }
             match fs.client.rmdir_in(owner_id, &name).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(errno(&e)),
@@ -196,7 +215,7 @@ impl Filesystem for EggsFs {
 
     fn symlink(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         link_name: &OsStr,
         target: &Path,
@@ -208,11 +227,15 @@ impl Filesystem for EggsFs {
         };
         let target = target.as_os_str().as_bytes().to_vec();
         let parent = to_eggs(parent);
+        let caller = caller_of(req);
         self.spawn(|fs| async move {
             let r = async {
                 // Like `ln -s`, never replace an existing name.
                 fs.ensure_absent(parent, &name).await?;
-                let mut w = FileWriter::new(&fs.client, parent, InodeType::Symlink).await?;
+                let mode = posix::S_IFLNK | 0o777;
+                let attrs = fs.client.new_attrs(parent, &caller, mode).await?;
+                let typ = InodeType::Symlink;
+                let mut w = FileWriter::with_attrs(&fs.client, parent, typ, attrs, 0).await?;
                 let id = w.id();
                 w.append(&target).await?;
                 w.finish(&name).await?;
@@ -249,16 +272,21 @@ impl Filesystem for EggsFs {
             return reply.error(libc::EINVAL);
         }
         let (from, to) = (to_eggs(parent), to_eggs(newparent));
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         self.spawn(|fs| async move {
-            fs.wait_links(from).await;
-            if to != from {
-                fs.wait_links(to).await;
-            }
             let r = async {
+                if fs
+                    .rename_pending(from, &name, to, &newname, noreplace)
+                    .await?
+                {
+                    return Ok(());
+                }
                 let edge = fs.client.lookup(from, &name).await?;
-                if flags & libc::RENAME_NOREPLACE != 0 {
+                if noreplace {
                     fs.ensure_absent(to, &newname).await?;
                 }
+                // A file being written under the new name loses it, as the rename's target.
+                fs.unlink_pending(to, &newname).await;
                 fs.client
                     .rename_edge(
                         edge.target_id,
@@ -297,16 +325,24 @@ impl Filesystem for EggsFs {
             let Some((parent, name)) = known else {
                 return reply.error(libc::EPERM);
             };
-            if flags & libc::O_TRUNC == 0 {
+            // The new file keeps the replaced one's mode, owner and group, as truncating
+            // would.
+            let st = match fs.client.stat(id).await {
+                Ok(st) => st,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            if flags & libc::O_TRUNC == 0 && st.size() != 0 {
                 // Writing into an existing file is impossible; replacing an empty one is
                 // the same as truncating it.
-                match fs.getattr(id).await {
-                    Ok(a) if a.size == 0 => {}
-                    Ok(_) => return reply.error(libc::EPERM),
-                    Err(e) => return reply.error(e),
-                }
+                return reply.error(libc::EPERM);
             }
-            match fs.start_writer(parent, name, Some(id), fh).await {
+            if st.attrs().file_type() != posix::S_IFREG {
+                return reply.error(libc::EPERM);
+            }
+            match fs
+                .start_writer(parent, name, Some(id), st.attrs(), fh)
+                .await
+            {
                 Ok(_) => reply.opened(fh, 0),
                 Err(e) => reply.error(e),
             }
@@ -496,11 +532,11 @@ impl Filesystem for EggsFs {
 
     fn create(
         &mut self,
-        _req: &Request<'_>,
+        req: &Request<'_>,
         parent: u64,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
@@ -511,17 +547,94 @@ impl Filesystem for EggsFs {
         let _ = flags;
         let fh = self.fh();
         let parent = to_eggs(parent);
+        let caller = caller_of(req);
+        let mode = posix::S_IFREG | (mode & PERM_BITS & !umask);
         self.spawn(|fs| async move {
-            match fs.start_writer(parent, name, None, fh).await {
-                Ok(id) => {
-                    let now = SystemTime::now();
-                    let attr = fs.attr(id, 0, now, now);
-                    // The name is not cached: until the file is linked, looking it up fails
-                    // (the file is invisible until closed), and afterwards waits for the link.
+            let attrs = match fs.client.new_attrs(parent, &caller, mode).await {
+                Ok(a) => a,
+                Err(e) => return reply.error(errno(&e)),
+            };
+            match fs.start_writer(parent, name, None, attrs, fh).await {
+                Ok(w) => {
+                    let attr = fs.writing_attr(&w, SystemTime::now());
+                    // Not cached: lookups ask this mount, which answers for the name until
+                    // the file is linked, and the shard afterwards.
                     reply.created(&Duration::ZERO, &attr, 0, fh, 0);
                 }
                 Err(e) => reply.error(e),
             }
         });
+    }
+
+    fn mknod(
+        &mut self,
+        req: &Request<'_>,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = match name_of(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let typ = mode & posix::S_IFMT;
+        let typ = if typ == 0 { posix::S_IFREG } else { typ };
+        let known = [
+            posix::S_IFREG,
+            posix::S_IFIFO,
+            posix::S_IFSOCK,
+            posix::S_IFCHR,
+            posix::S_IFBLK,
+        ];
+        if !known.contains(&typ) {
+            return reply.error(libc::EINVAL);
+        }
+        let mode = typ | (mode & PERM_BITS & !umask);
+        let rdev = if matches!(typ, posix::S_IFCHR | posix::S_IFBLK) {
+            u64::from(rdev)
+        } else {
+            0
+        };
+        let parent = to_eggs(parent);
+        let caller = caller_of(req);
+        self.spawn(|fs| async move {
+            let r = async {
+                // mknod never replaces a name.
+                fs.ensure_absent(parent, &name).await?;
+                let attrs = fs.client.new_attrs(parent, &caller, mode).await?;
+                let typ = InodeType::File;
+                let w = FileWriter::with_attrs(&fs.client, parent, typ, attrs, rdev).await?;
+                let id = w.id();
+                w.finish(&name).await?;
+                Ok::<_, ClientError>(id)
+            }
+            .await;
+            let attr = match r {
+                Ok(id) => {
+                    fs.remember_name(id, parent, &name);
+                    fs.getattr(id).await
+                }
+                Err(e) => Err(errno(&e)),
+            };
+            match attr {
+                Ok(a) => reply.entry(&fs.times.entry, &a, 0),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    /// Hard links are not supported: a file has one name (its owning edge).
+    fn link(
+        &mut self,
+        _req: &Request<'_>,
+        _ino: u64,
+        _newparent: u64,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(libc::EPERM);
     }
 }

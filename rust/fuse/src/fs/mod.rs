@@ -15,6 +15,7 @@
 //! the file.
 
 mod callbacks;
+mod pending;
 mod state;
 mod write;
 
@@ -93,23 +94,44 @@ fn system_time(t: EggsTime) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(t.0)
 }
 
-fn eggs_time(t: TimeOrNow) -> EggsTime {
-    let t = match t {
-        TimeOrNow::SpecificTime(t) => t,
-        TimeOrNow::Now => SystemTime::now(),
-    };
-    EggsTime(
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0, eggs_protocol::conv::nanos_of),
-    )
+/// A time setattr asks for: "now" stays the shard's now (which needs only write
+/// permission, where a given time needs ownership).
+fn set_time(t: TimeOrNow) -> eggs_protocol::SetTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => eggs_protocol::SetTime::At(EggsTime(
+            t.duration_since(UNIX_EPOCH)
+                .map_or(0, eggs_protocol::conv::nanos_of),
+        )),
+        TimeOrNow::Now => eggs_protocol::SetTime::Now,
+    }
 }
 
+/// The file type by inode id alone (listings, which carry no modes): special files read as
+/// regular files here, and the kernel learns their type from their attributes.
 fn kind_of(id: InodeId) -> FileType {
     match id.typ() {
         Some(InodeType::Directory) => FileType::Directory,
         Some(InodeType::Symlink) => FileType::Symlink,
         _ => FileType::RegularFile,
     }
+}
+
+fn kind_of_mode(mode: u32) -> FileType {
+    use eggs_protocol::posix::*;
+    match mode & S_IFMT {
+        S_IFDIR => FileType::Directory,
+        S_IFLNK => FileType::Symlink,
+        S_IFIFO => FileType::NamedPipe,
+        S_IFSOCK => FileType::Socket,
+        S_IFCHR => FileType::CharDevice,
+        S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+/// The process a kernel request comes from, as the shard is to see it.
+fn caller_of(req: &fuser::Request<'_>) -> eggs_protocol::Caller {
+    eggs_common::creds::of_process(req.pid(), req.uid(), req.gid())
 }
 
 impl EggsFs {
@@ -120,22 +142,17 @@ impl EggsFs {
         read_cache_bytes: usize,
     ) -> EggsFs {
         let cache = Arc::new(ReadCache::new(client.clone(), read_cache_bytes));
-        let (uid, gid) = (
-            nix::unistd::getuid().as_raw(),
-            nix::unistd::getgid().as_raw(),
-        );
         EggsFs {
             inner: Arc::new(Inner {
                 client,
                 cache,
                 times,
-                uid,
-                gid,
                 next_fh: AtomicU64::new(1),
                 handles: Mutex::new(HashMap::new()),
                 writing: Mutex::new(HashMap::new()),
                 names: Mutex::new(HashMap::new()),
                 linking: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashMap::new()),
                 dirs: Mutex::new(HashMap::new()),
                 statfs: Mutex::new(None),
                 notifier: OnceLock::new(),

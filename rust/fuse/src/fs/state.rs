@@ -2,12 +2,13 @@
 //! written, the names the kernel knows files by, the links in progress per directory.
 
 use super::write::Writing;
-use super::{kind_of, lock, system_time, to_fuse, CacheTimes, MAX_IO_BYTES};
+use super::{kind_of_mode, lock, system_time, to_fuse, CacheTimes, MAX_IO_BYTES};
 use crate::cache::ReadCache;
 use crate::error::errno;
 use eggs_client::{Client, ClientError, Stat};
+use eggs_protocol::posix::PERM_BITS;
 use eggs_protocol::shuckle::BlockServicesReq;
-use eggs_protocol::{EggsTime, InodeId, Name};
+use eggs_protocol::{InodeId, Name};
 use fuser::{FileAttr, FileType, Notifier, ReplyDirectoryPlus};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -24,8 +25,6 @@ pub(super) struct Inner {
     pub(super) client: Arc<Client>,
     pub(super) cache: Arc<ReadCache>,
     pub(super) times: CacheTimes,
-    pub(super) uid: u32,
-    pub(super) gid: u32,
     pub(super) next_fh: AtomicU64,
     /// Write handles by fh.
     pub(super) handles: Mutex<HashMap<u64, Arc<Writing>>>,
@@ -36,6 +35,9 @@ pub(super) struct Inner {
     pub(super) names: Mutex<HashMap<u64, (InodeId, Name)>>,
     /// Files closed at least once and not yet linked, by directory.
     pub(super) linking: Mutex<HashMap<InodeId, Vec<Arc<Writing>>>>,
+    /// Names of files being written that are not linked yet, which this mount answers for
+    /// (see `Target`): by (directory, name).
+    pub(super) pending: Mutex<HashMap<(InodeId, Name), Arc<Writing>>>,
     /// Listings of open directories, by fh.
     pub(super) dirs: Mutex<HashMap<u64, Arc<Vec<eggs_client::DirEntry>>>>,
     pub(super) statfs: Mutex<Option<(Instant, u64, u64)>>,
@@ -43,33 +45,51 @@ pub(super) struct Inner {
 }
 
 impl Inner {
-    pub(super) fn attr(
-        &self,
-        id: InodeId,
-        size: u64,
-        mtime: SystemTime,
-        atime: SystemTime,
-    ) -> FileAttr {
-        let kind = kind_of(id);
+    /// What the kernel is told about an inode the shard described.
+    pub(super) fn attr(&self, id: InodeId, st: &Stat) -> FileAttr {
+        let (atime, mtime, ctime) = st.times();
+        let attrs = st.attrs();
+        let kind = kind_of_mode(attrs.mode);
+        let size = st.size();
         FileAttr {
             ino: to_fuse(id),
             size,
             blocks: size.div_ceil(512),
-            atime,
-            mtime,
-            ctime: mtime,
-            crtime: mtime,
+            atime: system_time(atime),
+            mtime: system_time(mtime),
+            ctime: system_time(ctime),
+            crtime: system_time(mtime),
             kind,
-            perm: match kind {
-                FileType::Directory => 0o755,
-                FileType::Symlink => 0o777,
-                _ => 0o644,
-            },
+            perm: eggs_protocol::conv::fit(attrs.mode & PERM_BITS),
             nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
+            uid: attrs.uid,
+            gid: attrs.gid,
+            // Linux's dev_t is 32 bits as the kernel sees it through FUSE.
+            rdev: u32::try_from(st.rdev()).unwrap_or(u32::MAX),
             // Programs size their buffers by this (cp reads and writes this much at once).
+            blksize: MAX_IO_BYTES,
+            flags: 0,
+        }
+    }
+
+    /// The attributes of a file being written: its size so far, times now.
+    pub(super) fn writing_attr(&self, w: &Writing, now: SystemTime) -> FileAttr {
+        let attrs = *lock(&w.attrs);
+        let size = w.size.load(Ordering::Relaxed);
+        FileAttr {
+            ino: to_fuse(w.ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: now,
+            mtime: now,
+            ctime: now,
+            crtime: now,
+            kind: kind_of_mode(attrs.mode),
+            perm: eggs_protocol::conv::fit(attrs.mode & PERM_BITS),
+            nlink: 1,
+            uid: attrs.uid,
+            gid: attrs.gid,
+            rdev: 0,
             blksize: MAX_IO_BYTES,
             flags: 0,
         }
@@ -86,18 +106,24 @@ impl Inner {
     pub(super) async fn getattr(&self, id: InodeId) -> Result<FileAttr, i32> {
         let writing = lock(&self.writing).get(&id.0).cloned();
         if let Some(w) = writing {
-            let now = SystemTime::now();
-            return Ok(self.attr(id, w.size.load(Ordering::Relaxed), now, now));
+            return Ok(self.writing_attr(&w, SystemTime::now()));
         }
-        match self.client.stat(id).await.map_err(|e| errno(&e))? {
-            Stat::Directory { mtime, .. } => {
-                let t = system_time(mtime);
-                Ok(self.attr(id, 0, t, t))
-            }
-            Stat::File { size, mtime, atime } => {
-                Ok(self.attr(id, size, system_time(mtime), system_time(atime)))
-            }
-        }
+        let st = self.client.stat(id).await.map_err(|e| errno(&e))?;
+        Ok(self.attr(id, &st))
+    }
+
+    /// The file being written under `name` in `dir` whose link has not begun, if any.
+    pub(super) fn pending(&self, dir: InodeId, name: &Name) -> Option<Arc<Writing>> {
+        let w = lock(&self.pending).get(&(dir, name.clone())).cloned()?;
+        let linking = lock(&w.target).linking;
+        (!linking).then_some(w)
+    }
+
+    /// Waits until `w` is done with (linked, dropped or failed).
+    pub(super) async fn wait_done(&self, w: &Writing) {
+        let mut rx = w.done.clone();
+        // An error means the writer task is gone, which also ends the wait.
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     /// Waits for the links in progress in directory `dir`: those of released handles, and
@@ -124,21 +150,31 @@ impl Inner {
         if w.registered.swap(true, Ordering::AcqRel) {
             return;
         }
+        let parent = lock(&w.target).parent;
         let mut linking = lock(&self.linking);
-        let list = linking.entry(w.parent).or_default();
+        let list = linking.entry(parent).or_default();
         list.retain(|x| !*x.done.borrow());
         list.push(w.clone());
     }
 
-    pub(super) fn end_link(&self, w: &Writing, done: watch::Sender<bool>) {
+    pub(super) fn end_link(&self, w: &Arc<Writing>, done: watch::Sender<bool>) {
         let _ = done.send(true);
-        let mut linking = lock(&self.linking);
-        if let Some(list) = linking.get_mut(&w.parent) {
-            list.retain(|x| !*x.done.borrow());
-            if list.is_empty() {
-                linking.remove(&w.parent);
+        let (parent, name) = {
+            let t = lock(&w.target);
+            (t.parent, t.name.clone())
+        };
+        {
+            let mut pending = lock(&self.pending);
+            let key = (parent, name);
+            if pending.get(&key).is_some_and(|x| Arc::ptr_eq(x, w)) {
+                pending.remove(&key);
             }
         }
+        let mut linking = lock(&self.linking);
+        for list in linking.values_mut() {
+            list.retain(|x| !*x.done.borrow());
+        }
+        linking.retain(|_, list| !list.is_empty());
     }
 
     pub(super) fn remember_name(&self, id: InodeId, parent: InodeId, name: &Name) {
@@ -153,7 +189,14 @@ impl Inner {
     }
 
     pub(super) async fn lookup(&self, parent: InodeId, name: &Name) -> Result<FileAttr, i32> {
-        self.wait_links(parent).await;
+        if let Some(w) = self.pending(parent, name) {
+            return Ok(self.writing_attr(&w, SystemTime::now()));
+        }
+        // A name whose link has begun: the shard answers once it is done.
+        let linking = lock(&self.pending).get(&(parent, name.clone())).cloned();
+        if let Some(w) = linking {
+            self.wait_done(&w).await;
+        }
         let r = self
             .client
             .lookup(parent, name)
@@ -161,18 +204,6 @@ impl Inner {
             .map_err(|e| errno(&e))?;
         self.remember_name(r.target_id, parent, name);
         self.getattr(r.target_id).await
-    }
-
-    pub(super) async fn set_times(
-        &self,
-        id: InodeId,
-        atime: Option<EggsTime>,
-        mtime: Option<EggsTime>,
-    ) -> Result<(), ClientError> {
-        if atime.is_none() && mtime.is_none() {
-            return Ok(());
-        }
-        self.client.set_time(id, mtime, atime).await
     }
 
     pub(super) async fn statfs(&self) -> Result<(u64, u64), ClientError> {
@@ -193,9 +224,16 @@ impl Inner {
         Ok((cap, free))
     }
 
-    /// Fails with `EEXIST` when `name` exists in `dir` (for `ln -s` and `RENAME_NOREPLACE`,
-    /// which never replace a name).
+    /// Fails with `EEXIST` when `name` exists in `dir` (for `ln -s`, `mknod` and
+    /// `RENAME_NOREPLACE`, which never replace a name), or a file is being written there.
     pub(super) async fn ensure_absent(&self, dir: InodeId, name: &Name) -> Result<(), ClientError> {
+        let exists = || ClientError::Eggs {
+            what: format!("{name} in {dir}"),
+            err: eggs_protocol::EggsError::NameExists,
+        };
+        if lock(&self.pending).contains_key(&(dir, name.clone())) {
+            return Err(exists());
+        }
         match self.client.lookup(dir, name).await {
             Ok(_) => Err(ClientError::Eggs {
                 what: format!("{name} in {dir}"),
@@ -243,15 +281,7 @@ impl Inner {
         for (i, (e, st)) in batch.iter().zip(stats).enumerate() {
             // A name removed since the listing was taken is left out.
             let Some(st) = st else { continue };
-            let attr = match st {
-                Stat::Directory { mtime, .. } => {
-                    let t = system_time(mtime);
-                    self.attr(e.target_id, 0, t, t)
-                }
-                Stat::File { size, mtime, atime } => {
-                    self.attr(e.target_id, size, system_time(mtime), system_time(atime))
-                }
-            };
+            let attr = self.attr(e.target_id, &st);
             self.remember_name(e.target_id, dir, &e.name);
             let next = eggs_protocol::conv::fit(start + i + 3);
             let name = OsStr::from_bytes(e.name.as_bytes());

@@ -6,7 +6,7 @@ use super::state::Inner;
 use super::{lock, to_fuse, EggsFs};
 use crate::error::errno;
 use eggs_client::FileWriter;
-use eggs_protocol::{EggsTime, InodeId, InodeType, Name};
+use eggs_protocol::{InodeAttrs, InodeId, InodeType, Name};
 use fuser::{ReplyAttr, ReplyEmpty, ReplyWrite};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -29,6 +29,11 @@ pub(super) enum WriteMsg {
         size: u64,
         reply: ReplyAttr,
     },
+    /// A truncation within a setattr that also changes attributes (which answers it).
+    TruncateThen {
+        size: u64,
+        done: tokio::sync::oneshot::Sender<Result<(), i32>>,
+    },
     Flush {
         reply: ReplyEmpty,
     },
@@ -37,15 +42,33 @@ pub(super) enum WriteMsg {
     },
 }
 
-/// A file being written, shared by the queue's sender side and getattr.
+/// Where a file being written will be linked. Until its link starts, this mount answers for
+/// the name itself (lookups, getattr, chmod), and a rename or unlink of it changes this.
+pub(super) struct Target {
+    pub(super) parent: InodeId,
+    pub(super) name: Name,
+    /// The release began linking: from now on the name is the shard's to answer for.
+    pub(super) linking: bool,
+    /// Unlinked before it was linked: the release drops the file instead.
+    pub(super) unlinked: bool,
+}
+
+/// A file being written, shared by the queue's sender side, getattr and the namespace
+/// callbacks.
 pub(super) struct Writing {
     pub(super) tx: mpsc::Sender<WriteMsg>,
     /// Bytes accepted so far.
     pub(super) size: AtomicU64,
-    pub(super) parent: InodeId,
-    pub(super) name: Name,
-    /// Times asked for by setattr before the link, applied after it.
-    pub(super) times: Mutex<(Option<EggsTime>, Option<EggsTime>)>,
+    /// The inode the kernel knows the file as (the replaced file's for `O_TRUNC`).
+    pub(super) ino: InodeId,
+    /// The transient file and its cookie, for attribute changes before the link.
+    pub(super) file_id: InodeId,
+    pub(super) cookie: u64,
+    /// The file an `O_TRUNC` open replaces, whose name this one takes.
+    pub(super) replaced: Option<InodeId>,
+    pub(super) target: Mutex<Target>,
+    /// Mode, owner and group as the shard last confirmed them.
+    pub(super) attrs: Mutex<InodeAttrs>,
     /// Becomes true once the task is done with the file (linked or not).
     pub(super) done: watch::Receiver<bool>,
     /// Whether the kernel released the handle (so the link is coming for sure).
@@ -72,9 +95,10 @@ impl Inner {
         parent: InodeId,
         name: Name,
         replaced: Option<InodeId>,
+        attrs: InodeAttrs,
         fh: u64,
-    ) -> Result<InodeId, i32> {
-        let writer = FileWriter::new(&self.client, parent, InodeType::File)
+    ) -> Result<Arc<Writing>, i32> {
+        let writer = FileWriter::with_attrs(&self.client, parent, InodeType::File, attrs, 0)
             .await
             .map_err(|e| {
                 tracing::warn!("creating {name} in {parent}: {e}");
@@ -87,9 +111,17 @@ impl Inner {
         let w = Arc::new(Writing {
             tx,
             size: AtomicU64::new(0),
-            parent,
-            name,
-            times: Mutex::new((None, None)),
+            ino,
+            file_id: id,
+            cookie: writer.cookie(),
+            replaced,
+            target: Mutex::new(Target {
+                parent,
+                name: name.clone(),
+                linking: false,
+                unlinked: false,
+            }),
+            attrs: Mutex::new(attrs),
             done,
             released: AtomicBool::new(false),
             grace_until: Mutex::new(None),
@@ -97,11 +129,14 @@ impl Inner {
         });
         lock(&self.handles).insert(fh, w.clone());
         lock(&self.writing).insert(ino.0, w.clone());
+        // From now on this mount answers for the name (a local file system shows a created
+        // file at once, and a closed one must never be missing while its link runs).
+        lock(&self.pending).insert((parent, name), w.clone());
         let task = self
             .clone()
-            .write_task(writer, w, ino, replaced.is_some(), rx, done_tx);
+            .write_task(writer, w.clone(), ino, replaced.is_some(), rx, done_tx);
         tokio::spawn(task);
-        Ok(ino)
+        Ok(w)
     }
 
     /// Owns one file's writer: applies its queued requests in order, links it on release.
@@ -144,10 +179,7 @@ impl Inner {
                     Ok(true) => {
                         w.size.store(writer.size(), Ordering::Relaxed);
                         let now = SystemTime::now();
-                        reply.attr(
-                            &self.times.file_attr,
-                            &self.attr(ino, writer.size(), now, now),
-                        );
+                        reply.attr(&self.times.file_attr, &self.writing_attr(&w, now));
                     }
                     Ok(false) => reply.error(libc::EOPNOTSUPP),
                     Err(e) => {
@@ -156,6 +188,22 @@ impl Inner {
                         reply.error(libc::EIO);
                     }
                 },
+                WriteMsg::TruncateThen { size, done } => {
+                    let r = match writer.truncate(size).await {
+                        _ if failed => Err(libc::EIO),
+                        Ok(true) => {
+                            w.size.store(writer.size(), Ordering::Relaxed);
+                            Ok(())
+                        }
+                        Ok(false) => Err(libc::EOPNOTSUPP),
+                        Err(e) => {
+                            tracing::error!("extending {}: {e}", writer.id());
+                            failed = true;
+                            Err(libc::EIO)
+                        }
+                    };
+                    let _ = done.send(r);
+                }
                 WriteMsg::Flush { reply } => {
                     if replacing {
                         // close() waits for flush, not for release: drop the kernel's name
@@ -171,13 +219,23 @@ impl Inner {
                 }
                 WriteMsg::Release { reply } => {
                     let id = writer.id();
+                    let (parent, name, unlinked) = {
+                        let mut t = lock(&w.target);
+                        t.linking = true;
+                        (t.parent, t.name.clone(), t.unlinked)
+                    };
                     let r = if failed {
                         Err(libc::EIO)
+                    } else if unlinked {
+                        // Removed before it was linked: it stays transient, and GC takes it.
+                        Ok(())
                     } else {
-                        self.link(writer, &w).await
+                        self.link(writer, parent, &name).await
                     };
                     lock(&self.writing).remove(&ino.0);
-                    self.remember_name(id, w.parent, &w.name);
+                    if !unlinked {
+                        self.remember_name(id, parent, &name);
+                    }
                     self.end_link(&w, done);
                     if replacing {
                         // The name now points at the new file.
@@ -198,26 +256,34 @@ impl Inner {
         let Some(n) = self.notifier.get().cloned() else {
             return;
         };
-        let parent = to_fuse(w.parent);
-        let name = OsStr::from_bytes(w.name.as_bytes()).to_owned();
+        let (parent, name) = {
+            let t = lock(&w.target);
+            (t.parent, t.name.clone())
+        };
+        let shown = name.clone();
+        let parent = to_fuse(parent);
+        let name = OsStr::from_bytes(name.as_bytes()).to_owned();
         // Off the async workers: the kernel may take the directory's lock.
         let r = tokio::task::spawn_blocking(move || n.inval_entry(parent, &name)).await;
         if let Ok(Err(e)) = r {
             // ENOENT: the kernel had no such name cached.
-            tracing::debug!("invalidating {} in {parent}: {e}", w.name);
+            tracing::debug!("invalidating {shown} in {parent}: {e}");
         }
     }
 
-    pub(super) async fn link(&self, writer: FileWriter, w: &Writing) -> Result<(), i32> {
+    /// Links the file (its attributes and the times set meanwhile are already on the
+    /// transient file, which the link keeps).
+    pub(super) async fn link(
+        &self,
+        writer: FileWriter,
+        parent: InodeId,
+        name: &Name,
+    ) -> Result<(), i32> {
         let id = writer.id();
-        writer.finish(&w.name).await.map_err(|e| {
-            tracing::error!("linking {id} as {} in {}: {e}", w.name, w.parent);
+        writer.finish_in(parent, name).await.map_err(|e| {
+            tracing::error!("linking {id} as {name} in {parent}: {e}");
             errno(&e)
         })?;
-        let (atime, mtime) = *lock(&w.times);
-        if let Err(e) = self.set_times(id, atime, mtime).await {
-            tracing::warn!("setting the times of {id}: {e}");
-        }
         Ok(())
     }
 }
@@ -232,6 +298,9 @@ impl EggsFs {
             match msg {
                 WriteMsg::Write { reply, .. } => reply.error(e),
                 WriteMsg::Truncate { reply, .. } => reply.error(e),
+                WriteMsg::TruncateThen { done, .. } => {
+                    let _ = done.send(Err(e));
+                }
                 WriteMsg::Flush { reply } | WriteMsg::Release { reply, .. } => reply.error(e),
             }
         }

@@ -96,6 +96,8 @@ fn placement_survives_absurd_free_space() {
                 1,
                 ShardReq::ConstructFile(ConstructFileReq {
                     typ: InodeType::File,
+                    attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                    rdev: 0,
                 }),
             ),
             EggsTime(2000),
@@ -165,6 +167,8 @@ fn a_dedup_entry_of_another_request_is_refused() {
     let construct = || {
         ShardReq::ConstructFile(ConstructFileReq {
             typ: InodeType::File,
+            attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+            rdev: 0,
         })
     };
     let resp = c.handle(&request(1, construct()), EggsTime(2000)).unwrap();

@@ -277,6 +277,10 @@ impl<K: Kv> ShardCore<K> {
             deadline: tx.now,
             cookie: self.rng.gen(),
             uncertified_span: None,
+            attrs: f.attrs,
+            rdev: f.rdev,
+            set_atime: None,
+            set_mtime: None,
         };
         tx.put(keys::transient(file), &t);
         Ok(())
@@ -523,6 +527,7 @@ impl<K: Kv> ShardCore<K> {
         };
         tx.put(keys::current_edge(r.dir_id, &r.name), &e);
         dir.mtime = tx.now;
+        dir.ctime = tx.now;
         tx.put(keys::dir(r.dir_id), &dir);
         Ok(RestoreSnapshotEdgeResp {
             target_id: s.target_id,
@@ -563,6 +568,7 @@ impl<K: Kv> ShardCore<K> {
         );
         d.owner_id = r.owner_id;
         d.mtime = tx.now;
+        d.ctime = tx.now;
         tx.put(keys::dir(r.dir_id), &d);
         Ok(ReattachDirectoryResp {})
     }

@@ -67,6 +67,7 @@ impl T {
                 owner_id: owner,
                 info,
                 txn_id: txn,
+                attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
             },
         )
         .unwrap();
@@ -106,6 +107,8 @@ impl T {
                 s,
                 ConstructFileReq {
                     typ: InodeType::File,
+                    attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                    rdev: 0,
                 },
             )
             .unwrap();
@@ -336,6 +339,8 @@ fn transient_files_wait_for_their_deadline_and_lose_their_cookie() {
             s,
             ConstructFileReq {
                 typ: InodeType::File,
+                attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                rdev: 0,
             },
         )
         .unwrap();
@@ -666,6 +671,7 @@ fn removed_empty_directory_is_destroyed_after_its_age() {
         owner_id: InodeId::ROOT,
         info: DirectoryInfo::default(),
         txn_id: 1,
+        attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
     };
     assert_eq!(
         t.req(d.shard(), late).unwrap_err(),

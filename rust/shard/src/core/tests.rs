@@ -95,6 +95,8 @@ impl T {
                 s,
                 ConstructFileReq {
                     typ: InodeType::File,
+                    attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                    rdev: 0,
                 },
             )
             .unwrap();
@@ -135,6 +137,7 @@ impl T {
                 owner_id: parent,
                 info: Default::default(),
                 txn_id: txn,
+                attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
             },
         )
         .unwrap();
@@ -286,6 +289,8 @@ fn transient_file_checks() {
             S0,
             ConstructFileReq {
                 typ: InodeType::File,
+                attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                rdev: 0,
             },
         )
         .unwrap();
@@ -322,7 +327,9 @@ fn transient_file_checks() {
         t.req(
             S0,
             ConstructFileReq {
-                typ: InodeType::Directory
+                typ: InodeType::Directory,
+                attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
+                rdev: 0,
             }
         ),
         Err(EggsError::TypeMismatch)
@@ -583,6 +590,8 @@ fn a_created_edge_is_locked_until_unlocked() {
             ShardId(1),
             ConstructFileReq {
                 typ: InodeType::File,
+                attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                rdev: 0,
             },
         )
         .unwrap();
@@ -917,6 +926,8 @@ fn directory_removal_rules() {
             ShardId(9),
             ConstructFileReq {
                 typ: InodeType::File,
+                attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                rdev: 0,
             },
         )
         .unwrap();
@@ -952,6 +963,7 @@ fn directory_removal_rules() {
             owner_id: ROOT,
             info: Default::default(),
             txn_id: 104,
+            attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
         },
     )
     .unwrap();
@@ -1132,6 +1144,8 @@ mod spans {
                 S0,
                 ConstructFileReq {
                     typ: InodeType::File,
+                    attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                    rdev: 0,
                 },
             )
             .unwrap();
@@ -1225,6 +1239,8 @@ mod spans {
                 S0,
                 ConstructFileReq {
                     typ: InodeType::File,
+                    attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                    rdev: 0,
                 },
             )
             .unwrap();
@@ -1280,6 +1296,8 @@ mod spans {
                 S0,
                 ConstructFileReq {
                     typ: InodeType::File,
+                    attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                    rdev: 0,
                 },
             )
             .unwrap();
@@ -1303,6 +1321,8 @@ mod spans {
                 S0,
                 ConstructFileReq {
                     typ: InodeType::File,
+                    attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                    rdev: 0,
                 },
             )
             .unwrap();
@@ -1334,6 +1354,8 @@ mod spans {
                 S0,
                 ConstructFileReq {
                     typ: InodeType::File,
+                    attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                    rdev: 0,
                 },
             )
             .unwrap();
@@ -1377,6 +1399,8 @@ fn failed_writes_are_remembered() {
             S0,
             ConstructFileReq {
                 typ: InodeType::File,
+                attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+                rdev: 0,
             },
         )
         .unwrap();
@@ -1628,6 +1652,7 @@ fn a_late_create_inode_step_never_brings_a_directory_back() {
         owner_id: ROOT,
         info: Default::default(),
         txn_id: 100,
+        attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
     };
     let remove = RemoveDirectoryInodeReq {
         id: d,

@@ -70,7 +70,7 @@ impl<K: Kv> ShardCore<K> {
             ShardReq::ReplaceBlockCertify(r) => {
                 ShardResp::ReplaceBlockCertify(self.replace_block_certify(shard, tx, r)?)
             }
-            // `handle` sends reads to `read` and SetTime to `set_time`.
+            // `handle` sends reads to `read` and SetAttr to `set_attr`.
             r => unreachable!("{} on the write path", r.kind()),
         })
     }
@@ -80,7 +80,25 @@ impl<K: Kv> ShardCore<K> {
     fn touch_dir(&self, tx: &mut Tx, dir_id: InodeId, mut d: DirectoryBody) {
         assert!(dir_id.is_dir(), "touching {dir_id} as a directory");
         d.mtime = tx.now;
+        d.ctime = tx.now;
         tx.put(keys::dir(dir_id), &d);
+    }
+
+    /// A rename or unlink changes its file's ctime, when the file lives on this shard (as it
+    /// does unless a cross-directory rename brought it here: then its ctime stays, which
+    /// POSIX allows for renames).
+    fn touch_file_ctime(&self, shard: ShardId, tx: &mut Tx, id: InodeId) -> R<()> {
+        if id.is_dir() || id.shard() != shard {
+            return Ok(());
+        }
+        let key = keys::file(id);
+        let Some(v) = self.kv.get(&key)? else {
+            return Ok(());
+        };
+        let mut f: FileBody = crate::values::decode(&key, &v)?;
+        f.ctime = tx.now;
+        tx.put(key, &f);
+        Ok(())
     }
 
     fn put_current(&self, tx: &mut Tx, dir: InodeId, name: &Name, target: InodeId) {
@@ -304,6 +322,7 @@ impl<K: Kv> ShardCore<K> {
         self.disown_snapshot(tx, r.dir_id, &r.old_name, old.creation_time, r.target_id);
         self.put_current(tx, r.dir_id, &r.new_name, r.target_id);
         self.touch_dir(tx, r.dir_id, dir);
+        self.touch_file_ctime(shard, tx, r.target_id)?;
         Ok(SameDirectoryRenameResp {
             new_creation_time: tx.now,
         })
@@ -325,6 +344,7 @@ impl<K: Kv> ShardCore<K> {
         }
         self.retire_edge(tx, r.dir_id, &r.name, &e, true);
         self.touch_dir(tx, r.dir_id, dir);
+        self.touch_file_ctime(shard, tx, r.target_id)?;
         Ok(SoftUnlinkFileResp {
             delete_creation_time: tx.now,
         })
@@ -360,6 +380,9 @@ impl<K: Kv> ShardCore<K> {
         if r.typ == InodeType::Directory {
             return Err(EggsError::TypeMismatch.into());
         }
+        if !r.attrs.fits(r.typ) || (r.rdev != 0 && !r.attrs.is_device()) {
+            return Err(EggsError::BadAttributes.into());
+        }
         let counter = &mut self.next_file_counter[shard.0 as usize];
         // Asserts that the counter fits: 2^54 files per shard is never reached, and `open`
         // refuses a stored counter beyond it.
@@ -377,6 +400,10 @@ impl<K: Kv> ShardCore<K> {
             deadline: EggsTime(tx.now.0 + self.opts.transient_deadline_ns),
             cookie,
             uncertified_span: None,
+            attrs: r.attrs,
+            rdev: r.rdev,
+            set_atime: None,
+            set_mtime: None,
         };
         tx.put(keys::transient(id), &body);
         Ok(ConstructFileResp { id, cookie })
@@ -449,8 +476,11 @@ impl<K: Kv> ShardCore<K> {
         tx.changes.delete(keys::transient(r.file_id));
         let f = FileBody {
             size: t.size,
-            mtime: tx.now,
-            atime: tx.now,
+            mtime: t.set_mtime.unwrap_or(tx.now),
+            atime: t.set_atime.unwrap_or(tx.now),
+            ctime: tx.now,
+            attrs: t.attrs,
+            rdev: t.rdev,
         };
         tx.put(keys::file(r.file_id), &f);
         self.put_current(tx, r.owner_id, &r.name, r.file_id);
@@ -477,10 +507,16 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::MismatchingTarget.into());
         }
         r.info.validate().map_err(|_| EggsError::BadPolicy)?;
+        if !r.attrs.fits(InodeType::Directory) {
+            return Err(EggsError::BadAttributes.into());
+        }
         let d = DirectoryBody {
             owner_id: r.owner_id,
             mtime: tx.now,
             info: r.info.clone(),
+            atime: tx.now,
+            ctime: tx.now,
+            attrs: r.attrs,
         };
         tx.put(keys::dir(r.id), &d);
         Ok(CreateDirectoryInodeResp { mtime: tx.now })

@@ -515,6 +515,7 @@ fn samples(dir: InodeId) -> Vec<(&'static str, Vec<u8>)> {
                     owner_id: dir,
                     name,
                     info: Default::default(),
+                    attrs: eggs_protocol::InodeAttrs::ROOT_DIR,
                 }
                 .into_req(),
             }),

@@ -106,6 +106,8 @@ impl T {
     fn transient(&mut self) -> ConstructFileResp {
         self.req(ConstructFileReq {
             typ: InodeType::File,
+            attrs: eggs_protocol::InodeAttrs::ROOT_FILE,
+            rdev: 0,
         })
         .unwrap()
     }
