@@ -11,6 +11,19 @@ pub enum CliError {
     /// The request makes no sense, found before asking any server.
     #[error("{0}")]
     Invalid(String),
+    /// The cluster refused a change by the rules of who may make it (`NotPermitted`,
+    /// `AccessDenied`); `why` explains from what the command knows of the inode and caller.
+    #[error("{}: {why}", refused(*.err))]
+    Refused { err: EggsError, why: String },
+}
+
+/// The start of a refusal's message, as `strerror` words EPERM and EACCES.
+fn refused(err: EggsError) -> String {
+    match err {
+        EggsError::NotPermitted => "operation not permitted".into(),
+        EggsError::AccessDenied => "permission denied".into(),
+        other => other.to_string(),
+    }
 }
 
 impl CliError {
@@ -55,6 +68,9 @@ fn is_user_error(err: EggsError) -> bool {
             | SameName
             | BadPolicy
             | TooLarge
+            | NotPermitted
+            | AccessDenied
+            | BadAttributes
     )
 }
 
@@ -80,6 +96,19 @@ mod tests {
             source: refused,
         });
         assert!(e.to_string().contains("is the cluster running?"));
+        let e = CliError::from(ClientError::Eggs {
+            what: "changing the attributes of 0x8000000000000100".into(),
+            err: EggsError::NotPermitted,
+        });
+        assert_eq!(e.to_string(), EggsError::NotPermitted.to_string());
+        let e = CliError::Refused {
+            err: EggsError::NotPermitted,
+            why: "only root may give /f to another user".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "operation not permitted: only root may give /f to another user"
+        );
         let pipe = CliError::Io(std::io::ErrorKind::BrokenPipe.into());
         assert!(pipe.is_broken_pipe());
     }

@@ -1,6 +1,10 @@
-//! Showing things to people: sizes, durations, times, tables and policies.
+//! Showing things to people: sizes, durations, times, modes, tables and policies.
 
 use eggs_protocol::policy::{DirectoryInfo, StorageClass};
+use eggs_protocol::posix::{
+    S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, S_ISGID, S_ISUID,
+    S_ISVTX,
+};
 use eggs_protocol::{EggsTime, InodeId, InodeType};
 
 const UNITS: &[(&str, u32)] = &[("T", 40), ("G", 30), ("M", 20), ("K", 10)];
@@ -95,6 +99,95 @@ pub fn type_name(id: InodeId) -> &'static str {
         Some(InodeType::Symlink) => "link",
         None => "?",
     }
+}
+
+/// The type letter `ls -l` shows for a mode's file type: `-` (regular file), `d`, `l`,
+/// `p` (FIFO), `s` (socket), `c`, `b` (character and block devices), `?` for no known type.
+pub fn type_char(mode: u32) -> char {
+    match mode & S_IFMT {
+        S_IFREG => '-',
+        S_IFDIR => 'd',
+        S_IFLNK => 'l',
+        S_IFIFO => 'p',
+        S_IFSOCK => 's',
+        S_IFCHR => 'c',
+        S_IFBLK => 'b',
+        _ => '?',
+    }
+}
+
+/// A mode as `ls -l` shows it, `drwxr-xr-x`: the type letter ([`type_char`]), then read,
+/// write and execute of owner, group and others. Setuid, setgid and sticky take the place of
+/// the owner's, group's and others' execute: `s`, `s`, `t` when that execute bit is set too,
+/// `S`, `S`, `T` when it is not.
+pub fn mode_string(mode: u32) -> String {
+    let mut s = String::with_capacity(10);
+    s.push(type_char(mode));
+    for (shift, special, set, unset) in [
+        (6, S_ISUID, 's', 'S'),
+        (3, S_ISGID, 's', 'S'),
+        (0, S_ISVTX, 't', 'T'),
+    ] {
+        let bits = mode >> shift;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        let exec = bits & 1 != 0;
+        s.push(match (mode & special != 0, exec) {
+            (true, true) => set,
+            (true, false) => unset,
+            (false, true) => 'x',
+            (false, false) => '-',
+        });
+    }
+    s
+}
+
+/// The mode string of an inode whose attributes are unknown (its stat failed), as `ls -l`
+/// shows one: the type its id says, then `?` for every permission.
+pub fn unknown_mode_string(id: InodeId) -> String {
+    let t = match id.typ() {
+        Some(InodeType::Directory) => 'd',
+        Some(InodeType::File) => '-',
+        Some(InodeType::Symlink) => 'l',
+        None => '?',
+    };
+    format!("{t}?????????")
+}
+
+/// What `stat` calls a mode's file type. Directories, regular files and symlinks have the
+/// names [`type_name`] gives their inode ids.
+pub fn mode_type_name(mode: u32) -> &'static str {
+    match mode & S_IFMT {
+        S_IFREG => "file",
+        S_IFDIR => "dir",
+        S_IFLNK => "link",
+        S_IFIFO => "fifo",
+        S_IFSOCK => "socket",
+        S_IFCHR => "char-device",
+        S_IFBLK => "block-device",
+        _ => "?",
+    }
+}
+
+/// The major number of a device number in Linux's encoding (glibc's `major`): bits 8..20
+/// and 44..64.
+pub fn dev_major(rdev: u64) -> u32 {
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    // Bits 8..20 and 44..64 of a u64: 12 + 20 bits.
+    eggs_protocol::conv::fit(major)
+}
+
+/// The minor number of a device number in Linux's encoding (glibc's `minor`): bits 0..8
+/// and 20..44.
+pub fn dev_minor(rdev: u64) -> u32 {
+    let minor = (rdev & 0xff) | ((rdev >> 12) & 0xffff_ff00);
+    // Bits 0..8 and 20..44 of a u64: 8 + 24 bits.
+    eggs_protocol::conv::fit(minor)
+}
+
+/// A device number as `ls -l` shows it in place of the size: `8, 1`.
+pub fn device(rdev: u64) -> String {
+    format!("{}, {}", dev_major(rdev), dev_minor(rdev))
 }
 
 pub fn storage_class(c: StorageClass) -> &'static str {
@@ -339,6 +432,74 @@ mod tests {
         fd[..4].copy_from_slice(b"rack");
         assert_eq!(failure_domain(&fd), "rack");
         assert_eq!(failure_domain(&[b'x'; 16]), "x".repeat(16));
+    }
+
+    /// Linux's (glibc's) `makedev`, to check decoding against.
+    fn makedev(major: u32, minor: u32) -> u64 {
+        let (major, minor) = (u64::from(major), u64::from(minor));
+        (minor & 0xff) | ((major & 0xfff) << 8) | ((minor & !0xff) << 12) | ((major & !0xfff) << 32)
+    }
+
+    #[test]
+    fn mode_strings_of_every_type() {
+        assert_eq!(mode_string(S_IFDIR | 0o755), "drwxr-xr-x");
+        assert_eq!(mode_string(S_IFREG | 0o644), "-rw-r--r--");
+        assert_eq!(mode_string(S_IFREG | 0o640), "-rw-r-----");
+        assert_eq!(mode_string(S_IFLNK | 0o777), "lrwxrwxrwx");
+        assert_eq!(mode_string(S_IFIFO | 0o644), "prw-r--r--");
+        assert_eq!(mode_string(S_IFSOCK | 0o700), "srwx------");
+        assert_eq!(mode_string(S_IFCHR | 0o660), "crw-rw----");
+        assert_eq!(mode_string(S_IFBLK | 0o660), "brw-rw----");
+        assert_eq!(mode_string(S_IFREG), "----------");
+        assert_eq!(mode_string(0o644), "?rw-r--r--", "no type bits");
+        assert_eq!(mode_string(0o170_644), "?rw-r--r--", "not a type");
+        for (mode, name) in [
+            (S_IFREG, "file"),
+            (S_IFDIR, "dir"),
+            (S_IFLNK, "link"),
+            (S_IFIFO, "fifo"),
+            (S_IFSOCK, "socket"),
+            (S_IFCHR, "char-device"),
+            (S_IFBLK, "block-device"),
+            (0, "?"),
+        ] {
+            assert_eq!(mode_type_name(mode | 0o600), name);
+        }
+    }
+
+    #[test]
+    fn setuid_setgid_and_sticky_show_in_the_execute_places() {
+        assert_eq!(mode_string(S_IFREG | S_ISUID | 0o755), "-rwsr-xr-x");
+        assert_eq!(mode_string(S_IFREG | S_ISUID | 0o644), "-rwSr--r--");
+        assert_eq!(mode_string(S_IFREG | S_ISGID | 0o755), "-rwxr-sr-x");
+        assert_eq!(mode_string(S_IFREG | S_ISGID | 0o644), "-rw-r-Sr--");
+        assert_eq!(mode_string(S_IFDIR | S_ISVTX | 0o777), "drwxrwxrwt");
+        assert_eq!(mode_string(S_IFDIR | S_ISVTX | 0o776), "drwxrwxrwT");
+        assert_eq!(mode_string(S_IFDIR | S_ISGID | 0o2775), "drwxrwsr-x");
+        assert_eq!(mode_string(S_IFREG | 0o7777), "-rwsrwsrwt");
+        assert_eq!(mode_string(S_IFREG | 0o7000), "---S--S--T");
+    }
+
+    #[test]
+    fn unknown_modes_keep_the_type_of_the_id() {
+        let id = |t| InodeId::new(t, eggs_protocol::ShardId(1), 2);
+        assert_eq!(unknown_mode_string(id(InodeType::Directory)), "d?????????");
+        assert_eq!(unknown_mode_string(id(InodeType::File)), "-?????????");
+        assert_eq!(unknown_mode_string(id(InodeType::Symlink)), "l?????????");
+    }
+
+    #[test]
+    fn device_numbers_decode_as_linux_encodes_them() {
+        assert_eq!(device(makedev(8, 1)), "8, 1");
+        assert_eq!(device(0x0801), "8, 1");
+        assert_eq!(device(makedev(1, 3)), "1, 3");
+        assert_eq!(device(0), "0, 0");
+        for (major, minor) in [(259, 65536), (4095, 255), (4096, 256), (u32::MAX, u32::MAX)] {
+            let rdev = makedev(major, minor);
+            assert_eq!((dev_major(rdev), dev_minor(rdev)), (major, minor));
+        }
+        assert_eq!(dev_major(u64::MAX), u32::MAX);
+        assert_eq!(dev_minor(u64::MAX), u32::MAX);
     }
 
     #[test]

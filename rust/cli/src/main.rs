@@ -1,12 +1,14 @@
 //! `eggscli`: direct access to an EggsFS cluster. Only flag parsing lives here.
 
 use clap::{ArgGroup, Parser, Subcommand};
+use eggs_cli::accounts::Accounts;
 use eggs_cli::commands::blockservice::{self, Flag};
 use eggs_cli::commands::cp::{CpOptions, Location};
 use eggs_cli::commands::{self, ls::LsOptions, policy::PolicyChanges, policy::PolicyKind};
 use eggs_cli::parse::{
     parse_addr, parse_block_policy, parse_duration, parse_size, parse_size_u32, parse_span_policy,
 };
+use eggs_cli::perms::{ModeSpec, OwnerSpec};
 use eggs_cli::{CliError, Result};
 use eggs_client::ShuckleClient;
 use eggs_protocol::policy::{BlockPolicy, SpanPolicy};
@@ -43,18 +45,40 @@ enum Cmd {
     },
     /// List a directory.
     Ls {
-        /// Show type, size, mtime and inode id.
+        /// Show mode, owner, group, size (or a device's numbers), mtime and inode id.
         #[arg(short, long)]
         long: bool,
+        /// Like --long, with owners and groups as numbers rather than names.
+        #[arg(short, long = "numeric-uid-gid")]
+        numeric: bool,
         /// Show every version of every name: current, snapshot, and deletion markers.
         #[arg(long)]
         snapshots: bool,
         #[arg(default_value = "/")]
         path: String,
     },
-    /// Show what an inode is: for directories also their policies, for files their spans and
-    /// where their blocks are.
+    /// Show what an inode is (mode, owner, group, times): for directories also their
+    /// policies, for files their spans and where their blocks are.
     Stat { path: String },
+    /// Change the permission bits, as chmod(1) takes them: octal (640, 4755) or symbolic
+    /// (u+x, go-w, a=rX, g=u, comma-separated). Only the owner or root may; a symlink has no
+    /// mode of its own.
+    Chmod {
+        /// Octal (640) or symbolic (u+x,go-w) mode.
+        #[arg(allow_hyphen_values = true, value_parser = ModeSpec::parse)]
+        mode: ModeSpec,
+        path: String,
+    },
+    /// Change the owner and/or group: OWNER, OWNER:GROUP, :GROUP, or OWNER: for the owner's
+    /// login group; names (this machine's /etc/passwd and /etc/group) or numeric ids. Only
+    /// root gives inodes to other users; the owner may change the group to one of its own.
+    /// A final symlink is changed itself, not followed.
+    Chown {
+        /// OWNER, OWNER:GROUP, :GROUP or OWNER: (names or ids: alice:staff, 1234:5678).
+        #[arg(value_name = "OWNER[:GROUP]", value_parser = parse_owner)]
+        owner: OwnerSpec,
+        path: String,
+    },
     /// Rename, or move into an existing directory.
     Mv { src: String, dst: String },
     /// Remove a file (it stays as a snapshot until its directory's policy expires it).
@@ -198,6 +222,10 @@ struct PolicySet {
     inherit: Vec<PolicyKind>,
 }
 
+fn parse_owner(s: &str) -> std::result::Result<OwnerSpec, String> {
+    OwnerSpec::parse(s, &Accounts::load())
+}
+
 fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
     match parse_duration(s)? {
         0 => Err("the timeout must be positive".into()),
@@ -212,6 +240,8 @@ impl Cmd {
             Cmd::Mkdir { path, .. } => format!("mkdir {path}"),
             Cmd::Ls { path, .. } => format!("ls {path}"),
             Cmd::Stat { path } => format!("stat {path}"),
+            Cmd::Chmod { mode, path } => format!("chmod {mode} {path}"),
+            Cmd::Chown { owner, path } => format!("chown {owner} {path}"),
             Cmd::Mv { src, dst } => format!("mv {src} {dst}"),
             Cmd::Rm { path } => format!("rm {path}"),
             Cmd::Rmdir { path } => format!("rmdir {path}"),
@@ -301,10 +331,20 @@ async fn run(args: Args) -> Result<()> {
         Cmd::Mkdir { parents, path } => commands::fs::mkdir(&c, &path, parents).await?,
         Cmd::Ls {
             long,
+            numeric,
             snapshots,
             path,
-        } => commands::ls::ls(&c, &path, LsOptions { long, snapshots }, out).await?,
+        } => {
+            let opts = LsOptions {
+                long: long || numeric,
+                numeric_ids: numeric,
+                snapshots,
+            };
+            commands::ls::ls(&c, &path, opts, out).await?
+        }
         Cmd::Stat { path } => commands::stat::stat(&c, &path, out).await?,
+        Cmd::Chmod { mode, path } => commands::attrs::chmod(&c, &path, &mode, out).await?,
+        Cmd::Chown { owner, path } => commands::attrs::chown(&c, &path, &owner).await?,
         Cmd::Mv { src, dst } => commands::fs::mv(&c, &src, &dst).await?,
         Cmd::Rm { path } => commands::fs::rm(&c, &path).await?,
         Cmd::Rmdir { path } => commands::fs::rmdir(&c, &path).await?,
@@ -358,7 +398,7 @@ mod tests {
     fn global_flags() {
         let a = parse(&["ls"]).unwrap();
         assert!(
-            matches!(a.cmd, Cmd::Ls { ref path, long: false, snapshots: false } if path == "/")
+            matches!(a.cmd, Cmd::Ls { ref path, long: false, numeric: false, snapshots: false } if path == "/")
         );
         assert_eq!(a.timeout, Duration::from_secs(10));
         let a = parse(&[
@@ -394,6 +434,64 @@ mod tests {
         assert_eq!(parse(&["rmdir", "/x"]).unwrap().cmd.describe(), "rmdir /x");
         let e = parse(&["nope"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn chmod_and_chown() {
+        let Cmd::Chmod { mode, path } = parse(&["chmod", "640", "/f"]).unwrap().cmd else {
+            panic!("not chmod")
+        };
+        assert_eq!((mode.apply(0o777, false, 0), path.as_str()), (0o640, "/f"));
+        let a = parse(&["chmod", "-w", "/f"]).unwrap();
+        assert_eq!(a.cmd.describe(), "chmod -w /f");
+        let Cmd::Chmod { mode, .. } = a.cmd else {
+            panic!("not chmod")
+        };
+        assert_eq!(mode.apply(0o666, false, 0), 0o444);
+        assert!(matches!(
+            parse(&["chmod", "u+x,go-w", "/f"]).unwrap().cmd,
+            Cmd::Chmod { .. }
+        ));
+        for bad in [
+            &["chmod", "789", "/f"][..],
+            &["chmod", "u+q", "/f"],
+            &["chmod", "640"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        let Cmd::Chown { owner, path } = parse(&["chown", "1234:5678", "/f"]).unwrap().cmd else {
+            panic!("not chown")
+        };
+        assert_eq!(
+            (owner.uid, owner.gid, path.as_str()),
+            (Some(1234), Some(5678), "/f")
+        );
+        let a = parse(&["chown", ":5678", "/f"]).unwrap();
+        assert_eq!(a.cmd.describe(), "chown :5678 /f");
+        assert!(matches!(
+            a.cmd,
+            Cmd::Chown {
+                owner: OwnerSpec {
+                    uid: None,
+                    gid: Some(5678),
+                    ..
+                },
+                ..
+            }
+        ));
+        for bad in ["", ":", "1:2:3", "4294967295", "no-such-user-here"] {
+            let e = parse(&["chown", bad, "/f"]).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+        assert!(matches!(
+            parse(&["ls", "-n", "/d"]).unwrap().cmd,
+            Cmd::Ls {
+                long: false,
+                numeric: true,
+                ..
+            }
+        ));
     }
 
     #[test]

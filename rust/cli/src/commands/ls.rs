@@ -1,8 +1,11 @@
 //! Listing directories: names, long form, and every version with `--snapshots`.
 
 use super::last_name;
+use crate::accounts::Accounts;
 use crate::error::{CliError, Result};
-use crate::format::{table, time_ms, time_short, type_name};
+use crate::format::{
+    device, mode_string, table, time_ms, time_short, type_name, unknown_mode_string,
+};
 use eggs_client::{Client, DirEntry, Stat};
 use eggs_protocol::shard::Edge;
 use eggs_protocol::{EggsError, InodeId};
@@ -12,8 +15,11 @@ use tokio::task::JoinSet;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LsOptions {
-    /// Type, size, mtime and inode id of each entry.
+    /// Mode, owner, group, size, mtime and inode id of each entry.
     pub long: bool,
+    /// In the long form, owners and groups as numbers even where this machine has names
+    /// for them.
+    pub numeric_ids: bool,
     /// Every edge, current and snapshot, with its creation time.
     pub snapshots: bool,
 }
@@ -51,7 +57,12 @@ pub async fn ls(c: &Arc<Client>, path: &str, opts: LsOptions, out: &mut dyn Writ
     }
     let ids: Vec<InodeId> = entries.iter().map(|e| e.target_id).collect();
     let stats = stat_all(c, &ids).await;
-    write_lines(out, &long_lines(&entries, &stats))
+    let accounts = if opts.numeric_ids {
+        Accounts::none()
+    } else {
+        Accounts::load()
+    };
+    write_lines(out, &long_lines(&entries, &stats, &accounts))
 }
 
 fn write_lines(out: &mut dyn Write, lines: &[String]) -> Result<()> {
@@ -61,27 +72,47 @@ fn write_lines(out: &mut dyn Write, lines: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `type  size  mtime  id  name`; `?` where the stat failed (e.g. removed meanwhile).
-pub(crate) fn long_lines(entries: &[DirEntry], stats: &[Option<Stat>]) -> Vec<String> {
+/// `mode  owner  group  size  mtime  id  name`, as `ls -l` has them (the mode as
+/// `-rw-r--r--`, owner and group by name where `accounts` has one, devices' numbers as
+/// `major, minor` in place of the size, `-` for the size of directories); `?` where the stat
+/// failed (e.g. removed meanwhile).
+pub(crate) fn long_lines(
+    entries: &[DirEntry],
+    stats: &[Option<Stat>],
+    accounts: &Accounts,
+) -> Vec<String> {
     let rows: Vec<Vec<String>> = entries
         .iter()
         .zip(stats)
         .map(|(e, s)| {
-            let (size, mtime) = match s {
-                Some(Stat::File { size, mtime, .. }) => (size.to_string(), time_short(*mtime)),
-                Some(Stat::Directory { mtime, .. }) => ("-".into(), time_short(*mtime)),
-                None => ("?".into(), "?".into()),
+            let mut row = match s {
+                Some(s) => {
+                    let attrs = s.attrs();
+                    let size = match s {
+                        Stat::Directory { .. } => "-".into(),
+                        Stat::File { .. } if attrs.is_device() => device(s.rdev()),
+                        Stat::File { size, .. } => size.to_string(),
+                    };
+                    let (_, mtime, _) = s.times();
+                    vec![
+                        mode_string(attrs.mode),
+                        accounts.show_user(attrs.uid),
+                        accounts.show_group(attrs.gid),
+                        size,
+                        time_short(mtime),
+                    ]
+                }
+                None => {
+                    let mut row = vec![unknown_mode_string(e.target_id)];
+                    row.extend(["?"; 4].map(String::from));
+                    row
+                }
             };
-            vec![
-                type_name(e.target_id).to_string(),
-                size,
-                mtime,
-                e.target_id.to_string(),
-                e.name.to_string(),
-            ]
+            row.extend([e.target_id.to_string(), e.name.to_string()]);
+            row
         })
         .collect();
-    table(&rows, &[false, true])
+    table(&rows, &[false, false, false, true])
 }
 
 /// `state  created  type  target  name`, where state is `current`, `snapshot`, or `deleted`
@@ -129,7 +160,8 @@ async fn stat_all(c: &Arc<Client>, ids: &[InodeId]) -> Vec<Option<Stat>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use eggs_protocol::{EggsTime, InodeType, Name, ShardId};
+    use eggs_protocol::posix::{S_IFBLK, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG};
+    use eggs_protocol::{EggsTime, InodeAttrs, InodeType, Name, ShardId};
 
     const T: EggsTime = EggsTime(1_700_000_000_000_000_000);
 
@@ -141,34 +173,72 @@ mod tests {
         }
     }
 
+    fn dir_stat(mode: u32, uid: u32, gid: u32) -> Stat {
+        Stat::Directory {
+            owner_id: InodeId::ROOT,
+            mtime: T,
+            info: Default::default(),
+            atime: T,
+            ctime: T,
+            attrs: InodeAttrs { mode, uid, gid },
+        }
+    }
+
+    fn file_stat(mode: u32, uid: u32, gid: u32, size: u64, rdev: u64) -> Stat {
+        Stat::File {
+            size,
+            mtime: T,
+            atime: T,
+            ctime: T,
+            attrs: InodeAttrs { mode, uid, gid },
+            rdev,
+        }
+    }
+
     #[test]
     fn long_listing() {
         let entries = [
             entry("sub", InodeType::Directory, 1),
             entry("hello.txt", InodeType::File, 2),
             entry("gone", InodeType::File, 3),
+            entry("link", InodeType::Symlink, 4),
+            entry("pipe", InodeType::File, 5),
+            entry("sda1", InodeType::File, 6),
+            entry("tmp", InodeType::Directory, 7),
         ];
         let stats = [
-            Some(Stat::Directory {
-                owner_id: InodeId::ROOT,
-                mtime: T,
-                info: Default::default(),
-            }),
-            Some(Stat::File {
-                size: 12345,
-                mtime: T,
-                atime: T,
-            }),
+            Some(dir_stat(S_IFDIR | 0o755, 0, 0)),
+            Some(file_stat(S_IFREG | 0o640, 1234, 5678, 12345, 0)),
             None,
+            Some(file_stat(S_IFLNK | 0o777, 1000, 100, 7, 0)),
+            Some(file_stat(S_IFIFO | 0o644, 1000, 100, 0, 0)),
+            Some(file_stat(S_IFBLK | 0o660, 0, 6, 0, 0x0801)),
+            Some(dir_stat(S_IFDIR | 0o1777, 0, 0)),
         ];
-        let lines = long_lines(&entries, &stats);
+        let lines = long_lines(&entries, &stats, &Accounts::none());
         assert_eq!(
             lines,
             [
-                "dir       -  2023-11-14 22:13:20  0x4000000000000101  sub",
-                "file  12345  2023-11-14 22:13:20  0x8000000000000201  hello.txt",
-                "file      ?  ?                    0x8000000000000301  gone",
+                "drwxr-xr-x  0     0         -  2023-11-14 22:13:20  0x4000000000000101  sub",
+                "-rw-r-----  1234  5678  12345  2023-11-14 22:13:20  0x8000000000000201  hello.txt",
+                "-?????????  ?     ?         ?  ?                    0x8000000000000301  gone",
+                "lrwxrwxrwx  1000  100       7  2023-11-14 22:13:20  0xc000000000000401  link",
+                "prw-r--r--  1000  100       0  2023-11-14 22:13:20  0x8000000000000501  pipe",
+                "brw-rw----  0     6      8, 1  2023-11-14 22:13:20  0x8000000000000601  sda1",
+                "drwxrwxrwt  0     0         -  2023-11-14 22:13:20  0x4000000000000701  tmp",
             ]
+        );
+        let names = Accounts::parse("root:x:0:0::/:\nalice:x:1000:100::/:\n", "disk:x:6:\n");
+        let lines = long_lines(&entries[3..6], &stats[3..6], &names);
+        assert!(
+            lines[0].starts_with("lrwxrwxrwx  alice  100   "),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[2].starts_with("brw-rw----  root   disk  8, 1  "),
+            "{}",
+            lines[2]
         );
     }
 

@@ -1,5 +1,6 @@
 //! One module per group of commands. Each command writes its output to `out`.
 
+pub mod attrs;
 pub mod blockservice;
 pub mod cp;
 pub mod fs;

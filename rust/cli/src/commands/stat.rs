@@ -1,11 +1,14 @@
 //! `stat` and `policy get`: what an inode is, and a directory's policies.
 
+use crate::accounts::Accounts;
 use crate::error::{CliError, Result};
 use crate::format::{
-    failure_domain, parity, policies, size_exact, storage_class, table, type_name,
+    device, failure_domain, mode_string, mode_type_name, parity, policies, size_exact,
+    storage_class, table,
 };
 use eggs_client::{Client, Stat};
 use eggs_protocol::policy::DirectoryInfo;
+use eggs_protocol::posix::{PERM_BITS, S_IFLNK, S_IFREG};
 use eggs_protocol::shard::{FetchedSpan, SpanBody};
 use eggs_protocol::shuckle::{BlockServiceInfo, BlockServicesReq};
 use eggs_protocol::InodeId;
@@ -14,33 +17,64 @@ use std::io::Write;
 pub async fn stat(c: &Client, path: &str, out: &mut dyn Write) -> Result<()> {
     let id = c.resolve(path).await?;
     let st = c.stat(id).await?;
-    let mut rows = vec![
-        row("path", path.to_string()),
-        row("id", id.to_string()),
-        row("type", type_name(id).to_string()),
-        row("shard", id.shard().to_string()),
-    ];
-    match &st {
-        Stat::File { size, mtime, atime } => {
-            rows.push(row("size", size.to_string()));
-            rows.push(row("mtime", mtime.to_string()));
-            rows.push(row("atime", atime.to_string()));
-        }
-        Stat::Directory {
-            owner_id, mtime, ..
-        } => {
-            rows.push(row("owner", owner(id, *owner_id)));
-            rows.push(row("mtime", mtime.to_string()));
-        }
-    }
-    for l in table(&rows, &[]) {
+    for l in table(&stat_rows(path, id, &st, &Accounts::load()), &[]) {
         writeln!(out, "{l}")?;
     }
     match st {
         Stat::Directory { info, .. } => write_policies(c, id, &info, out).await?,
-        Stat::File { .. } => write_spans(c, id, out).await?,
+        // Special files (FIFOs, sockets, devices) have no contents.
+        Stat::File { attrs, .. } if matches!(attrs.file_type(), S_IFREG | S_IFLNK) => {
+            write_spans(c, id, out).await?
+        }
+        Stat::File { .. } => {}
     }
     Ok(())
+}
+
+/// `key: value` rows: the inode, its mode (octal and as `ls -l` shows it), owner and group
+/// (with their names here, where known), size or device numbers, and times.
+pub(crate) fn stat_rows(
+    path: &str,
+    id: InodeId,
+    st: &Stat,
+    accounts: &Accounts,
+) -> Vec<Vec<String>> {
+    let attrs = st.attrs();
+    let named = |id: u32, name: Option<&str>| match name {
+        Some(n) => format!("{id} ({n})"),
+        None => id.to_string(),
+    };
+    let mut rows = vec![
+        row("path", path.to_string()),
+        row("id", id.to_string()),
+        row("type", mode_type_name(attrs.mode).to_string()),
+        row("shard", id.shard().to_string()),
+        row(
+            "mode",
+            format!(
+                "{:04o} ({})",
+                attrs.mode & PERM_BITS,
+                mode_string(attrs.mode)
+            ),
+        ),
+        row("uid", named(attrs.uid, accounts.user_name(attrs.uid))),
+        row("gid", named(attrs.gid, accounts.group_name(attrs.gid))),
+    ];
+    match st {
+        Stat::File { size, rdev, .. } => {
+            if attrs.is_device() {
+                rows.push(row("rdev", format!("{} ({rdev:#x})", device(*rdev))));
+            } else {
+                rows.push(row("size", size.to_string()));
+            }
+        }
+        Stat::Directory { owner_id, .. } => rows.push(row("owner", owner(id, *owner_id))),
+    }
+    let (atime, mtime, ctime) = st.times();
+    rows.push(row("atime", atime.to_string()));
+    rows.push(row("mtime", mtime.to_string()));
+    rows.push(row("ctime", ctime.to_string()));
+    rows
 }
 
 /// Every span of a file, and for spans stored in blocks where each block is.
@@ -219,6 +253,85 @@ mod tests {
         );
         assert!(lines[5].starts_with("    1 (p)"), "{}", lines[5]);
         assert!(lines[5].contains("  ?  "), "{}", lines[5]);
+    }
+
+    #[test]
+    fn rows() {
+        use eggs_protocol::posix::{S_IFCHR, S_IFDIR, S_ISGID};
+        use eggs_protocol::{InodeAttrs, InodeType, ShardId};
+        let t = |s: u64| EggsTime(1_700_000_000_000_000_000 + s * 1_000_000_000);
+        let accounts = Accounts::parse("root:x:0:0::/:\n", "tty:x:5:\n");
+        let lines =
+            |id, st: &Stat| -> Vec<String> { table(&stat_rows("/p", id, st, &accounts), &[]) };
+        let f = InodeId::new(InodeType::File, ShardId(2), 9);
+        let file = Stat::File {
+            size: 4,
+            mtime: t(2),
+            atime: t(1),
+            ctime: t(3),
+            attrs: InodeAttrs {
+                mode: S_IFREG | 0o640,
+                uid: 1234,
+                gid: 5678,
+            },
+            rdev: 0,
+        };
+        assert_eq!(
+            lines(f, &file),
+            [
+                "path:   /p".to_string(),
+                format!("id:     {f}"),
+                "type:   file".into(),
+                "shard:  002".into(),
+                "mode:   0640 (-rw-r-----)".into(),
+                "uid:    1234".into(),
+                "gid:    5678".into(),
+                "size:   4".into(),
+                "atime:  2023-11-14T22:13:21.000000000Z".into(),
+                "mtime:  2023-11-14T22:13:22.000000000Z".into(),
+                "ctime:  2023-11-14T22:13:23.000000000Z".into(),
+            ]
+        );
+        let tty = Stat::File {
+            size: 0,
+            mtime: t(0),
+            atime: t(0),
+            ctime: t(0),
+            attrs: InodeAttrs {
+                mode: S_IFCHR | 0o620,
+                uid: 0,
+                gid: 5,
+            },
+            rdev: (4 << 8) | 1,
+        };
+        let l = lines(f, &tty);
+        assert_eq!(l[2], "type:   char-device");
+        assert_eq!(l[4], "mode:   0620 (crw--w----)");
+        assert_eq!(
+            l[5..8],
+            [
+                "uid:    0 (root)",
+                "gid:    5 (tty)",
+                "rdev:   4, 1 (0x401)"
+            ]
+        );
+        let dir = Stat::Directory {
+            owner_id: InodeId::ROOT,
+            mtime: t(0),
+            info: Default::default(),
+            atime: t(0),
+            ctime: t(0),
+            attrs: InodeAttrs {
+                mode: S_IFDIR | S_ISGID | 0o775,
+                uid: 0,
+                gid: 0,
+            },
+        };
+        let d = InodeId::new(InodeType::Directory, ShardId(2), 10);
+        let l = lines(d, &dir);
+        assert_eq!(l[2], "type:   dir");
+        assert_eq!(l[4], "mode:   2775 (drwxrwsr-x)");
+        assert_eq!(l[7], format!("owner:  {}", InodeId::ROOT));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Output, Stdio};
 
 pub struct Cli {
@@ -33,6 +34,38 @@ impl Cli {
         let _ = stdin.write_all(input);
         drop(stdin);
         child.wait_with_output().expect("eggscli finishes")
+    }
+
+    /// Runs a command as user `uid` with group `gid` and no supplementary groups (the test
+    /// must run as root to switch).
+    pub fn run_as(&self, uid: u32, gid: u32, args: &[&str]) -> Output {
+        let mut c = self.command(args);
+        c.uid(uid).gid(gid).stdin(Stdio::null());
+        c.output().expect("running eggscli as another user")
+    }
+
+    /// Like [`Cli::ok`], as user `uid` with group `gid`.
+    pub fn ok_as(&self, uid: u32, gid: u32, args: &[&str]) -> String {
+        let out = self.run_as(uid, gid, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "eggscli {args:?} as {uid}:{gid} failed: {stderr}"
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+
+    /// Like [`Cli::fails`], as user `uid` with group `gid`.
+    pub fn fails_as(&self, uid: u32, gid: u32, args: &[&str]) -> String {
+        let out = self.run_as(uid, gid, args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "eggscli {args:?} as {uid}:{gid}: {out:?}"
+        );
+        let stderr = String::from_utf8(out.stderr).expect("UTF-8 errors");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        stderr.trim_end().to_string()
     }
 
     /// Runs a command that must succeed; returns its stdout.
