@@ -1,13 +1,18 @@
-//! Tests through a real `eggsfuse` mount: namespace operations with `std::fs` checked against
-//! a model, and `rsync`/`tar` round trips. What the mount shows is also compared with what
-//! the client library reads.
+//! Tests through a real `eggsfuse` mount: namespace and attribute operations with `std::fs`
+//! checked against a model, and `rsync`/`tar` round trips. What the mount shows is also
+//! compared with what the client library reads.
 
 use super::{ensure, Context, Env, TestError, TestResult};
 use crate::{rs_4_2_policy, wait_writable, FastRng};
 use eggs_client::Client;
+use eggs_protocol::posix::{S_IFDIR, S_IFMT, S_IFREG, S_ISGID, S_ISUID, S_ISVTX, S_IXGRP};
 use eggs_protocol::{InodeId, Name};
 use eggs_run::FuseMount;
+use nix::sys::stat::{umask, Mode};
 use std::collections::BTreeMap;
+use std::fs::{DirBuilder, OpenOptions, Permissions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -19,18 +24,60 @@ const MOUNT_TIMEOUT: Duration = Duration::from_secs(30);
 /// A file system tree as relative path -> node (the root itself is not in it).
 type Tree = BTreeMap<PathBuf, Node>;
 
+/// What `stat` shows of an entry's POSIX attributes: `st_mode` (file type, permission bits,
+/// setuid, setgid, sticky), owner and group.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Attrs {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+impl Attrs {
+    fn of(m: &std::fs::Metadata) -> Attrs {
+        Attrs {
+            mode: m.mode() & (S_IFMT | 0o7777),
+            uid: m.uid(),
+            gid: m.gid(),
+        }
+    }
+
+    fn is_dir(&self) -> bool {
+        self.mode & S_IFMT == S_IFDIR
+    }
+}
+
+impl std::fmt::Debug for Attrs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "mode {:o} uid {} gid {}", self.mode, self.uid, self.gid)
+    }
+}
+
 #[derive(Clone, PartialEq, Eq)]
-enum Node {
+enum Kind {
     Dir,
     File(Vec<u8>),
 }
 
+#[derive(Clone, PartialEq, Eq)]
+struct Node {
+    kind: Kind,
+    attrs: Attrs,
+}
+
+impl Node {
+    fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+}
+
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Node::Dir => write!(f, "dir"),
-            Node::File(d) => write!(f, "file({} bytes, crc {:08x})", d.len(), crc32c::crc32c(d)),
+        match &self.kind {
+            Kind::Dir => write!(f, "dir")?,
+            Kind::File(d) => write!(f, "file({} bytes, crc {:08x})", d.len(), crc32c::crc32c(d))?,
         }
+        write!(f, " {:?}", self.attrs)
     }
 }
 
@@ -101,7 +148,8 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| TestError::Failed(format!("blocking task: {e}")))?
 }
 
-/// Everything under `root` through `std::fs`.
+/// Everything under `root` through `std::fs`: each entry's type and attributes by `lstat`,
+/// a file's bytes by reading it.
 fn walk(root: &Path) -> Result<Tree, TestError> {
     let mut out = Tree::new();
     let mut stack = vec![PathBuf::new()];
@@ -110,17 +158,35 @@ fn walk(root: &Path) -> Result<Tree, TestError> {
         for e in std::fs::read_dir(&dir).ctx(format!("listing {}", dir.display()))? {
             let e = e.ctx(format!("listing {}", dir.display()))?;
             let r = rel.join(e.file_name());
-            let t = e.file_type().ctx(format!("type of {}", r.display()))?;
-            if t.is_dir() {
-                out.insert(r.clone(), Node::Dir);
+            let attrs = lstat(&e.path()).ctx(format!("lstat {}", r.display()))?;
+            if attrs.is_dir() {
+                let kind = Kind::Dir;
+                out.insert(r.clone(), Node { kind, attrs });
                 stack.push(r);
             } else {
                 let data = std::fs::read(e.path()).ctx(format!("reading {}", r.display()))?;
-                out.insert(r, Node::File(data));
+                let kind = Kind::File(data);
+                out.insert(r, Node { kind, attrs });
             }
         }
     }
     Ok(out)
+}
+
+fn lstat(p: &Path) -> std::io::Result<Attrs> {
+    std::fs::symlink_metadata(p).map(|m| Attrs::of(&m))
+}
+
+/// The attributes the shard holds for an inode, as `stat` would show them (the whole mode,
+/// so that a stray bit beyond the type and permission bits shows too).
+async fn client_attrs(c: &Client, id: InodeId, what: &Path) -> Result<Attrs, TestError> {
+    let st = c.stat(id).await.ctx(format!("stat {}", what.display()))?;
+    let a = st.attrs();
+    Ok(Attrs {
+        mode: a.mode,
+        uid: a.uid,
+        gid: a.gid,
+    })
 }
 
 /// Everything under `dir` through the client library.
@@ -134,15 +200,23 @@ async fn walk_client(c: &Client, dir: InodeId) -> Result<Tree, TestError> {
             .ctx(format!("readdir {}", rel.display()))?
         {
             let r = rel.join(e.name.to_string());
+            let attrs = client_attrs(c, e.target_id, &r).await?;
             if e.target_id.is_dir() {
-                out.insert(r.clone(), Node::Dir);
+                out.insert(
+                    r.clone(),
+                    Node {
+                        kind: Kind::Dir,
+                        attrs,
+                    },
+                );
                 stack.push((r, e.target_id));
             } else {
                 let data = c
                     .read_file(e.target_id)
                     .await
                     .ctx(format!("reading {}", r.display()))?;
-                out.insert(r, Node::File(data));
+                let kind = Kind::File(data);
+                out.insert(r, Node { kind, attrs });
             }
         }
     }
@@ -197,46 +271,292 @@ fn pick<'a>(rng: &mut FastRng, items: &'a [PathBuf]) -> Option<&'a PathBuf> {
     items.get(rng.next_u64() as usize % items.len())
 }
 
-/// Random namespace operations on `root` through `std::fs`, mirrored in `model`.
+/// Who the test runs as, for the model's rules.
+struct Caller {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+}
+
+impl Caller {
+    fn current() -> Caller {
+        Caller {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            groups: nix::unistd::getgroups()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect(),
+        }
+    }
+
+    fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Linux's `in_group_or_capable`: root (`CAP_FSETID`) or a member of `gid`.
+    fn in_group_or_root(&self, gid: u32) -> bool {
+        self.is_root() || self.gid == gid || self.groups.contains(&gid)
+    }
+
+    /// What a new entry of type `typ` in a directory with attributes `dir` gets, `perms`
+    /// being the permission bits the call asked for less the umask (Linux's
+    /// `inode_init_owner` and `mode_strip_sgid`): the caller as owner; in a setgid directory
+    /// the directory's group, and for a directory its setgid bit too (a file keeps a setgid
+    /// bit it asked for with group execute only if the caller is root or in that group);
+    /// elsewhere the caller's group.
+    fn new_attrs(&self, dir: Attrs, typ: u32, perms: u32) -> Attrs {
+        let mut mode = typ | perms;
+        let gid = if dir.mode & S_ISGID != 0 {
+            if typ == S_IFDIR {
+                mode |= S_ISGID;
+            } else if mode & (S_ISGID | S_IXGRP) == S_ISGID | S_IXGRP
+                && !self.in_group_or_root(dir.gid)
+            {
+                mode &= !S_ISGID;
+            }
+            dir.gid
+        } else {
+            self.gid
+        };
+        Attrs {
+            mode,
+            uid: self.uid,
+            gid,
+        }
+    }
+}
+
+/// The model of the test's tree: its entries, and the attributes of its root (which the
+/// operations change too, and which entries made right under it inherit from).
+struct Model {
+    root: Attrs,
+    tree: Tree,
+    caller: Caller,
+    /// Entries made in setgid directories (which get the directory's group).
+    in_setgid: usize,
+}
+
+impl Model {
+    fn attrs(&self, p: &Path) -> Attrs {
+        if p.as_os_str().is_empty() {
+            self.root
+        } else {
+            self.tree[p].attrs
+        }
+    }
+
+    fn attrs_mut(&mut self, p: &Path) -> &mut Attrs {
+        if p.as_os_str().is_empty() {
+            &mut self.root
+        } else {
+            &mut self.tree.get_mut(p).expect("in the model").attrs
+        }
+    }
+
+    fn create(&mut self, p: PathBuf, kind: Kind, perms: u32) {
+        let parent = p.parent().expect("a name in a directory");
+        let typ = if kind == Kind::Dir { S_IFDIR } else { S_IFREG };
+        let dir = self.attrs(parent);
+        self.in_setgid += usize::from(dir.mode & S_ISGID != 0);
+        let attrs = self.caller.new_attrs(dir, typ, perms);
+        self.tree.insert(p, Node { kind, attrs });
+    }
+
+    /// `chmod` by the owner or root (Linux's `setattr_prepare`): the new bits, but setgid
+    /// only if the caller is root or in the entry's group.
+    fn chmod(&mut self, p: &Path, perms: u32) {
+        let in_group = self.caller.in_group_or_root(self.attrs(p).gid);
+        let a = self.attrs_mut(p);
+        let perms = if in_group { perms } else { perms & !S_ISGID };
+        a.mode = (a.mode & S_IFMT) | perms;
+    }
+
+    /// `chown` by root (Linux's `chown_common` and `notify_change`, which clear the bits
+    /// even when the ids stay the same): a non-directory loses setuid, and setgid if group
+    /// execute is set (setgid without it marks mandatory locking and stays); a directory
+    /// keeps its bits.
+    fn chown(&mut self, p: &Path, uid: Option<u32>, gid: Option<u32>) {
+        let a = self.attrs_mut(p);
+        if let Some(u) = uid {
+            a.uid = u;
+        }
+        if let Some(g) = gid {
+            a.gid = g;
+        }
+        if !a.is_dir() {
+            a.mode &= !S_ISUID;
+            if a.mode & S_IXGRP != 0 {
+                a.mode &= !S_ISGID;
+            }
+        }
+    }
+
+    /// Fails unless `lstat` of `p` (under the mount's `root`) shows the model's type,
+    /// attributes and size, right after `what`.
+    fn check(&self, root: &Path, p: &Path, what: &str) -> Result<(), TestError> {
+        let m = std::fs::symlink_metadata(root.join(p)).ctx(format!("lstat after {what}"))?;
+        let (got, want) = (Attrs::of(&m), self.attrs(p));
+        ensure!(got == want, "after {what}: {got:?}, expected {want:?}");
+        if let Some(Node {
+            kind: Kind::File(d),
+            ..
+        }) = self.tree.get(p)
+        {
+            ensure!(
+                m.len() == d.len() as u64,
+                "after {what}: {} bytes, expected {}",
+                m.len(),
+                d.len()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The process's umask set to a value while this lives. A process has one umask: the test
+/// sets it only around its own creations, while nothing else in the process makes files.
+struct UmaskGuard(Mode);
+
+impl UmaskGuard {
+    fn set(mask: u32) -> UmaskGuard {
+        UmaskGuard(umask(Mode::from_bits_truncate(mask)))
+    }
+}
+
+impl Drop for UmaskGuard {
+    fn drop(&mut self) {
+        umask(self.0);
+    }
+}
+
+/// Creates `path` with `mode` under umask `mask`, as a program with that umask would, and
+/// writes `data` into it.
+fn create_file(path: &Path, mode: u32, mask: u32, data: &[u8]) -> std::io::Result<()> {
+    let mut f = {
+        let _umask = UmaskGuard::set(mask);
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)?
+    };
+    f.write_all(data)
+}
+
+fn mkdir(path: &Path, mode: u32, mask: u32) -> std::io::Result<()> {
+    let _umask = UmaskGuard::set(mask);
+    DirBuilder::new().mode(mode).create(path)
+}
+
+/// `b` one time in `n`.
+fn bit(rng: &mut FastRng, n: u64, b: u32) -> u32 {
+    if rng.next_u64().is_multiple_of(n) {
+        b
+    } else {
+        0
+    }
+}
+
+/// Mostly a usual umask, sometimes any bits.
+fn random_umask(rng: &mut FastRng) -> u32 {
+    const USUAL: [u32; 5] = [0o022, 0o002, 0o077, 0o027, 0o000];
+    let r = rng.next_u64();
+    if r.is_multiple_of(4) {
+        (r >> 8) as u32 & 0o777
+    } else {
+        USUAL[(r >> 8) as usize % USUAL.len()]
+    }
+}
+
+/// Any permission bits for a file, sometimes with setuid or setgid.
+fn random_file_perms(rng: &mut FastRng) -> u32 {
+    let perms = rng.next_u64() as u32 & 0o777;
+    perms | bit(rng, 6, S_ISUID) | bit(rng, 4, S_ISGID)
+}
+
+/// Permission bits for a directory: always the owner's (so that any user could go on
+/// working in it), the others' any, sometimes setgid or sticky.
+fn random_dir_perms(rng: &mut FastRng) -> u32 {
+    let perms = 0o700 | (rng.next_u64() as u32 & 0o077);
+    perms | bit(rng, 2, S_ISGID) | bit(rng, 4, S_ISVTX)
+}
+
+/// Mostly a usual owner or group, sometimes any id (but -1, which means "unchanged").
+fn random_id(rng: &mut FastRng) -> u32 {
+    const USUAL: [u32; 8] = [0, 1, 100, 1000, 1001, 65534, 65535, 65536];
+    let r = rng.next_u64();
+    if r.is_multiple_of(3) {
+        ((r >> 8) as u32).min(u32::MAX - 1)
+    } else {
+        USUAL[(r >> 8) as usize % USUAL.len()]
+    }
+}
+
+/// What [`random_ops`] did of each kind.
+const OP_NAMES: [&str; 8] = [
+    "mkdir", "write", "mv file", "mv dir", "rm", "rmdir", "chmod", "chown",
+];
+
+/// Random namespace and attribute operations on `root` through `std::fs`, mirrored in
+/// `model`; each creation, `chmod` and `chown` is checked with `lstat` at once.
 fn random_ops(
     root: &Path,
     seed: u64,
     ops: usize,
-    model: &mut Tree,
-) -> Result<[usize; 6], TestError> {
+    model: &mut Model,
+) -> Result<[usize; 8], TestError> {
     let mut rng = FastRng::new(seed);
-    let mut done = [0usize; 6];
+    let mut done = [0usize; 8];
     let mut fresh = 0usize;
     for _ in 0..ops {
         let dirs: Vec<PathBuf> = std::iter::once(PathBuf::new())
             .chain(
                 model
+                    .tree
                     .iter()
-                    .filter(|(_, n)| **n == Node::Dir)
+                    .filter(|(_, n)| n.is_dir())
                     .map(|(p, _)| p.clone()),
             )
             .collect();
         let files: Vec<PathBuf> = model
+            .tree
             .iter()
-            .filter(|(_, n)| **n != Node::Dir)
+            .filter(|(_, n)| !n.is_dir())
             .map(|(p, _)| p.clone())
             .collect();
         fresh += 1;
         let parent = pick(&mut rng, &dirs).cloned().unwrap_or_default();
         // Creations outnumber removals, so the tree grows.
-        let kind = (rng.next_u64() % 10) as usize;
-        match kind {
+        let kind = (rng.next_u64() % 13) as usize;
+        let category = match kind {
             0 | 8 => {
                 let p = parent.join(format!("d{fresh}"));
-                std::fs::create_dir(root.join(&p)).ctx(format!("mkdir {}", p.display()))?;
-                model.insert(p, Node::Dir);
+                // mkdir(2) takes only the permission bits and sticky (setgid comes from
+                // the parent); the umask leaves the owner's bits.
+                let mode = 0o700 | (rng.next_u64() as u32 & 0o077) | bit(&mut rng, 4, S_ISVTX);
+                let mask = random_umask(&mut rng) & 0o077;
+                let what = format!("mkdir -m {mode:o} {} (umask {mask:03o})", p.display());
+                mkdir(&root.join(&p), mode, mask).ctx(what.clone())?;
+                model.create(p.clone(), Kind::Dir, mode & !mask);
+                model.check(root, &p, &what)?;
+                0
             }
             1 | 2 | 9 => {
                 let p = parent.join(format!("f{fresh}"));
                 let len = random_size(&mut rng);
                 let data = random_data(&mut rng, len);
-                std::fs::write(root.join(&p), &data).ctx(format!("writing {}", p.display()))?;
-                model.insert(p, Node::File(data));
+                let mode = random_file_perms(&mut rng);
+                let mask = random_umask(&mut rng);
+                let what = format!(
+                    "writing {} (mode {mode:o}, umask {mask:03o}, {len} bytes)",
+                    p.display()
+                );
+                create_file(&root.join(&p), mode, mask, &data).ctx(what.clone())?;
+                model.create(p.clone(), Kind::File(data), mode & !mask);
+                model.check(root, &p, &what)?;
+                1
             }
             3 => {
                 let Some(from) = pick(&mut rng, &files).cloned() else {
@@ -248,8 +568,9 @@ fn random_ops(
                     from.display(),
                     to.display()
                 ))?;
-                let n = model.remove(&from).expect("in the model");
-                model.insert(to, n);
+                let n = model.tree.remove(&from).expect("in the model");
+                model.tree.insert(to, n);
+                2
             }
             4 => {
                 let Some(from) = pick(&mut rng, &dirs[1..]).cloned() else {
@@ -265,66 +586,109 @@ fn random_ops(
                     to.display()
                 ))?;
                 let moved: Vec<PathBuf> = model
+                    .tree
                     .keys()
                     .filter(|p| p.starts_with(&from))
                     .cloned()
                     .collect();
                 for p in moved {
-                    let n = model.remove(&p).expect("listed");
+                    let n = model.tree.remove(&p).expect("listed");
                     let rest = p.strip_prefix(&from).expect("prefix");
-                    model.insert(to.join(rest), n);
+                    model.tree.insert(to.join(rest), n);
                 }
+                3
             }
             5 | 6 => {
                 let Some(f) = pick(&mut rng, &files).cloned() else {
                     continue;
                 };
                 std::fs::remove_file(root.join(&f)).ctx(format!("rm {}", f.display()))?;
-                model.remove(&f);
+                model.tree.remove(&f);
+                4
             }
-            _ => {
+            7 => {
                 let empty: Vec<PathBuf> = dirs[1..]
                     .iter()
-                    .filter(|d| !model.keys().any(|p| p != *d && p.starts_with(d)))
+                    .filter(|d| !model.tree.keys().any(|p| p != *d && p.starts_with(d)))
                     .cloned()
                     .collect();
                 let Some(d) = pick(&mut rng, &empty).cloned() else {
                     continue;
                 };
                 std::fs::remove_dir(root.join(&d)).ctx(format!("rmdir {}", d.display()))?;
-                model.remove(&d);
+                model.tree.remove(&d);
+                5
             }
-        }
-        // [mkdir, write, mv file, mv dir, rm, rmdir]
-        let category = match kind {
-            0 | 8 => 0,
-            1 | 2 | 9 => 1,
-            3 => 2,
-            4 => 3,
-            5 | 6 => 4,
-            _ => 5,
+            10 | 11 => {
+                // Any entry, the root too.
+                let all: Vec<PathBuf> = dirs.iter().chain(&files).cloned().collect();
+                let Some(p) = pick(&mut rng, &all).cloned() else {
+                    continue;
+                };
+                let perms = if model.attrs(&p).is_dir() {
+                    random_dir_perms(&mut rng)
+                } else {
+                    random_file_perms(&mut rng)
+                };
+                let what = format!("chmod {perms:o} /{}", p.display());
+                std::fs::set_permissions(root.join(&p), Permissions::from_mode(perms))
+                    .ctx(what.clone())?;
+                model.chmod(&p, perms);
+                model.check(root, &p, &what)?;
+                6
+            }
+            _ => {
+                if !model.caller.is_root() {
+                    continue; // only root gives entries away
+                }
+                let all: Vec<PathBuf> = dirs.iter().chain(&files).cloned().collect();
+                let Some(p) = pick(&mut rng, &all).cloned() else {
+                    continue;
+                };
+                // chown, chgrp, or both.
+                let which = rng.next_u64() % 3;
+                let uid = (which != 1).then(|| random_id(&mut rng));
+                let gid = (which != 0).then(|| random_id(&mut rng));
+                let what = format!("chown {uid:?}:{gid:?} /{}", p.display());
+                std::os::unix::fs::chown(root.join(&p), uid, gid).ctx(what.clone())?;
+                model.chown(&p, uid, gid);
+                model.check(root, &p, &what)?;
+                7
+            }
         };
         done[category] += 1;
     }
     Ok(done)
 }
 
-/// Random mkdir/write/rename (within and across directories, files and directories)/unlink/
-/// rmdir through the mount, checked against a model; then the whole tree through the mount
-/// and through the client library.
+/// Random mkdir/write (with random modes and umasks)/rename (within and across
+/// directories, files and directories)/unlink/rmdir/chmod/chown through the mount, checked
+/// against a model (contents, types, modes, owners and groups); then the whole tree through
+/// the mount and through the client library.
 pub(super) async fn fuse_fs(env: &mut Env) -> TestResult {
     let (guard, base) = mount(env).await?;
     let root = base.join("fs");
-    let ops = env.count(200);
+    // About as many namespace operations as before attribute changes joined them.
+    let ops = env.count(260);
     let seed = env.seed;
     let r = {
         let root = root.clone();
         blocking(move || {
-            std::fs::create_dir(&root).ctx(format!("mkdir {}", root.display()))?;
-            let mut model = Tree::new();
+            let caller = Caller::current();
+            let dir = lstat(&base).ctx(format!("lstat {}", base.display()))?;
+            let mask = 0o022;
+            mkdir(&root, 0o755, mask).ctx(format!("mkdir {}", root.display()))?;
+            let mut model = Model {
+                root: caller.new_attrs(dir, S_IFDIR, 0o755 & !mask),
+                tree: Tree::new(),
+                caller,
+                in_setgid: 0,
+            };
+            model.check(&root, Path::new(""), "making the tree's root")?;
             let done = random_ops(&root, seed, ops, &mut model)?;
             let seen = walk(&root)?;
-            compare("the mount after the operations", &model, &seen)?;
+            compare("the mount after the operations", &model.tree, &seen)?;
+            model.check(&root, Path::new(""), "the operations (the tree's root)")?;
             Ok((model, done))
         })
         .await
@@ -337,29 +701,37 @@ pub(super) async fn fuse_fs(env: &mut Env) -> TestResult {
     result
 }
 
-async fn check_client(env: &Env, model: &Tree, done: [usize; 6]) -> TestResult {
+async fn check_client(env: &Env, model: &Model, done: [usize; 8]) -> TestResult {
     let fs = Name::new("fs").expect("valid");
     let id = env.client.lookup(env.dir, &fs).await.ctx("lookup fs")?;
+    let root = client_attrs(&env.client, id.target_id, Path::new("fs")).await?;
+    ensure!(
+        root == model.root,
+        "the client library's view of the tree's root: {root:?}, expected {:?}",
+        model.root
+    );
     let seen = walk_client(&env.client, id.target_id).await?;
-    compare("the client library's view", model, &seen)?;
+    compare("the client library's view", &model.tree, &seen)?;
     let bytes: usize = model
+        .tree
         .values()
-        .map(|n| match n {
-            Node::File(d) => d.len(),
-            Node::Dir => 0,
+        .map(|n| match &n.kind {
+            Kind::File(d) => d.len(),
+            Kind::Dir => 0,
         })
         .sum();
+    let counts: Vec<String> = OP_NAMES
+        .iter()
+        .zip(done)
+        .map(|(n, k)| format!("{n} {k}"))
+        .collect();
     Ok(format!(
-        "{} ops (mkdir {}, write {}, mv file {}, mv dir {}, rm {}, rmdir {}) leaving {} \
-         entries ({bytes} bytes) matched the model through the mount and the client",
+        "{} ops ({}; {} made in setgid directories) leaving {} entries ({bytes} bytes) \
+         matched the model (contents, modes, owners, groups) through the mount and the client",
         done.iter().sum::<usize>(),
-        done[0],
-        done[1],
-        done[2],
-        done[3],
-        done[4],
-        done[5],
-        model.len()
+        counts.join(", "),
+        model.in_setgid,
+        model.tree.len()
     ))
 }
 
@@ -405,7 +777,8 @@ fn make_source(src: &Path, seed: u64, dirs: usize, files: usize) -> Result<usize
 }
 
 /// `rsync -a` into the mount and again (nothing to transfer), `tar -c` from the mount and
-/// `tar -x` into it, every copy compared with the source.
+/// `tar -x` into it, every copy compared with the source (contents, modes, owners, groups:
+/// both keep them, run as root).
 pub(super) async fn fuse_rsync_tar(env: &mut Env) -> TestResult {
     let (guard, base) = mount(env).await?;
     let scratch = env.scratch.clone();
