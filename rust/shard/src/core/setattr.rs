@@ -481,8 +481,12 @@ mod tests {
             (created.mtime, created.mtime)
         );
 
-        // A directory keeps setgid even when its owner is not in its group.
+        // As for files, setgid goes when the owner is not in the directory's group (Linux's
+        // setattr_prepare), and stays when it is.
         let r = t.set(d, None, &owner, chmod(S_ISGID | 0o770)).unwrap();
+        assert_eq!(r.attrs, attrs(S_IFDIR | 0o770, 1000, 100));
+        let member = user(1000, 1000, &[100]);
+        let r = t.set(d, None, &member, chmod(S_ISGID | 0o770)).unwrap();
         assert_eq!(r.attrs, attrs(S_IFDIR | S_ISGID | 0o770, 1000, 100));
         let st = t.stat_dir(d);
         assert_eq!(st.attrs, r.attrs);
