@@ -68,6 +68,23 @@ impl ReadCache {
         }
     }
 
+    /// Drops what is cached of `id`: it was read while it was still being written (its span
+    /// list then lacked what its link stored), or it is a replaced file's inode.
+    pub fn forget(&self, id: InodeId) {
+        lock(&self.spans).remove(&id.0);
+        lock(&self.last_end).remove(&id.0);
+        let mut c = lock(&self.chunks);
+        let gone: Vec<(u64, u64)> = c.map.keys().filter(|k| k.0 == id.0).copied().collect();
+        for k in gone {
+            if let Some(cell) = c.map.remove(&k) {
+                if let Some(data) = cell.get() {
+                    c.bytes = c.bytes.saturating_sub(data.len());
+                }
+            }
+        }
+        c.order.retain(|k| k.0 != id.0);
+    }
+
     async fn spans(&self, id: InodeId) -> Result<Arc<Vec<FetchedSpan>>, ClientError> {
         let cell = {
             let mut m = lock(&self.spans);

@@ -10,7 +10,6 @@ use eggs_protocol::posix::{self, AttrChange, PERM_BITS};
 use eggs_protocol::{InodeType, Name};
 use fuser::consts::{
     FOPEN_KEEP_CACHE, FUSE_ATOMIC_O_TRUNC, FUSE_DO_READDIRPLUS, FUSE_PARALLEL_DIROPS,
-    FUSE_READDIRPLUS_AUTO,
 };
 use fuser::{
     FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -30,10 +29,12 @@ impl Filesystem for EggsFs {
         let _ = config.set_max_readahead(MAX_IO_BYTES);
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
+        // Always readdirplus (not FUSE_READDIRPLUS_AUTO, with which the kernel lists big
+        // directories with plain readdir): a listing does not say whether a file inode is a
+        // regular file, a FIFO, a socket or a device, and d_type must say it (`find -type`).
         for cap in [
             FUSE_ATOMIC_O_TRUNC,
             FUSE_DO_READDIRPLUS,
-            FUSE_READDIRPLUS_AUTO,
             FUSE_PARALLEL_DIROPS,
         ] {
             if let Err(unsupported) = config.add_capabilities(cap) {
@@ -50,7 +51,9 @@ impl Filesystem for EggsFs {
         };
         self.spawn(|fs| async move {
             match fs.lookup(to_eggs(parent), &name).await {
-                Ok(attr) => reply.entry(&fs.times.entry, &attr, 0),
+                // A file being written is not cached: its attributes change with its link.
+                Ok((attr, true)) => reply.entry(&Duration::ZERO, &attr, 0),
+                Ok((attr, false)) => reply.entry(&fs.times.entry, &attr, 0),
                 Err(e) => reply.error(e),
             }
         });
@@ -309,44 +312,23 @@ impl Filesystem for EggsFs {
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        let id = to_eggs(ino);
-        let accmode = flags & libc::O_ACCMODE;
-        if accmode == libc::O_RDONLY {
+        let writing = lock(&self.inner.writing).get(&ino).cloned();
+        let fh = self.fh();
+        if let Some(w) = writing {
+            // Closed and being linked (or still open by its writer): open the linked file
+            // once its link is done, never the half-stored one.
+            return self.spawn(|fs| async move {
+                if !fs.wait_closed(&w).await {
+                    return reply.error(libc::EBUSY);
+                }
+                fs.open_linked(ino, flags, fh, reply).await
+            });
+        }
+        if flags & libc::O_ACCMODE == libc::O_RDONLY {
             // Linked files never change, so the kernel may keep their pages across opens.
             return reply.opened(0, FOPEN_KEEP_CACHE);
         }
-        if lock(&self.inner.writing).contains_key(&ino) {
-            // Being written by another handle.
-            return reply.error(libc::EBUSY);
-        }
-        let known = lock(&self.inner.names).get(&ino).cloned();
-        let fh = self.fh();
-        self.spawn(|fs| async move {
-            let Some((parent, name)) = known else {
-                return reply.error(libc::EPERM);
-            };
-            // The new file keeps the replaced one's mode, owner and group, as truncating
-            // would.
-            let st = match fs.client.stat(id).await {
-                Ok(st) => st,
-                Err(e) => return reply.error(errno(&e)),
-            };
-            if flags & libc::O_TRUNC == 0 && st.size() != 0 {
-                // Writing into an existing file is impossible; replacing an empty one is
-                // the same as truncating it.
-                return reply.error(libc::EPERM);
-            }
-            if st.attrs().file_type() != posix::S_IFREG {
-                return reply.error(libc::EPERM);
-            }
-            match fs
-                .start_writer(parent, name, Some(id), st.attrs(), fh)
-                .await
-            {
-                Ok(_) => reply.opened(fh, 0),
-                Err(e) => reply.error(e),
-            }
-        });
+        self.spawn(|fs| async move { fs.open_linked(ino, flags, fh, reply).await });
     }
 
     fn read(

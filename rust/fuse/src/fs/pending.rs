@@ -45,7 +45,11 @@ impl Inner {
                 r => r,
             };
             match r {
-                Ok(r) => *lock(&w.attrs) = r.attrs,
+                Ok(r) => {
+                    *lock(&w.attrs) = r.attrs;
+                    let t = |t: eggs_protocol::EggsTime| super::system_time(t);
+                    *lock(&w.times) = Some((t(r.atime), t(r.mtime)));
+                }
                 Err(e) => return reply.error(errno(&e)),
             }
         }
@@ -61,8 +65,9 @@ impl Inner {
                 Err(_) => return reply.error(libc::EIO),
             }
         }
+        // Not cached: the link changes size and times.
         reply.attr(
-            &self.times.file_attr,
+            &std::time::Duration::ZERO,
             &self.writing_attr(&w, SystemTime::now()),
         );
     }

@@ -75,13 +75,14 @@ impl Inner {
     /// The attributes of a file being written: its size so far, times now.
     pub(super) fn writing_attr(&self, w: &Writing, now: SystemTime) -> FileAttr {
         let attrs = *lock(&w.attrs);
+        let (atime, mtime) = lock(&w.times).unwrap_or((now, now));
         let size = w.size.load(Ordering::Relaxed);
         FileAttr {
             ino: to_fuse(w.ino),
             size,
             blocks: size.div_ceil(512),
-            atime: now,
-            mtime: now,
+            atime,
+            mtime,
             ctime: now,
             crtime: now,
             kind: kind_of_mode(attrs.mode),
@@ -96,7 +97,10 @@ impl Inner {
     }
 
     pub(super) fn ttl(&self, id: InodeId) -> Duration {
-        if id.is_dir() {
+        if lock(&self.writing).contains_key(&id.0) {
+            // Its size and times change until (and with) its link.
+            Duration::ZERO
+        } else if id.is_dir() {
             self.times.dir_attr
         } else {
             self.times.file_attr
@@ -117,6 +121,23 @@ impl Inner {
         let w = lock(&self.pending).get(&(dir, name.clone())).cloned()?;
         let linking = lock(&w.target).linking;
         (!linking).then_some(w)
+    }
+
+    /// Waits for the link of a file that was closed: for as long as it takes once the kernel
+    /// released it, up to [`super::write::RELEASE_GRACE`] after a close whose release has not
+    /// come (another descriptor may still be open). Returns whether it is done with.
+    pub(super) async fn wait_closed(&self, w: &Writing) -> bool {
+        if w.released.load(Ordering::Acquire) {
+            self.wait_done(w).await;
+            return true;
+        }
+        let until = *lock(&w.grace_until);
+        if let Some(until) = until {
+            let mut rx = w.done.clone();
+            let _ = tokio::time::timeout_at(until.into(), rx.wait_for(|done| *done)).await;
+        }
+        let done = *w.done.borrow();
+        done
     }
 
     /// Waits until `w` is done with (linked, dropped or failed).
@@ -188,14 +209,22 @@ impl Inner {
         names.insert(id.0, (parent, name.clone()));
     }
 
-    pub(super) async fn lookup(&self, parent: InodeId, name: &Name) -> Result<FileAttr, i32> {
-        if let Some(w) = self.pending(parent, name) {
-            return Ok(self.writing_attr(&w, SystemTime::now()));
-        }
-        // A name whose link has begun: the shard answers once it is done.
-        let linking = lock(&self.pending).get(&(parent, name.clone())).cloned();
-        if let Some(w) = linking {
-            self.wait_done(&w).await;
+    /// The attributes of `name` in `parent`, and whether they are those of a file being
+    /// written (which the kernel must not cache).
+    pub(super) async fn lookup(
+        &self,
+        parent: InodeId,
+        name: &Name,
+    ) -> Result<(FileAttr, bool), i32> {
+        let known = lock(&self.pending).get(&(parent, name.clone())).cloned();
+        if let Some(w) = known {
+            // Closed already: the link is coming, and the linked file is what to show (for
+            // a replacement, under its new inode). Should the link be late, the file being
+            // written is: never ENOENT.
+            let linked = self.wait_closed(&w).await;
+            if !linked && self.pending(parent, name).is_some() {
+                return Ok((self.writing_attr(&w, SystemTime::now()), true));
+            }
         }
         let r = self
             .client
@@ -203,7 +232,8 @@ impl Inner {
             .await
             .map_err(|e| errno(&e))?;
         self.remember_name(r.target_id, parent, name);
-        self.getattr(r.target_id).await
+        let writing = lock(&self.writing).contains_key(&r.target_id.0);
+        Ok((self.getattr(r.target_id).await?, writing))
     }
 
     pub(super) async fn statfs(&self) -> Result<(u64, u64), ClientError> {

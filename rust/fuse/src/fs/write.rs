@@ -69,6 +69,8 @@ pub(super) struct Writing {
     pub(super) target: Mutex<Target>,
     /// Mode, owner and group as the shard last confirmed them.
     pub(super) attrs: Mutex<InodeAttrs>,
+    /// Access and modification times a setattr gave it (the link keeps them), if any.
+    pub(super) times: Mutex<Option<(SystemTime, SystemTime)>>,
     /// Becomes true once the task is done with the file (linked or not).
     pub(super) done: watch::Receiver<bool>,
     /// Whether the kernel released the handle (so the link is coming for sure).
@@ -122,6 +124,7 @@ impl Inner {
                 unlinked: false,
             }),
             attrs: Mutex::new(attrs),
+            times: Mutex::new(None),
             done,
             released: AtomicBool::new(false),
             grace_until: Mutex::new(None),
@@ -137,6 +140,49 @@ impl Inner {
             .write_task(writer, w.clone(), ino, replaced.is_some(), rx, done_tx);
         tokio::spawn(task);
         Ok(w)
+    }
+
+    /// Opens `ino`, which is not being written (any more): for reading as it is, for writing
+    /// as a new file that replaces it (only with `O_TRUNC`, or when it is empty).
+    pub(super) async fn open_linked(
+        self: &Arc<Self>,
+        ino: u64,
+        flags: i32,
+        fh: u64,
+        reply: fuser::ReplyOpen,
+    ) {
+        if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            // Linked files never change, so the kernel may keep their pages across opens.
+            return reply.opened(0, fuser::consts::FOPEN_KEEP_CACHE);
+        }
+        if lock(&self.writing).contains_key(&ino) {
+            // Being written by another handle.
+            return reply.error(libc::EBUSY);
+        }
+        let id = super::to_eggs(ino);
+        let Some((parent, name)) = lock(&self.names).get(&ino).cloned() else {
+            return reply.error(libc::EPERM);
+        };
+        // The new file keeps the replaced one's mode, owner and group, as truncating would.
+        let st = match self.client.stat(id).await {
+            Ok(st) => st,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        if flags & libc::O_TRUNC == 0 && st.size() != 0 {
+            // Writing into an existing file is impossible; replacing an empty one is the
+            // same as truncating it.
+            return reply.error(libc::EPERM);
+        }
+        if st.attrs().file_type() != eggs_protocol::posix::S_IFREG {
+            return reply.error(libc::EPERM);
+        }
+        match self
+            .start_writer(parent, name, Some(id), st.attrs(), fh)
+            .await
+        {
+            Ok(_) => reply.opened(fh, 0),
+            Err(e) => reply.error(e),
+        }
     }
 
     /// Owns one file's writer: applies its queued requests in order, links it on release.
@@ -236,6 +282,11 @@ impl Inner {
                     if !unlinked {
                         self.remember_name(id, parent, &name);
                     }
+                    // Reads meanwhile saw the half-stored file, and the kernel's attributes
+                    // are those of the file being written.
+                    self.cache.forget(id);
+                    self.cache.forget(ino);
+                    self.forget_inode(ino);
                     self.end_link(&w, done);
                     if replacing {
                         // The name now points at the new file.
@@ -249,6 +300,21 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Makes the kernel drop the attributes (and pages) it has of `ino`. Not awaited: the
+    /// kernel may want the reply to the request being handled first.
+    pub(super) fn forget_inode(&self, ino: InodeId) {
+        let Some(n) = self.notifier.get().cloned() else {
+            return;
+        };
+        let ino = to_fuse(ino);
+        // Off the async workers, as in `forget_name`.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = n.inval_inode(ino, 0, 0) {
+                tracing::debug!("invalidating inode {ino}: {e}");
+            }
+        });
     }
 
     /// Makes the kernel forget the name `w` will be linked as.
