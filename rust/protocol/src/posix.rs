@@ -104,6 +104,14 @@ pub struct Caller {
 }
 
 impl Caller {
+    pub fn new(uid: u32, gid: u32, groups: &[u32]) -> Caller {
+        Caller {
+            uid,
+            gid,
+            groups: groups.to_vec(),
+        }
+    }
+
     pub fn root() -> Caller {
         Caller {
             uid: 0,
@@ -275,11 +283,7 @@ mod tests {
     use super::*;
 
     fn user(uid: u32, gid: u32, groups: &[u32]) -> Caller {
-        Caller {
-            uid,
-            gid,
-            groups: groups.to_vec(),
-        }
+        Caller::new(uid, gid, groups)
     }
 
     fn file(mode: u32, uid: u32, gid: u32) -> InodeAttrs {

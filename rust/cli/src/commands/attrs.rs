@@ -128,11 +128,7 @@ mod tests {
     use eggs_protocol::posix::S_IFREG;
 
     fn user(uid: u32, gid: u32, groups: &[u32]) -> Caller {
-        Caller {
-            uid,
-            gid,
-            groups: groups.to_vec(),
-        }
+        Caller::new(uid, gid, groups)
     }
 
     #[test]

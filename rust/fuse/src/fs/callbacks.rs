@@ -166,14 +166,7 @@ impl Filesystem for EggsFs {
                 fs.client.mkdir_with(parent, &name, attrs).await
             }
             .await;
-            let attr = match r {
-                Ok(id) => fs.getattr(id).await,
-                Err(e) => Err(errno(&e)),
-            };
-            match attr {
-                Ok(a) => reply.entry(&fs.times.entry, &a, 0),
-                Err(e) => reply.error(e),
-            }
+            fs.reply_created(r, parent, &name, reply).await;
         });
     }
 
@@ -245,14 +238,7 @@ impl Filesystem for EggsFs {
                 Ok::<_, ClientError>(id)
             }
             .await;
-            let attr = match r {
-                Ok(id) => fs.getattr(id).await,
-                Err(e) => Err(errno(&e)),
-            };
-            match attr {
-                Ok(a) => reply.entry(&fs.times.entry, &a, 0),
-                Err(e) => reply.error(e),
-            }
+            fs.reply_created(r, parent, &name, reply).await;
         });
     }
 
@@ -594,17 +580,7 @@ impl Filesystem for EggsFs {
                 Ok::<_, ClientError>(id)
             }
             .await;
-            let attr = match r {
-                Ok(id) => {
-                    fs.remember_name(id, parent, &name);
-                    fs.getattr(id).await
-                }
-                Err(e) => Err(errno(&e)),
-            };
-            match attr {
-                Ok(a) => reply.entry(&fs.times.entry, &a, 0),
-                Err(e) => reply.error(e),
-            }
+            fs.reply_created(r, parent, &name, reply).await;
         });
     }
 

@@ -198,6 +198,27 @@ impl Inner {
         linking.retain(|_, list| !list.is_empty());
     }
 
+    /// Answers mkdir, symlink and mknod with what they made (or why they failed).
+    pub(super) async fn reply_created(
+        &self,
+        made: Result<InodeId, ClientError>,
+        parent: InodeId,
+        name: &Name,
+        reply: fuser::ReplyEntry,
+    ) {
+        let attr = match made {
+            Ok(id) => {
+                self.remember_name(id, parent, name);
+                self.getattr(id).await
+            }
+            Err(e) => Err(errno(&e)),
+        };
+        match attr {
+            Ok(a) => reply.entry(&self.times.entry, &a, 0),
+            Err(e) => reply.error(e),
+        }
+    }
+
     pub(super) fn remember_name(&self, id: InodeId, parent: InodeId, name: &Name) {
         if id.is_dir() {
             return;

@@ -117,11 +117,7 @@ mod tests {
     }
 
     fn user(uid: u32, gid: u32, groups: &[u32]) -> Caller {
-        Caller {
-            uid,
-            gid,
-            groups: groups.to_vec(),
-        }
+        Caller::new(uid, gid, groups)
     }
 
     fn attrs(mode: u32, uid: u32, gid: u32) -> InodeAttrs {
