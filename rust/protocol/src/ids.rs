@@ -68,7 +68,45 @@ impl InodeType {
     }
 }
 
-/// A 64-bit inode id: `type (2 bits) | counter (54 bits) | shard (8 bits)`.
+/// What a file inode (type `File`) holds. It is in the top [`InodeId::FILE_KIND_BITS`] bits of
+/// the id's counter, so that a listing, which carries only ids, tells FIFOs, sockets and
+/// devices from regular files (`d_type`) without asking for each one's mode.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum FileKind {
+    Regular,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    fn bits(self) -> u64 {
+        match self {
+            FileKind::Regular => 0,
+            FileKind::Fifo => 1,
+            FileKind::Socket => 2,
+            FileKind::CharDevice => 3,
+            FileKind::BlockDevice => 4,
+        }
+    }
+
+    /// The kind of a file inode with mode `mode` (`st_mode` type bits; anything else is
+    /// regular).
+    pub fn of_mode(mode: u32) -> FileKind {
+        use crate::posix::{S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFSOCK};
+        match mode & S_IFMT {
+            S_IFIFO => FileKind::Fifo,
+            S_IFSOCK => FileKind::Socket,
+            S_IFCHR => FileKind::CharDevice,
+            S_IFBLK => FileKind::BlockDevice,
+            _ => FileKind::Regular,
+        }
+    }
+}
+
+/// A 64-bit inode id: `type (2 bits) | counter (54 bits) | shard (8 bits)`; a file's counter
+/// is `kind (3 bits) | sequence (51 bits)` ([`FileKind`]).
 ///
 /// Keeping the type and shard in the id lets anybody route a request and know what it points
 /// to without a lookup.
@@ -89,6 +127,11 @@ impl InodeId {
     const TYPE_SHIFT: u32 = Self::COUNTER_BITS + Self::SHARD_BITS;
     /// Largest counter that fits.
     pub const MAX_COUNTER: u64 = (1 << Self::COUNTER_BITS) - 1;
+    /// Bits of a file's counter that say its [`FileKind`], at the counter's top.
+    pub const FILE_KIND_BITS: u32 = 3;
+    /// Largest sequence number of a file or symlink (the rest of the counter): file and
+    /// symlink counters of a shard come from one sequence, which stays below this.
+    pub const MAX_FILE_SEQ: u64 = (1 << (Self::COUNTER_BITS - Self::FILE_KIND_BITS)) - 1;
 
     /// Panics on a counter that does not fit (callers allocate counters and must stop
     /// before [`Self::MAX_COUNTER`]): a truncated counter would name another inode.
@@ -99,6 +142,29 @@ impl InodeId {
         );
         InodeId((typ.bits() << Self::TYPE_SHIFT) | (counter << Self::SHARD_BITS) | shard.0 as u64)
     }
+    /// A file inode of `kind` with sequence number `seq` (panics above [`Self::MAX_FILE_SEQ`],
+    /// as [`Self::new`] does).
+    pub fn new_file(shard: ShardId, kind: FileKind, seq: u64) -> InodeId {
+        assert!(seq <= Self::MAX_FILE_SEQ, "file sequence {seq} overflows");
+        let kind = kind.bits() << (Self::COUNTER_BITS - Self::FILE_KIND_BITS);
+        Self::new(InodeType::File, shard, kind | seq)
+    }
+
+    /// What a file inode holds; `None` for other types and unknown kind bits.
+    pub fn file_kind(self) -> Option<FileKind> {
+        if self.typ() != Some(InodeType::File) {
+            return None;
+        }
+        match self.counter() >> (Self::COUNTER_BITS - Self::FILE_KIND_BITS) {
+            0 => Some(FileKind::Regular),
+            1 => Some(FileKind::Fifo),
+            2 => Some(FileKind::Socket),
+            3 => Some(FileKind::CharDevice),
+            4 => Some(FileKind::BlockDevice),
+            _ => None,
+        }
+    }
+
     /// The type encoded in the id, or `None` for the null id and other invalid ids.
     pub fn typ(self) -> Option<InodeType> {
         match self.0 >> Self::TYPE_SHIFT {
@@ -204,6 +270,11 @@ impl BlockId {
     pub const COUNTER_BITS: u32 = 56;
     /// Largest counter that fits.
     pub const MAX_COUNTER: u64 = (1 << Self::COUNTER_BITS) - 1;
+    /// Bits of a file's counter that say its [`FileKind`], at the counter's top.
+    pub const FILE_KIND_BITS: u32 = 3;
+    /// Largest sequence number of a file or symlink (the rest of the counter): file and
+    /// symlink counters of a shard come from one sequence, which stays below this.
+    pub const MAX_FILE_SEQ: u64 = (1 << (Self::COUNTER_BITS - Self::FILE_KIND_BITS)) - 1;
 
     /// Panics on a counter that does not fit (the allocating shard must stop before
     /// [`Self::MAX_COUNTER`]): a truncated counter would reuse another block's id.

@@ -24,8 +24,8 @@ pub use codec::{decode, encode, encode_into, message_len, DecodeError, EncodedLe
 pub use eggs_protocol_derive::EncodedLen;
 pub use error::EggsError;
 pub use ids::{
-    Addr, BlockId, BlockServiceId, EggsTime, InodeId, InodeType, Name, NameError, ShardId,
-    NUM_SHARDS,
+    Addr, BlockId, BlockServiceId, EggsTime, FileKind, InodeId, InodeType, Name, NameError,
+    ShardId, NUM_SHARDS,
 };
 pub use policy::DirectoryInfo;
 pub use posix::{AttrChange, Caller, InodeAttrs, SetTime};

@@ -1838,6 +1838,29 @@ fn inode_id_layout_and_name_hash() {
     assert_eq!(id.0, (3 << 62) | (0x12_3456 << 8) | 0xab);
     let id = InodeId::new(InodeType::Directory, ShardId(1), InodeId::MAX_COUNTER);
     assert_eq!(id.0, 0x7fff_ffff_ffff_ff01);
+    // A file's kind is in bits 61..59 (the counter's top three), as the document says.
+    let fifo = InodeId::new_file(ShardId(2), eggs_protocol::FileKind::Fifo, 5);
+    assert_eq!(fifo.0, (2 << 62) | (1 << 59) | (5 << 8) | 2);
+    let kinds = [
+        (eggs_protocol::FileKind::Regular, 0u64),
+        (eggs_protocol::FileKind::Fifo, 1),
+        (eggs_protocol::FileKind::Socket, 2),
+        (eggs_protocol::FileKind::CharDevice, 3),
+        (eggs_protocol::FileKind::BlockDevice, 4),
+    ];
+    for (kind, bits) in kinds {
+        let id = InodeId::new_file(ShardId(9), kind, InodeId::MAX_FILE_SEQ);
+        assert_eq!(id.counter() >> 51, bits);
+        assert_eq!(id.file_kind(), Some(kind));
+    }
+    // Files made before kinds existed have small counters: regular.
+    let old = InodeId::new(InodeType::File, ShardId(0), 77);
+    assert_eq!(old.file_kind(), Some(eggs_protocol::FileKind::Regular));
+    assert_eq!(
+        InodeId::new(InodeType::File, ShardId(0), 7 << 51).file_kind(),
+        None
+    );
+    assert_eq!(InodeId::ROOT.file_kind(), None);
     // FNV-1a 64 test vectors, as given in the document.
     assert_eq!(name_hash(b""), 0xcbf2_9ce4_8422_2325);
     assert_eq!(name_hash(b"a"), 0xaf63_dc4c_8601_ec8c);

@@ -105,7 +105,7 @@ impl<K: Kv> ShardCore<K> {
             core.served[s.0 as usize] = true;
             core.last_time[s.0 as usize] = core.meta(s, keys::META_LAST_TIME)?.unwrap_or(0);
             core.next_file_counter[s.0 as usize] =
-                core.counter(s, keys::META_NEXT_FILE_COUNTER, InodeId::MAX_COUNTER)?;
+                core.counter(s, keys::META_NEXT_FILE_COUNTER, InodeId::MAX_FILE_SEQ)?;
             core.next_block_counter[s.0 as usize] =
                 core.counter(s, keys::META_NEXT_BLOCK_COUNTER, BlockId::MAX_COUNTER)?;
         }

@@ -10,6 +10,7 @@ use eggs_protocol::posix::{self, AttrChange, PERM_BITS};
 use eggs_protocol::{InodeType, Name};
 use fuser::consts::{
     FOPEN_KEEP_CACHE, FUSE_ATOMIC_O_TRUNC, FUSE_DO_READDIRPLUS, FUSE_PARALLEL_DIROPS,
+    FUSE_READDIRPLUS_AUTO,
 };
 use fuser::{
     FileType, Filesystem, KernelConfig, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
@@ -29,12 +30,10 @@ impl Filesystem for EggsFs {
         let _ = config.set_max_readahead(MAX_IO_BYTES);
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
-        // Always readdirplus (not FUSE_READDIRPLUS_AUTO, with which the kernel lists big
-        // directories with plain readdir): a listing does not say whether a file inode is a
-        // regular file, a FIFO, a socket or a device, and d_type must say it (`find -type`).
         for cap in [
             FUSE_ATOMIC_O_TRUNC,
             FUSE_DO_READDIRPLUS,
+            FUSE_READDIRPLUS_AUTO,
             FUSE_PARALLEL_DIROPS,
         ] {
             if let Err(unsupported) = config.add_capabilities(cap) {

@@ -106,13 +106,20 @@ fn set_time(t: TimeOrNow) -> eggs_protocol::SetTime {
     }
 }
 
-/// The file type by inode id alone (listings, which carry no modes): special files read as
-/// regular files here, and the kernel learns their type from their attributes.
+/// The file type by inode id alone (listings, which carry no modes): a file's id says
+/// whether it is a regular file, a FIFO, a socket or a device.
 fn kind_of(id: InodeId) -> FileType {
+    use eggs_protocol::FileKind;
     match id.typ() {
         Some(InodeType::Directory) => FileType::Directory,
         Some(InodeType::Symlink) => FileType::Symlink,
-        _ => FileType::RegularFile,
+        _ => match id.file_kind() {
+            Some(FileKind::Fifo) => FileType::NamedPipe,
+            Some(FileKind::Socket) => FileType::Socket,
+            Some(FileKind::CharDevice) => FileType::CharDevice,
+            Some(FileKind::BlockDevice) => FileType::BlockDevice,
+            _ => FileType::RegularFile,
+        },
     }
 }
 

@@ -716,6 +716,10 @@ mod tests {
         for (i, (a, rdev)) in specials.into_iter().enumerate() {
             let f = t.construct(a, rdev);
             assert_eq!(f.id.typ(), Some(InodeType::File));
+            // The id says what kind of file it is (listings give d_type from ids alone).
+            let kind = eggs_protocol::FileKind::of_mode(a.mode);
+            assert_eq!(f.id.file_kind(), Some(kind));
+            assert_ne!(kind, eggs_protocol::FileKind::Regular);
             let st = t.req(StatTransientFileReq { id: f.id }).unwrap();
             assert_eq!(st.attrs, a);
             let name = format!("special{i}");

@@ -384,9 +384,16 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::BadAttributes.into());
         }
         let counter = &mut self.next_file_counter[shard.0 as usize];
-        // Asserts that the counter fits: 2^54 files per shard is never reached, and `open`
-        // refuses a stored counter beyond it.
-        let id = InodeId::new(r.typ, shard, *counter);
+        // Asserts that the counter fits: 2^51 files per shard is never reached, and `open`
+        // refuses a stored counter beyond it. A file's id says what kind of file it is.
+        let id = match r.typ {
+            InodeType::File => InodeId::new_file(
+                shard,
+                eggs_protocol::FileKind::of_mode(r.attrs.mode),
+                *counter,
+            ),
+            typ => InodeId::new(typ, shard, *counter),
+        };
         *counter += 1;
         tx.changes.put(
             keys::meta(shard, keys::META_NEXT_FILE_COUNTER),
