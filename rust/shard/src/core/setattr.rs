@@ -739,6 +739,23 @@ mod tests {
                 })
                 .unwrap();
             assert_eq!(lookup.target_id, f.id);
+            // Deleted and undeleted like any file: the snapshot edge brings back the same
+            // inode, type and device number.
+            let unlink = SoftUnlinkFileReq {
+                dir_id: InodeId::ROOT,
+                target_id: f.id,
+                name: n(&name),
+                creation_time: lookup.creation_time,
+            };
+            t.req(unlink).unwrap();
+            let restore = RestoreSnapshotEdgeReq {
+                dir_id: InodeId::ROOT,
+                name: n(&name),
+                creation_time: lookup.creation_time,
+            };
+            assert_eq!(t.req(restore).unwrap().target_id, f.id);
+            let st = t.stat(f.id);
+            assert_eq!((st.attrs, st.rdev), (r.attrs, rdev));
         }
     }
 }
