@@ -136,7 +136,7 @@ fn placement_survives_absurd_free_space() {
 #[test]
 fn corrupt_counters_are_refused_at_open() {
     for (field, bad) in [
-        (keys::META_NEXT_FILE_COUNTER, InodeId::MAX_COUNTER + 2),
+        (keys::META_NEXT_FILE_COUNTER, InodeId::MAX_FILE_SEQ + 2),
         (keys::META_NEXT_BLOCK_COUNTER, BlockId::MAX_COUNTER + 2),
         (keys::META_NEXT_FILE_COUNTER, 0),
     ] {
@@ -150,10 +150,11 @@ fn corrupt_counters_are_refused_at_open() {
             "counter {field} = {bad}"
         );
     }
-    // The largest counter a shard can still use opens.
+    // The largest counter a shard can still use opens (file and symlink counters stop
+    // below the file kind bits of the id).
     let kv = MemKv::default();
     let mut changes = Changes::default();
-    let last = InodeId::MAX_COUNTER.to_be_bytes().to_vec();
+    let last = InodeId::MAX_FILE_SEQ.to_be_bytes().to_vec();
     changes.put(keys::meta(ShardId(3), keys::META_NEXT_FILE_COUNTER), last);
     kv.apply(changes).unwrap();
     ShardCore::open(kv, &[ShardId(3)], ShardOptions::default(), EggsTime(1)).unwrap();
