@@ -881,6 +881,43 @@ check("ok", "renameat2", "old", "older", 1)
 assert open("older", "rb").read() == b"old contents"
 assert open("new", "rb").read() == b"a" * 10000 + b"b"
 
+# The rest of docs/POSIX.md's table. A second writer, a read through the writing
+# descriptor, fallocate: not while a file is being written.
+import fcntl, mmap
+fd = os.open("busy", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+os.write(fd, b"w" * 100)
+def second_writer(p): os.close(os.open(p, os.O_WRONLY | os.O_TRUNC))
+def read_back(fd): os.pread(fd, 10, 0)
+def fallocate(fd):
+    if libc.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(4096)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+# (Python names errno 95 ENOTSUP; EOPNOTSUPP is the same number on Linux.)
+check("EBUSY", "second_writer", "busy")
+check("ENOTSUP", "read_back", fd)
+check("ENOTSUP", "fallocate", fd)
+os.close(fd)
+settle("busy")
+assert open("busy", "rb").read() == b"w" * 100
+# No extended attributes.
+def getxattr(p): os.getxattr(p, "user.x")
+def setxattr(p): os.setxattr(p, "user.x", b"1")
+def listxattr(p): os.listxattr(p)
+check("ENOTSUP", "getxattr", "older")
+check("ENOTSUP", "setxattr", "older")
+check("ENOTSUP", "listxattr", "older")
+# mmap: read-only works, a shared writable mapping of a linked file cannot be had; flock
+# locks (within this machine).
+with open("older", "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    assert m[:] == b"old contents"
+    m.close()
+    def map_shared_writable(fd):
+        mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    check("EACCES", "map_shared_writable", f.fileno())
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
 # chmod, fchmod, fchown and utime of a file still being written are applied to it.
 fd = os.open("open", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 os.write(fd, b"c" * 200000)
