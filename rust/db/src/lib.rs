@@ -78,6 +78,14 @@ pub fn unsynced_write() -> rocksdb::WriteOptions {
     w
 }
 
+/// Whether the database holds any key at all.
+pub fn has_data(db: &rocksdb::DB) -> Result<bool, rocksdb::Error> {
+    match db.iterator(rocksdb::IteratorMode::Start).next() {
+        Some(entry) => entry.map(|_| true),
+        None => Ok(false),
+    }
+}
+
 /// Refuses a database of another format version than `current`, naming it as `what` (kind
 /// and path); records the version under `key` (synced, before anything else is written) in a
 /// new database and in one made before versions were recorded. Every store calls it on open.
@@ -94,10 +102,7 @@ where
         what,
         current,
         db.get(key)?,
-        || match db.iterator(rocksdb::IteratorMode::Start).next() {
-            Some(entry) => Ok(entry.map(|_| true)?),
-            None => Ok(false),
-        },
+        || Ok(has_data(db)?),
         |v| Ok(db.put_opt(key, v, &sync_write())?),
     )
 }

@@ -184,6 +184,16 @@ pub enum SetTime {
     At(EggsTime),
 }
 
+impl SetTime {
+    /// The time this asks for, when the shard's time is `now`.
+    pub fn at(self, now: EggsTime) -> EggsTime {
+        match self {
+            SetTime::Now => now,
+            SetTime::At(t) => t,
+        }
+    }
+}
+
 /// What a `SetAttr` changes; `None` leaves that attribute as it is.
 #[derive(Clone, PartialEq, Eq, Debug, Default, Encode, Decode, EncodedLen)]
 pub struct AttrChange {

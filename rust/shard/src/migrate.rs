@@ -22,7 +22,7 @@ pub fn upgrade(db: &rocksdb::DB, current: FormatVersion) -> Result<(), ShardErro
             Ok(b) => FormatVersion::from_be_bytes(b),
             Err(_) => return Ok(()), // unreadable: refused by the check
         },
-        None if has_data(db)? => format_version::LEGACY_VERSION,
+        None if eggs_db::has_data(db)? => format_version::LEGACY_VERSION,
         None => return Ok(()), // new
     };
     if version != 1 {
@@ -41,13 +41,6 @@ pub fn upgrade(db: &rocksdb::DB, current: FormatVersion) -> Result<(), ShardErro
     db.write_opt(batch, &eggs_db::sync_write())?;
     tracing::info!("shard database migrated from format version 1 to {current}: {rewritten} inodes given attributes");
     Ok(())
-}
-
-fn has_data(db: &rocksdb::DB) -> Result<bool, ShardError> {
-    match db.iterator(rocksdb::IteratorMode::Start).next() {
-        Some(entry) => Ok(entry.map(|_| true)?),
-        None => Ok(false),
-    }
 }
 
 /// The version 2 value of a version 1 key's value, for the bodies that changed.

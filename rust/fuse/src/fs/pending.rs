@@ -93,12 +93,7 @@ impl Inner {
             self.wait_done(&w).await;
             return false;
         }
-        {
-            let mut pending = lock(&self.pending);
-            if pending.get(&key).is_some_and(|x| Arc::ptr_eq(x, &w)) {
-                pending.remove(&key);
-            }
-        }
+        self.unpend(&key, &w);
         // An `O_TRUNC` replacement: the old file still holds the name on the shard.
         w.replaced.is_none()
     }
@@ -157,12 +152,8 @@ impl Inner {
             self.wait_done(&w).await;
             return Ok(false);
         }
-        let mut pending = lock(&self.pending);
-        if pending.get(&key).is_some_and(|x| Arc::ptr_eq(x, &w)) {
-            pending.remove(&key);
-        }
-        pending.insert((to, newname.clone()), w.clone());
-        drop(pending);
+        self.unpend(&key, &w);
+        lock(&self.pending).insert((to, newname.clone()), w.clone());
         self.remember_name(w.ino, to, newname);
         Ok(true)
     }

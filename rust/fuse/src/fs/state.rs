@@ -8,7 +8,7 @@ use crate::error::errno;
 use eggs_client::{Client, ClientError, Stat};
 use eggs_protocol::posix::PERM_BITS;
 use eggs_protocol::shuckle::BlockServicesReq;
-use eggs_protocol::{InodeId, Name};
+use eggs_protocol::{InodeAttrs, InodeId, Name};
 use fuser::{FileAttr, FileType, Notifier, ReplyDirectoryPlus};
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -20,6 +20,37 @@ use tokio::sync::watch;
 
 /// Entries whose attributes one readdirplus reply fetches at most.
 const READDIRPLUS_BATCH: usize = 128;
+
+struct Times {
+    atime: SystemTime,
+    mtime: SystemTime,
+    ctime: SystemTime,
+    crtime: SystemTime,
+}
+
+/// The one place an inode's attributes become the kernel's.
+fn file_attr(id: InodeId, attrs: InodeAttrs, size: u64, t: Times, rdev: u64) -> FileAttr {
+    let kind = kind_of_mode(attrs.mode);
+    FileAttr {
+        ino: to_fuse(id),
+        size,
+        blocks: size.div_ceil(512),
+        atime: t.atime,
+        mtime: t.mtime,
+        ctime: t.ctime,
+        crtime: t.crtime,
+        kind,
+        perm: eggs_protocol::conv::fit(attrs.mode & PERM_BITS),
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid: attrs.uid,
+        gid: attrs.gid,
+        // Linux's dev_t is 32 bits as the kernel sees it through FUSE.
+        rdev: u32::try_from(rdev).unwrap_or(u32::MAX),
+        // Programs size their buffers by this (cp reads and writes this much at once).
+        blksize: MAX_IO_BYTES,
+        flags: 0,
+    }
+}
 
 pub(super) struct Inner {
     pub(super) client: Arc<Client>,
@@ -48,52 +79,27 @@ impl Inner {
     /// What the kernel is told about an inode the shard described.
     pub(super) fn attr(&self, id: InodeId, st: &Stat) -> FileAttr {
         let (atime, mtime, ctime) = st.times();
-        let attrs = st.attrs();
-        let kind = kind_of_mode(attrs.mode);
-        let size = st.size();
-        FileAttr {
-            ino: to_fuse(id),
-            size,
-            blocks: size.div_ceil(512),
+        let times = Times {
             atime: system_time(atime),
             mtime: system_time(mtime),
             ctime: system_time(ctime),
             crtime: system_time(mtime),
-            kind,
-            perm: eggs_protocol::conv::fit(attrs.mode & PERM_BITS),
-            nlink: if kind == FileType::Directory { 2 } else { 1 },
-            uid: attrs.uid,
-            gid: attrs.gid,
-            // Linux's dev_t is 32 bits as the kernel sees it through FUSE.
-            rdev: u32::try_from(st.rdev()).unwrap_or(u32::MAX),
-            // Programs size their buffers by this (cp reads and writes this much at once).
-            blksize: MAX_IO_BYTES,
-            flags: 0,
-        }
+        };
+        file_attr(id, st.attrs(), st.size(), times, st.rdev())
     }
 
-    /// The attributes of a file being written: its size so far, times now.
+    /// The attributes of a file being written: its size so far, times now unless a setattr
+    /// set them.
     pub(super) fn writing_attr(&self, w: &Writing, now: SystemTime) -> FileAttr {
-        let attrs = *lock(&w.attrs);
         let (atime, mtime) = lock(&w.times).unwrap_or((now, now));
-        let size = w.size.load(Ordering::Relaxed);
-        FileAttr {
-            ino: to_fuse(w.ino),
-            size,
-            blocks: size.div_ceil(512),
+        let times = Times {
             atime,
             mtime,
             ctime: now,
             crtime: now,
-            kind: kind_of_mode(attrs.mode),
-            perm: eggs_protocol::conv::fit(attrs.mode & PERM_BITS),
-            nlink: 1,
-            uid: attrs.uid,
-            gid: attrs.gid,
-            rdev: 0,
-            blksize: MAX_IO_BYTES,
-            flags: 0,
-        }
+        };
+        let size = w.size.load(Ordering::Relaxed);
+        file_attr(w.ino, *lock(&w.attrs), size, times, 0)
     }
 
     pub(super) fn ttl(&self, id: InodeId) -> Duration {
@@ -114,6 +120,15 @@ impl Inner {
         }
         let st = self.client.stat(id).await.map_err(|e| errno(&e))?;
         Ok(self.attr(id, &st))
+    }
+
+    /// Drops `key` from the names this mount answers for, if it is still `w`'s (a rename or
+    /// another file being written may have taken it since).
+    pub(super) fn unpend(&self, key: &(InodeId, Name), w: &Arc<Writing>) {
+        let mut pending = lock(&self.pending);
+        if pending.get(key).is_some_and(|x| Arc::ptr_eq(x, w)) {
+            pending.remove(key);
+        }
     }
 
     /// The file being written under `name` in `dir` whose link has not begun, if any.
@@ -184,13 +199,7 @@ impl Inner {
             let t = lock(&w.target);
             (t.parent, t.name.clone())
         };
-        {
-            let mut pending = lock(&self.pending);
-            let key = (parent, name);
-            if pending.get(&key).is_some_and(|x| Arc::ptr_eq(x, w)) {
-                pending.remove(&key);
-            }
-        }
+        self.unpend(&(parent, name), w);
         let mut linking = lock(&self.linking);
         for list in linking.values_mut() {
             list.retain(|x| !*x.done.borrow());

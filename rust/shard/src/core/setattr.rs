@@ -26,10 +26,7 @@ impl<K: Kv> ShardCore<K> {
         }
         Self::check_owned(shard, r.id, Some(false))?;
         let now = tx.now;
-        let at = |t: SetTime| match t {
-            SetTime::Now => now,
-            SetTime::At(t) => t,
-        };
+        let at = |t: SetTime| t.at(now);
         if let Some(cookie) = r.cookie {
             let mut t = self.transient_for_write(shard, r.id, cookie)?;
             t.attrs = apply_change(&t.attrs, &r.caller, &r.change)?;
@@ -74,10 +71,7 @@ impl<K: Kv> ShardCore<K> {
             return Err(EggsError::TypeMismatch.into());
         }
         let now: EggsTime = tx.now;
-        let at = |t: SetTime| match t {
-            SetTime::Now => now,
-            SetTime::At(t) => t,
-        };
+        let at = |t: SetTime| t.at(now);
         d.attrs = apply_change(&d.attrs, &r.caller, &r.change)?;
         d.atime = r.change.atime.map_or(d.atime, at);
         d.mtime = r.change.mtime.map_or(d.mtime, at);
